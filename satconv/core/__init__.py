@@ -1,0 +1,6 @@
+"""numba kernels: arrays in, arrays out. Nothing here knows about files, YAML or tiles' geography.
+
+- ``conv``: correlation of a padded block at the samples of a grid (direct and separable).
+- ``stats``: windowed variance and per-block summaries used by the planner.
+- ``reconstruct``: bilinear and nearest interpolation of a sample grid to full resolution.
+"""

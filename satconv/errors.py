@@ -1,0 +1,37 @@
+"""Exceptions raised by satconv, one per failure class, each with its exit code.
+
+Exit codes follow the command-line contract: 0 all inputs done, 1 one or more inputs
+failed, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+
+class SatconvError(Exception):
+    """Base class: a failure satconv can explain in one line."""
+
+    exit_code = 1
+
+
+class ConfigError(SatconvError):
+    """The configuration (YAML file or options) is invalid."""
+
+    exit_code = 2
+
+
+class UsageError(SatconvError):
+    """The command line asks for something that cannot work."""
+
+    exit_code = 2
+
+
+class InputError(SatconvError):
+    """An input raster is missing, unreadable, or not usable."""
+
+
+class PlanError(SatconvError):
+    """A saved stride map does not fit the scene or the configuration."""
+
+
+class OutputError(SatconvError):
+    """An output cannot be written where it was asked for."""

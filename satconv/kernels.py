@@ -1,0 +1,78 @@
+"""Named convolution kernels as arrays, and the facts about them the planner needs.
+
+Every kernel is a 2-D float64 array with odd height and width. Kernels follow
+``scipy.ndimage.convolve`` semantics: they are flipped when applied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+KERNEL_TYPES = ("gaussian", "box", "sobel_x", "sobel_y", "laplacian", "sharpen", "custom")
+
+_FIXED = {
+    "sobel_x": [[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]],
+    "sobel_y": [[-1.0, -2.0, -1.0], [0.0, 0.0, 0.0], [1.0, 2.0, 1.0]],
+    "laplacian": [[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]],
+    "sharpen": [[0.0, -1.0, 0.0], [-1.0, 5.0, -1.0], [0.0, -1.0, 0.0]],
+}
+
+
+def gaussian(size: int, sigma: float) -> np.ndarray:
+    """A normalised ``size`` x ``size`` Gaussian (weights sum to 1)."""
+    r = size // 2
+    x = np.arange(-r, r + 1, dtype=np.float64)
+    g = np.exp(-0.5 * (x / sigma) ** 2)
+    g /= g.sum()
+    return np.outer(g, g)
+
+
+def box(size: int) -> np.ndarray:
+    """A normalised ``size`` x ``size`` mean filter."""
+    return np.full((size, size), 1.0 / (size * size))
+
+
+def make_kernel(
+    kind: str, size: int = 3, sigma: float = 1.0, weights: list[list[float]] | None = None
+) -> np.ndarray:
+    """Build the kernel array for a kernel type; fixed kernels ignore ``size``."""
+    if kind == "gaussian":
+        return gaussian(size, sigma)
+    if kind == "box":
+        return box(size)
+    if kind == "custom":
+        if weights is None:
+            raise ValueError("custom kernel needs weights")
+        return np.asarray(weights, dtype=np.float64)
+    if kind in _FIXED:
+        return np.asarray(_FIXED[kind], dtype=np.float64)
+    raise ValueError(f"unknown kernel type {kind!r}")
+
+
+@dataclass(frozen=True)
+class Separable:
+    """A rank-1 kernel ``K = outer(column, row)``."""
+
+    column: np.ndarray
+    row: np.ndarray
+
+
+def separate(kernel: np.ndarray, rtol: float = 1e-10) -> Separable | None:
+    """Split a rank-1 kernel into a column and a row vector, or return None.
+
+    The product of the returned vectors reproduces ``kernel`` to ``rtol`` of its largest
+    weight, so the separable path gives the same result as the direct one within float error.
+    """
+    k = np.asarray(kernel, dtype=np.float64)
+    u, s, vt = np.linalg.svd(k)
+    scale = np.abs(k).max()
+    if scale == 0 or s.size < 1:
+        return None
+    col = u[:, 0] * np.sqrt(s[0])
+    row = vt[0] * np.sqrt(s[0])
+    if np.abs(np.outer(col, row) - k).max() > rtol * scale:
+        return None
+    return Separable(col, row)
+

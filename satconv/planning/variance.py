@@ -1,0 +1,106 @@
+"""The variance policy: windowed variance per tile, mapped to a stride by thresholds.
+
+Each tile is summarised per band by the variance of its valid pixels in square windows
+(``window`` x ``window``), aggregated over the tile (``max``, ``mean`` or ``p90``). The most
+demanding band decides. Thresholds are a user's list, or ``auto``: derived from the error model
+(``error_model``) by the allocation in ``allocate`` so that the predicted RMS error of the whole
+scene is ``target_error`` times each band's output value range, at the least compute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..core.stats import window_variance
+from . import allocate, error_model
+
+
+@dataclass(frozen=True)
+class TileStats:
+    """Per band: the aggregated window variance, and the valid minimum and maximum."""
+
+    statistic: np.ndarray
+    vmin: np.ndarray
+    vmax: np.ndarray
+    valid: int
+
+
+def tile_stats(data: np.ndarray, valid: np.ndarray, window: int, statistic: str) -> TileStats:
+    """Summarise one tile (bands, h, w) for the planner. NaN where a band has no valid pixel."""
+    bands = data.shape[0]
+    stat = np.full(bands, np.nan)
+    vmin = np.full(bands, np.nan)
+    vmax = np.full(bands, np.nan)
+    min_count = max(2, (window * window) // 4)
+    for b in range(bands):
+        ok = valid[b]
+        if not ok.any():
+            continue
+        x = data[b].astype(np.float64, copy=False)
+        vals = x[ok]
+        vmin[b], vmax[b] = vals.min(), vals.max()
+        var = window_variance(x, ok, window, min_count)
+        var = var[np.isfinite(var)]
+        if var.size == 0:
+            stat[b] = float(np.var(vals))
+        elif statistic == "max":
+            stat[b] = var.max()
+        elif statistic == "mean":
+            stat[b] = var.mean()
+        else:
+            stat[b] = np.percentile(var, 90)
+    return TileStats(stat, vmin, vmax, int(valid.any(axis=0).sum()))
+
+
+def normalised(stat: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Per tile, the largest over bands of ``stat / scale`` (0 where no band has data)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(scale > 0, stat / scale, np.where(stat > 0, np.inf, 0.0))
+    ratio = np.where(np.isnan(ratio), -np.inf, ratio)
+    u = ratio.max(axis=-1) if ratio.shape[-1] else np.zeros(ratio.shape[:-1])
+    return np.where(np.isfinite(u) | (u > 0), np.maximum(u, 0.0), 0.0)
+
+
+@dataclass(frozen=True)
+class VariancePlan:
+    """Strides per tile, the thresholds used (per stride and band) and predicted RMS errors."""
+
+    strides: np.ndarray
+    thresholds: dict[int, np.ndarray]
+    predicted_rmse: np.ndarray
+    tolerance: np.ndarray | None
+
+
+def plan_auto(stat: np.ndarray, weights: np.ndarray, kernel: np.ndarray, strides: list[int],
+              band_range: np.ndarray, target_error: float, method: str,
+              window: int) -> VariancePlan:
+    """Thresholds from the error model: the cheapest plan whose predicted scene RMS error is at
+    most ``target_error`` x each band's output range."""
+    tol = target_error * band_range * error_model.output_scale(kernel)
+    gains = {s: error_model.stride_gain(kernel, s, method, window) for s in strides}
+    u = normalised(stat, tol * tol)
+    limits = allocate.for_error(u, weights, strides, gains, 1.0)
+    chosen = allocate.choose(u, limits)
+    per_band = {s: limits[s] * tol * tol for s in strides}
+    return VariancePlan(chosen, per_band, _rmse(stat, chosen, gains), tol)
+
+
+def plan_explicit(stat: np.ndarray, values: list[float], kernel: np.ndarray,
+                  strides: list[int], method: str, window: int) -> VariancePlan:
+    """A user's list: ``strides[i+1]`` is used while the statistic is below ``values[i]``."""
+    limits = {strides[0]: np.inf, **dict(zip(strides[1:], values, strict=True))}
+    chosen = allocate.choose(normalised(stat, np.ones(stat.shape[-1])), limits)
+    gains = {s: error_model.stride_gain(kernel, s, method, window) for s in strides}
+    per_band = {s: np.full(stat.shape[-1], float(limits[s])) for s in strides}
+    return VariancePlan(chosen, per_band, _rmse(stat, chosen, gains), None)
+
+
+def _rmse(stat: np.ndarray, chosen: np.ndarray, gains: dict[int, float]) -> np.ndarray:
+    """Predicted RMS error per tile, worst band, in output units."""
+    g = np.zeros(chosen.shape)
+    for s, gs in gains.items():
+        g[chosen == s] = gs
+    worst = np.where(np.isnan(stat), 0.0, stat).max(axis=-1) if stat.shape[-1] else g
+    return np.sqrt(np.maximum(worst, 0.0) * g)

@@ -1,0 +1,338 @@
+"""All raster I/O: opening inputs, reading padded blocks, output profiles, atomic writing,
+and the stride-map raster. Nothing else in satconv opens a raster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.enums import ColorInterp
+from rasterio.errors import RasterioError, RasterioIOError
+from rasterio.windows import Window
+
+from . import palette, profiles
+from .errors import InputError, OutputError, PlanError
+from .tiling import contiguous_runs
+
+#: GDAL block cache for a run: bounded, so memory does not grow with the scene. GDAL reads the
+#: environment when its cache is first used, which also covers worker threads.
+GDAL_CACHE_MB = 128
+os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
+
+SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What the rest of satconv needs to know about an input raster (plain, picklable data)."""
+
+    path: str
+    width: int
+    height: int
+    count: int
+    dtype: str
+    nodata: float | None
+    crs: Any
+    transform: Affine
+    descriptions: tuple[str | None, ...]
+    colorinterp: tuple[ColorInterp, ...]
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def gdal_env() -> rasterio.Env:
+    """The GDAL environment every satconv run uses: a bounded block cache."""
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GDAL_PAM_ENABLED="NO")
+
+
+@contextlib.contextmanager
+def open_input(path: str | os.PathLike[str]) -> Iterator[rasterio.io.DatasetReader]:
+    """Open an input raster for reading, or raise :class:`InputError` naming it."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if not p.is_file():
+        raise InputError(f"{p}: not a regular file")
+    if not os.access(p, os.R_OK):
+        raise InputError(f"{p}: permission denied")
+    try:
+        ds = rasterio.open(p)
+    except RasterioIOError as err:
+        raise InputError(f"{p}: not a readable raster ({_first_line(err)})") from None
+    except RasterioError as err:
+        raise InputError(f"{p}: cannot open ({_first_line(err)})") from None
+    try:
+        yield ds
+    finally:
+        ds.close()
+
+
+def describe(ds: rasterio.io.DatasetReader) -> RasterInfo:
+    """Check an opened input is usable and summarise it."""
+    name = ds.name
+    if ds.count < 1:
+        raise InputError(f"{name}: has no bands")
+    if len(set(ds.dtypes)) != 1:
+        raise InputError(f"{name}: bands have different data types {sorted(set(ds.dtypes))}")
+    dtype = ds.dtypes[0]
+    if dtype not in SUPPORTED_DTYPES:
+        raise InputError(f"{name}: data type {dtype} is not supported")
+    return RasterInfo(
+        path=name,
+        width=ds.width,
+        height=ds.height,
+        count=ds.count,
+        dtype=dtype,
+        nodata=ds.nodata,
+        crs=ds.crs,
+        transform=ds.transform,
+        descriptions=tuple(ds.descriptions),
+        colorinterp=tuple(ds.colorinterp),
+        tags=dict(ds.tags()),
+    )
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def read_indexed(
+    ds: rasterio.io.DatasetReader, rows: np.ndarray, cols: np.ndarray, cval: float
+) -> np.ndarray:
+    """Read the pixels at ``rows`` x ``cols`` (source indices, -1 = outside) as float64.
+
+    Returns ``(bands, len(rows), len(cols))``; outside positions hold ``cval``. The distinct
+    indices are read as a few contiguous windows, never the whole raster.
+    """
+    out = np.full((ds.count, rows.size, cols.size), cval, dtype=np.float64)
+    rin = np.flatnonzero(rows >= 0)
+    cin = np.flatnonzero(cols >= 0)
+    if rin.size == 0 or cin.size == 0:
+        return out
+    for r0, r1 in contiguous_runs(rows):
+        rsel = rin[(rows[rin] >= r0) & (rows[rin] < r1)]
+        for c0, c1 in contiguous_runs(cols):
+            csel = cin[(cols[cin] >= c0) & (cols[cin] < c1)]
+            try:
+                block = ds.read(window=Window(c0, r0, c1 - c0, r1 - r0))
+            except RasterioError as err:
+                raise InputError(
+                    f"{ds.name}: read failed at rows {r0}-{r1}, columns {c0}-{c1} "
+                    f"({_first_line(err)})"
+                ) from None
+            out[np.ix_(np.arange(ds.count), rsel, csel)] = block[
+                :, rows[rsel][:, None] - r0, cols[csel][None, :] - c0
+            ]
+    return out
+
+
+def read_window(
+    ds: rasterio.io.DatasetReader, row0: int, row1: int, col0: int, col1: int
+) -> np.ndarray:
+    """Read a window of every band in the input's own data type."""
+    try:
+        return ds.read(window=Window(col0, row0, col1 - col0, row1 - row0))
+    except RasterioError as err:
+        raise InputError(
+            f"{ds.name}: read failed at rows {row0}-{row1}, columns {col0}-{col1} "
+            f"({_first_line(err)})"
+        ) from None
+
+
+def valid_mask(data: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Which pixels hold data: not the nodata value, and not NaN."""
+    if data.dtype.kind == "f":
+        valid = ~np.isnan(data)
+    else:
+        valid = np.ones(data.shape, dtype=bool)
+    if nodata is not None and not np.isnan(nodata):
+        valid &= data != nodata
+    return valid
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def output_nodata(info: RasterInfo, out_dtype: str) -> float | None:
+    """The nodata value declared on the output: the input's when representable, else NaN."""
+    if info.nodata is None:
+        return None
+    nd = float(info.nodata)
+    kind = np.dtype(out_dtype).kind
+    if np.isnan(nd):
+        return nd if kind == "f" else None
+    if kind == "f":
+        return nd if np.isfinite(np.asarray(nd, dtype=out_dtype)) else float("nan")
+    lim = np.iinfo(out_dtype)
+    return nd if lim.min <= nd <= lim.max and nd == int(nd) else None
+
+
+def staging_path(final: Path) -> Path:
+    """Where an output is written before it is complete: a hidden name beside the final one."""
+    return final.with_name(f".{final.name}.{os.getpid()}.partial")
+
+
+class StagedOutputs:
+    """Outputs written under temporary names, renamed to their final names only on commit.
+
+    ``discard`` (also run on an exception inside ``with``) removes every temporary file, so a
+    failed run leaves nothing behind, and no file at a final name ever holds partial data.
+    """
+
+    def __init__(self, finals: list[Path]):
+        self.finals = [Path(p) for p in finals]
+        self.temps = [staging_path(p) for p in self.finals]
+        self._committed = False
+
+    def temp(self, final: Path) -> Path:
+        return self.temps[self.finals.index(Path(final))]
+
+    def commit(self) -> None:
+        """Rename every temporary file to its final name, the first listed last."""
+        for tmp, final in reversed(list(zip(self.temps, self.finals, strict=True))):
+            os.replace(tmp, final)
+        self._committed = True
+
+    def discard(self) -> None:
+        for tmp in self.temps:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    def __enter__(self) -> StagedOutputs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._committed:
+            self.discard()
+
+
+def check_output_dir(path: Path) -> None:
+    """Fail early, with one line, when an output cannot be created at ``path``."""
+    parent = path.parent
+    if not parent.exists():
+        raise OutputError(f"{path}: output folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"{path}: output folder {parent} is not writable")
+
+
+def output_profile(info: RasterInfo, out_dtype: str, compress: str, tile_size: int) -> dict:
+    """Profile of the filtered raster: the input's grid and georeferencing, tiled, compressed."""
+    profile: dict[str, Any] = {
+        "driver": "GTiff",
+        "width": info.width,
+        "height": info.height,
+        "count": info.count,
+        "dtype": out_dtype,
+        "crs": info.crs,
+        "transform": info.transform,
+        "nodata": output_nodata(info, out_dtype),
+    }
+    profile.update(profiles.creation_options(out_dtype, compress, tile_size))
+    return profile
+
+
+def open_output(path: Path, profile: dict) -> rasterio.io.DatasetWriter:
+    """Create an output raster, or raise :class:`OutputError` naming it."""
+    try:
+        return rasterio.open(path, "w", **profile)
+    except RasterioError as err:
+        raise OutputError(f"{path}: cannot create ({_first_line(err)})") from None
+
+
+def write_tile(
+    dst: rasterio.io.DatasetWriter, data: np.ndarray, row0: int, col0: int
+) -> None:
+    """Write ``data`` (bands, h, w) at (row0, col0)."""
+    _, h, w = data.shape
+    try:
+        dst.write(data, window=Window(col0, row0, w, h))
+    except RasterioError as err:
+        raise OutputError(f"{dst.name}: write failed ({_first_line(err)})") from None
+
+
+def finish_output(dst: rasterio.io.DatasetWriter, info: RasterInfo, tags: dict[str, str]) -> None:
+    """Carry band descriptions and colour interpretation over, and stamp satconv's tags."""
+    for i, desc in enumerate(info.descriptions, start=1):
+        if desc:
+            dst.set_band_description(i, desc)
+    if len(info.colorinterp) == dst.count:
+        with contextlib.suppress(RasterioError, ValueError):
+            dst.colorinterp = info.colorinterp
+    dst.update_tags(**tags)
+
+
+def to_cog(src: Path, dst: Path, compress: str, tile_size: int, dtype: str) -> None:
+    """Copy a finished GeoTIFF into a Cloud-Optimized GeoTIFF (GDAL's COG driver streams it)."""
+    opts = {
+        "driver": "COG",
+        "blocksize": profiles.block_size(tile_size),
+        "overview_resampling": "average",
+        "num_threads": "ALL_CPUS",
+        "bigtiff": "IF_SAFER",
+    }
+    if compress != "none":
+        opts["compress"] = compress.upper()
+        opts["predictor"] = "FLOATING_POINT" if np.dtype(dtype).kind == "f" else "YES"
+    try:
+        rasterio.shutil.copy(str(src), str(dst), **opts)
+    except RasterioError as err:
+        raise OutputError(f"{dst}: COG conversion failed ({_first_line(err)})") from None
+
+
+# ---------------------------------------------------------------- stride map
+
+
+def stride_map_transform(transform: Affine, tile_size: int) -> Affine:
+    """One stride-map pixel per tile: the input transform scaled by the tile size."""
+    return transform * Affine.scale(tile_size)
+
+
+def write_stride_map(path: Path, strides: np.ndarray, info: RasterInfo, tile_size: int,
+                     tags: dict[str, str]) -> None:
+    """Write the plan as a uint8 GeoTIFF with the stride colour table."""
+    profile = {
+        "driver": "GTiff",
+        "width": strides.shape[1],
+        "height": strides.shape[0],
+        "count": 1,
+        "dtype": "uint8",
+        "crs": info.crs,
+        "transform": stride_map_transform(info.transform, tile_size),
+        **profiles.stride_map_options(),
+    }
+    try:
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(strides.astype(np.uint8), 1)
+            dst.write_colormap(1, palette.colour_table())
+            dst.set_band_description(1, "stride (0 = skipped)")
+            dst.update_tags(**tags)
+    except RasterioError as err:
+        raise OutputError(f"{path}: cannot write stride map ({_first_line(err)})") from None
+
+
+def read_stride_map(path: str | os.PathLike[str], shape: tuple[int, int]) -> np.ndarray:
+    """Read a saved plan; raise :class:`PlanError` unless it is one band of ``shape``."""
+    p = Path(path)
+    try:
+        with open_input(p) as ds:
+            if ds.count != 1:
+                raise PlanError(f"{p}: a stride map has 1 band, this has {ds.count}")
+            if (ds.height, ds.width) != shape:
+                raise PlanError(
+                    f"{p}: stride map is {ds.height}x{ds.width} tiles, the scene needs "
+                    f"{shape[0]}x{shape[1]}"
+                )
+            data = ds.read(1)
+    except InputError as err:
+        raise PlanError(str(err)) from None
+    if not np.all(np.isfinite(data)) or np.any(data < 0) or np.any(data != np.round(data)):
+        raise PlanError(f"{p}: stride map values must be whole numbers >= 0")
+    return data.astype(np.int64)

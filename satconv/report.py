@@ -1,0 +1,60 @@
+"""The run report written beside the outputs as ``*.satconv.json``."""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far, in MB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
+
+
+@dataclass
+class RunReport:
+    """Everything a run did, as plain data: the JSON report and the one-line summary."""
+
+    input: str
+    outputs: dict[str, str]
+    config: dict[str, Any]
+    scene: dict[str, Any]
+    plan: dict[str, Any]
+    execute: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    peak_memory_mb: float = 0.0
+    satconv_version: str = __version__
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "satconv_version": self.satconv_version,
+            "input": self.input,
+            "outputs": self.outputs,
+            "scene": self.scene,
+            "config": self.config,
+            "plan": self.plan,
+            "execute": self.execute,
+            "timings_s": self.timings,
+            "peak_memory_mb": self.peak_memory_mb,
+        }
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+    def summary_line(self) -> str:
+        """``scene.tif: 12 tiles (1:4 2:6 4:2), compute 38.5% of full resolution, 1.2 s``."""
+        tiles = self.plan.get("tiles_per_stride", {})
+        per = " ".join(f"{k}:{v}" for k, v in tiles.items())
+        frac = 100 * self.plan.get("compute_fraction", 0.0)
+        total = self.timings.get("total", 0.0)
+        return (
+            f"{self.input}: {sum(tiles.values())} tiles (stride:tiles {per}), "
+            f"compute {frac:.1f}% of full resolution, {total:.1f} s"
+        )
