@@ -1,0 +1,1 @@
+"""Tests for satconv; the oracle in ``oracle.py`` is independent of satconv."""

@@ -1,0 +1,128 @@
+"""Shared fixtures: synthetic GeoTIFFs in tmp_path, hand-written stride maps, reference data."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CRS_UTM33N = CRS.from_epsg(32633)
+#: A real UTM 33N geotransform: 10 m pixels, north-up, origin in the zone's false easting range.
+TRANSFORM = Affine(10.0, 0.0, 399960.0, 0.0, -10.0, 5200020.0)
+
+WriteTif = Callable[..., Path]
+WriteStrideMap = Callable[..., Path]
+
+
+def random_image(rng: np.random.Generator, shape: Sequence[int], dtype: str) -> np.ndarray:
+    """Random pixels covering most of ``dtype``'s range (floats: a signed range of 1000)."""
+    dt = np.dtype(dtype)
+    if dt.kind in "iu":
+        info = np.iinfo(dt)
+        lo, hi = max(info.min, -30000), min(info.max, 60000)
+        return rng.integers(lo, hi, size=shape, endpoint=True).astype(dt)
+    return (rng.random(shape) * 2000.0 - 1000.0).astype(dt)
+
+
+def write_geotiff(path: Path, data: np.ndarray, *, nodata: float | None = None,
+                  crs: CRS | None = CRS_UTM33N, transform: Affine = TRANSFORM,
+                  descriptions: Sequence[str | None] | None = None,
+                  tiled: bool = False, compress: str | None = None) -> Path:
+    """Write ``data`` ((h, w) or (bands, h, w)) as a GeoTIFF with rasterio."""
+    arr = data[None] if data.ndim == 2 else data
+    profile = {
+        "driver": "GTiff", "width": arr.shape[2], "height": arr.shape[1],
+        "count": arr.shape[0], "dtype": arr.dtype.name, "crs": crs, "transform": transform,
+        "nodata": nodata,
+    }
+    if tiled:
+        profile.update(tiled=True, blockxsize=256, blockysize=256)
+    if compress:
+        profile["compress"] = compress
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(arr)
+        for i, d in enumerate(descriptions or [], start=1):
+            if d:
+                dst.set_band_description(i, d)
+    return Path(path)
+
+
+@pytest.fixture
+def write_tif(tmp_path: Path) -> WriteTif:
+    """``write_tif(data, name="scene.tif", nodata=None, ...)`` -> path inside tmp_path."""
+
+    def _write(data: np.ndarray, name: str = "scene.tif", **kw: object) -> Path:
+        return write_geotiff(tmp_path / name, data, **kw)
+
+    return _write
+
+
+@pytest.fixture
+def make_scene(write_tif: WriteTif) -> Callable[..., tuple[Path, np.ndarray]]:
+    """``make_scene(h, w, bands=1, dtype="uint16", seed=0, nodata=None, name=...)`` writes a
+    random scene and returns (path, the (bands, h, w) pixels written)."""
+
+    def _make(height: int, width: int, bands: int = 1, dtype: str = "uint16", seed: int = 0,
+              name: str = "scene.tif", **kw: object) -> tuple[Path, np.ndarray]:
+        data = random_image(np.random.default_rng(seed), (bands, height, width), dtype)
+        return write_tif(data, name=name, **kw), data
+
+    return _make
+
+
+def write_stride_map_file(path: Path, strides: np.ndarray, scene: Path, tile_size: int,
+                          dtype: str = "uint8") -> Path:
+    """A hand-written plan: one pixel per tile, the scene's CRS and its transform scaled by
+    the tile size (written here with rasterio, not with satconv's writer)."""
+    with rasterio.open(scene) as src:
+        crs, transform = src.crs, src.transform
+    arr = np.asarray(strides).astype(dtype)
+    with rasterio.open(path, "w", driver="GTiff", width=arr.shape[1], height=arr.shape[0],
+                       count=1, dtype=dtype, crs=crs,
+                       transform=transform @ Affine.scale(tile_size)) as dst:
+        dst.write(arr, 1)
+    return Path(path)
+
+
+@pytest.fixture
+def write_stride_map(tmp_path: Path) -> WriteStrideMap:
+    """``write_stride_map(strides, scene, tile_size, name="plan.tif")`` -> path."""
+
+    def _write(strides: np.ndarray, scene: Path, tile_size: int, name: str = "plan.tif",
+               dtype: str = "uint8") -> Path:
+        return write_stride_map_file(tmp_path / name, strides, scene, tile_size, dtype)
+
+    return _write
+
+
+def tile_shape(height: int, width: int, tile_size: int) -> tuple[int, int]:
+    return -(-height // tile_size), -(-width // tile_size)
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[[str, str], Path]:
+    """``write_config(yaml_text, name="config.yaml")`` -> path."""
+
+    def _write(text: str, name: str = "config.yaml") -> Path:
+        p = tmp_path / name
+        p.write_text(text, encoding="utf-8")
+        return p
+
+    return _write
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The reference rasters of SPEC section 6: $SATCONV_TEST_DATA or ../shared/data."""
+    env = os.environ.get("SATCONV_TEST_DATA")
+    folder = Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+    if not folder.is_dir():
+        pytest.skip(f"reference data not found: {folder} (set SATCONV_TEST_DATA)")
+    return folder

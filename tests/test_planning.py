@@ -1,0 +1,331 @@
+"""satconv.planning and satconv.core.stats: window variance, the allocation rule, the error
+model and whole-scene plans on synthetic rasters with known statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from satconv import api, config, kernels
+from satconv.core.stats import window_variance
+from satconv.errors import ConfigError, PlanError
+from satconv.planning import allocate, error_model, load_plan, variance
+from satconv.planning.plan import Plan
+from satconv.tiling import TileGrid
+
+from . import oracle
+
+
+def settings_with(**kw):
+    return config.from_dict(kw)
+
+
+def checkerboard(h, w, a, b):
+    """Values a and b alternating: every even-sized window has population variance
+    ((a - b) / 2) ** 2."""
+    rr, cc = np.mgrid[0:h, 0:w]
+    return np.where((rr + cc) % 2 == 0, a, b)
+
+
+# ---------------------------------------------------------------- window_variance
+
+
+def test_window_variance_hand_windows():
+    x = np.zeros((4, 6))
+    x[0:2, 0:2] = [[1, 2], [3, 4]]          # var of 1..4 = 1.25
+    x[0:2, 2:4] = 7                          # constant: 0
+    x[0:2, 4:6] = [[0, 10], [0, 10]]         # 25
+    x[2:4, 0:2] = [[5, 5], [5, 100]]         # 100 is invalid below: 0
+    x[2:4, 2:4] = [[1, 3], [1, 3]]           # only one valid pixel: NaN (min_count 2)
+    x[2:4, 4:6] = 9                          # no valid pixel: NaN
+    valid = np.ones(x.shape, dtype=bool)
+    valid[3, 1] = False
+    valid[2:4, 3] = False
+    valid[3, 2] = False
+    valid[2:4, 4:6] = False
+    got = window_variance(x, valid, 2, 2)
+    expected = np.array([[1.25, 0.0, 25.0], [0.0, np.nan, np.nan]])
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+
+
+def test_window_variance_partial_edge_windows():
+    x = np.arange(15, dtype=np.float64).reshape(3, 5)
+    got = window_variance(x, np.ones(x.shape, dtype=bool), 4, 1)
+    assert got.shape == (1, 2)
+    np.testing.assert_allclose(got, [[np.var(x[:, :4]), np.var(x[:, 4:])]], rtol=1e-12)
+
+
+def test_window_variance_large_offset_keeps_precision():
+    """uint16-like values near 60000 with tiny spread: the naive sum-of-squares loses it."""
+    rng = np.random.default_rng(1)
+    x = 60000.0 + rng.integers(0, 3, size=(16, 16)).astype(np.float64)
+    valid = np.ones(x.shape, dtype=bool)
+    np.testing.assert_allclose(window_variance(x, valid, 8, 2),
+                               oracle.window_variance(x, valid, 8, 2), rtol=1e-9, atol=1e-12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(h=st.integers(1, 40), w=st.integers(1, 40), win=st.integers(2, 9),
+       min_count=st.integers(1, 20), p_valid=st.floats(0.0, 1.0),
+       seed=st.integers(0, 2**32 - 1))
+def test_window_variance_matches_numpy(h, w, win, min_count, p_valid, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(h, w)) * 30 + 1000
+    valid = rng.random((h, w)) < p_valid
+    np.testing.assert_allclose(window_variance(x, valid, win, min_count),
+                               oracle.window_variance(x, valid, win, min_count),
+                               rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("statistic", ["max", "mean", "p90"])
+def test_tile_stats_aggregates_window_variances(statistic):
+    rng = np.random.default_rng(7)
+    data = rng.normal(size=(2, 32, 24)) * np.array([1.0, 20.0])[:, None, None]
+    data[1, :8, :8] *= 10
+    valid = rng.random(data.shape) > 0.1
+    ts = variance.tile_stats(data, valid, 8, statistic)
+    for b in range(2):
+        v = oracle.window_variance(data[b], valid[b], 8, 16)
+        v = v[np.isfinite(v)]
+        expected = {"max": v.max(), "mean": v.mean(), "p90": np.percentile(v, 90)}[statistic]
+        assert ts.statistic[b] == pytest.approx(expected, rel=1e-9)
+        assert ts.vmin[b] == data[b][valid[b]].min()
+        assert ts.vmax[b] == data[b][valid[b]].max()
+    assert ts.valid == int(valid.any(axis=0).sum())
+
+
+# ---------------------------------------------------------------- allocation rule
+
+REAL_GAINS = {
+    name: {s: error_model.stride_gain(k, s) for s in (1, 2, 4, 8, 16)}
+    for name, k in (("gaussian", kernels.gaussian(5, 1.0)),
+                    ("sobel", kernels.make_kernel("sobel_x")),
+                    ("box", kernels.box(3)))
+}
+
+
+@st.composite
+def allocation_case(draw):
+    strides = sorted(draw(st.sets(st.sampled_from([1, 2, 4, 8, 16]), min_size=1, max_size=5)))
+    gains = REAL_GAINS[draw(st.sampled_from(sorted(REAL_GAINS)))]
+    lam = 10 ** draw(st.floats(-3, 3))
+    seed = draw(st.integers(0, 2**32 - 1))
+    return strides, {s: gains[s] for s in strides}, lam, seed
+
+
+@settings(max_examples=150, deadline=None)
+@given(case=allocation_case())
+def test_choose_minimises_lagrangian(case):
+    strides, gains, lam, seed = case
+    u = 10 ** np.random.default_rng(seed).uniform(-4, 4, size=500)
+    chosen = allocate.choose(u, allocate.thresholds(strides, gains, lam))
+    assert set(np.unique(chosen)) <= set(strides)
+    cost = np.array([[1 / s**2 + lam * ui * gains[s] for s in strides] for ui in u])
+    got = np.array([1 / s**2 + lam * ui * gains[s] for ui, s in zip(u, chosen, strict=True)])
+    np.testing.assert_array_less(got, cost.min(axis=1) * (1 + 1e-9) + 1e-15)
+
+
+@settings(max_examples=100, deadline=None)
+@given(case=allocation_case())
+def test_choose_is_monotone(case):
+    strides, gains, lam, seed = case
+    u = np.sort(10 ** np.random.default_rng(seed).uniform(-4, 4, size=300))
+    chosen = allocate.choose(u, allocate.thresholds(strides, gains, lam))
+    # more variance never gets a coarser stride
+    assert np.all(np.diff(chosen) <= 0)
+    # a larger error price never gets a coarser stride anywhere
+    finer = allocate.choose(u, allocate.thresholds(strides, gains, lam * 10))
+    assert np.all(finer <= chosen)
+    # the thresholds themselves: the finest stride is always allowed
+    assert allocate.thresholds(strides, gains, lam)[strides[0]] == np.inf
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=allocation_case(), target=st.floats(0.01, 10.0), fraction=st.floats(0.0, 1.0))
+def test_error_and_budget_searches_meet_their_constraint(case, target, fraction):
+    strides, gains, _, seed = case
+    rng = np.random.default_rng(seed)
+    u = 10 ** rng.uniform(-3, 3, size=200)
+    weights = rng.integers(1, 100, size=200).astype(np.float64)
+
+    def mse(chosen):
+        return float((weights * u * np.array([gains[s] for s in chosen])).sum() / weights.sum())
+
+    # feasible when everything at the finest stride meets the target (always with stride 1)
+    if mse(np.full(u.shape, strides[0])) <= target:
+        assert mse(allocate.choose(u, allocate.for_error(u, weights, strides, gains,
+                                                           target))) <= target * (1 + 1e-6)
+    assume(fraction >= 1 / strides[-1] ** 2)  # feasible: everything at the coarsest stride
+    chosen = allocate.choose(u, allocate.for_budget(u, weights, strides, gains, fraction))
+    spent = float((weights / chosen.astype(np.float64) ** 2).sum() / weights.sum())
+    assert spent <= fraction * (1 + 1e-9)
+
+
+# ---------------------------------------------------------------- error model
+
+
+def test_stride_gain_zero_at_stride1_and_grows_for_gaussian():
+    k = kernels.gaussian(5, 1.0)
+    gains = [error_model.stride_gain(k, s) for s in (1, 2, 4, 8, 16)]
+    assert gains[0] == 0.0
+    assert all(b > a for a, b in zip(gains, gains[1:], strict=False))
+    assert gains[1] > 0
+
+
+def test_stride_gain_orders_kernels_and_methods_as_documented():
+    narrow, wide = kernels.gaussian(5, 1.0), kernels.gaussian(9, 3.0)
+    sobel = kernels.make_kernel("sobel_x")
+    for s in (2, 4):
+        assert error_model.stride_gain(wide, s) < error_model.stride_gain(narrow, s)
+        assert error_model.stride_gain(sobel, s) > error_model.stride_gain(narrow, s)
+        assert error_model.stride_gain(narrow, s, "nearest") > error_model.stride_gain(narrow, s)
+
+
+def _power_law_field(n, seed):
+    rng = np.random.default_rng(seed)
+    f = np.hypot(np.fft.fftfreq(n)[:, None], np.fft.fftfreq(n)[None, :])
+    f[0, 0] = np.inf
+    spec = (rng.standard_normal((n, n)) + 1j * rng.standard_normal((n, n))) / f
+    return np.real(np.fft.ifft2(spec))
+
+
+@pytest.mark.parametrize("stride", [2, 4])
+def test_stride_gain_predicts_measured_error_on_a_natural_field(stride):
+    """Independent measurement: a 1/f^2 field (another seed), scipy's periodic convolution,
+    stride samples bilinearly interpolated by the oracle; MSE over mean window variance."""
+    n = 256
+    k = kernels.gaussian(5, 1.0)
+    x = _power_law_field(n, seed=99)
+    y = ndi.convolve(x, k, mode="wrap")
+    pos = np.arange(0, n + 1, stride)
+    samples = y[np.ix_(pos % n, pos % n)]
+    recon = oracle.bilinear(samples, pos, pos, n, n)
+    v = np.nanmean(oracle.window_variance(x, np.ones(x.shape, dtype=bool), 8, 2))
+    measured = float(np.mean((recon - y) ** 2) / v)
+    predicted = error_model.stride_gain(k, stride)
+    assert predicted / 2 < measured < predicted * 2
+
+
+def test_output_scale():
+    assert error_model.output_scale(kernels.gaussian(5, 1.0)) == pytest.approx(1.0)
+    assert error_model.output_scale(kernels.make_kernel("sobel_x")) == pytest.approx(4.0)
+    assert error_model.output_scale(np.array([[2.0, 1.0, 1.0]])) == pytest.approx(4.0)
+
+
+# ---------------------------------------------------------------- plans of whole scenes
+
+
+def test_constant_scene_gets_coarsest_stride(write_tif):
+    path = write_tif(np.full((1, 100, 70), 1234, dtype=np.uint16))
+    for strides in ([1, 2, 4], [1, 2, 4, 8], [2, 4]):
+        _, plan = api.plan_scene(path, settings_with(tile_size=32, strides=strides))
+        assert plan.strides.shape == (4, 3)
+        assert np.all(plan.strides == max(strides))
+
+
+def test_noisy_tile_gets_stride1_others_coarsest(write_tif):
+    data = np.full((1, 64, 64), 30000, dtype=np.uint16)
+    rng = np.random.default_rng(0)
+    data[0, 32:, :32] = rng.integers(0, 65535, size=(32, 32), endpoint=True)
+    path = write_tif(data)
+    _, plan = api.plan_scene(path, settings_with(tile_size=32))
+    assert plan.strides.tolist() == [[4, 4], [1, 4]]
+
+
+def test_most_demanding_band_decides(write_tif):
+    data = np.full((2, 64, 64), 30000, dtype=np.uint16)
+    rng = np.random.default_rng(0)
+    data[1, :32, 32:] = rng.integers(0, 65535, size=(32, 32), endpoint=True)
+    _, plan = api.plan_scene(write_tif(data), settings_with(tile_size=32))
+    assert plan.strides.tolist() == [[4, 1], [4, 4]]
+
+
+def test_smaller_target_error_never_plans_coarser(write_tif):
+    rng = np.random.default_rng(3)
+    smooth = ndi.gaussian_filter(rng.normal(size=(128, 128)), 6) * 3000
+    data = (smooth + rng.normal(size=smooth.shape) * np.linspace(0, 300, 128)[None, :] + 20000)
+    path = write_tif(data.astype(np.float32)[None])
+    fractions, previous = [], None
+    for target in (0.2, 0.05, 0.01, 0.002, 0.0005):
+        s = config.from_dict({"tile_size": 16, "policy": {"target_error": target}})
+        _, plan = api.plan_scene(path, s)
+        if previous is not None:
+            assert np.all(plan.strides <= previous)
+        previous = plan.strides
+        fractions.append(plan.compute_fraction())
+    assert fractions == sorted(fractions)
+    assert fractions[0] < fractions[-1]  # the sweep actually changed the plan
+
+
+def test_explicit_thresholds(write_tif):
+    # tiles of 32 filled with checkerboards: window variance ((a - b) / 2) ** 2 everywhere
+    data = np.zeros((1, 32, 160), dtype=np.float32)
+    for tx, d in enumerate([0, 40, 100, 20, 10]):  # variances 0, 400, 2500, 100, 25
+        data[0, :, 32 * tx:32 * (tx + 1)] = checkerboard(32, 32, 500, 500 + d)
+    path = write_tif(data)
+    s = config.from_dict({"tile_size": 32, "strides": [1, 2, 4],
+                          "policy": {"thresholds": [1000, 100]}})
+    _, plan = api.plan_scene(path, s)
+    # stride 2 while the variance is below 1000, stride 4 while below 100 (100 is not below)
+    assert plan.strides.tolist() == [[4, 2, 1, 2, 4]]
+
+
+def test_all_nodata_tiles_get_stride_0_and_nodata_is_excluded(write_tif):
+    data = np.full((1, 64, 96), 5000, dtype=np.uint16)
+    data[0, :, 32:64] = 0                       # tile column 1: all nodata
+    data[0, 32:, 64:] = checkerboard(32, 32, 0, 9000)  # half nodata: valid part constant
+    rng = np.random.default_rng(0)
+    data[0, 32:, :32] = rng.integers(1, 65535, size=(32, 32))
+    s = config.from_dict({"tile_size": 32, "policy": {"thresholds": [1.0, 0.5]}})
+    _, plan = api.plan_scene(write_tif(data, nodata=0), s)
+    assert plan.strides.tolist() == [[4, 0, 4], [1, 0, 4]]
+    assert plan.histogram() == {0: 2, 1: 1, 4: 3}
+
+
+def test_nan_pixels_are_excluded_like_nodata(write_tif):
+    data = np.full((1, 32, 64), 7.0, dtype=np.float32)
+    data[0, :, 32:] = np.nan
+    data[0, ::2, :32] = np.nan  # NaN stripes across an otherwise constant tile
+    s = config.from_dict({"tile_size": 32, "policy": {"thresholds": [1.0, 0.5]}})
+    _, plan = api.plan_scene(write_tif(data), s)
+    assert plan.strides.tolist() == [[4, 0]]
+
+
+def test_plan_compute_fraction_and_histogram_by_hand():
+    grid = TileGrid(height=40, width=50, size=32)  # tiles 32x32, 32x18, 8x32, 8x18
+    plan = Plan(np.array([[1, 2], [4, 0]]), grid, "test")
+    expected = (32 * 32 / 1 + 32 * 18 / 4 + 8 * 32 / 16 + 0) / (40 * 50)
+    assert plan.compute_fraction() == pytest.approx(expected, rel=1e-12)
+    assert plan.histogram() == {0: 1, 1: 1, 2: 1, 4: 1}
+    assert plan.tile_pixels().tolist() == [[1024, 576], [256, 144]]
+
+
+def test_unavailable_policies_are_refused_clearly(write_tif):
+    path = write_tif(np.zeros((1, 8, 8), dtype=np.uint8))
+    for pol in ({"type": "budget", "fraction": 0.3}, {"type": "refine", "tolerance": 0.5}):
+        with pytest.raises(ConfigError, match="policy.type"):
+            api.plan_scene(path, config.from_dict({"policy": pol}))
+
+
+# ---------------------------------------------------------------- saved plans
+
+
+def test_load_plan_checks_shape_and_allowed_strides(make_scene, write_stride_map):
+    scene, _ = make_scene(70, 45)
+    s = config.from_dict({"tile_size": 32, "strides": [1, 2, 4]})
+    with api.raster_io.open_input(scene) as ds:
+        info = api.raster_io.describe(ds)
+    good = write_stride_map(np.array([[1, 2], [4, 0], [1, 1]]), scene, 32, name="good.tif")
+    assert load_plan(str(good), info, s).strides.tolist() == [[1, 2], [4, 0], [1, 1]]
+    wrong = write_stride_map(np.ones((2, 2)), scene, 32, name="wrong.tif")
+    with pytest.raises(PlanError, match="3x2"):
+        load_plan(str(wrong), info, s)
+    bad = write_stride_map(np.array([[1, 8], [1, 1], [1, 1]]), scene, 32, name="bad.tif")
+    with pytest.raises(PlanError, match=r"\[8\]"):
+        load_plan(str(bad), info, s)
+    frac = write_stride_map(np.full((3, 2), 1.5), scene, 32, name="frac.tif", dtype="float32")
+    with pytest.raises(PlanError, match="whole numbers"):
+        load_plan(str(frac), info, s)
