@@ -35,7 +35,8 @@ def main() -> None:
     if data:
         scenes += [data / "world.byte.tif", data / "RGB.byte.tif"]
     rows = []
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}")
     print("| scene | PSNR (dB) | compute | tiles per stride |")
     print("| --- | --- | --- | --- |")
     for scene in scenes:
