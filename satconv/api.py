@@ -129,6 +129,10 @@ def run_scene(
         out_dtype = info.dtype if settings.output.dtype == "same" else settings.output.dtype
         profile = raster_io.output_profile(info, out_dtype, settings.output.compress,
                                            settings.tile_size)
+        if info.mask in ("dataset", "alpha"):
+            # GDAL's threaded compression reports a spurious "ExtraSamples" error when an
+            # internal mask is written alongside (GDAL issue 7921): compress in one thread.
+            profile.pop("num_threads", None)
         opts = ExecuteOptions(
             kernel=settings.kernel.array(),
             boundary=settings.boundary,
@@ -136,6 +140,8 @@ def run_scene(
             reconstruction=settings.reconstruction,
             out_dtype=out_dtype,
             out_nodata=profile["nodata"],
+            min_valid_fraction=settings.min_valid_fraction,
+            write_mask=info.mask in ("dataset", "alpha"),
         )
         tags = _tags(settings)
         with raster_io.StagedOutputs(paths.all()) as staged:
@@ -144,9 +150,9 @@ def run_scene(
                 else raster_tmp
             try:
                 with raster_io.open_output(body, profile) as dst:
+                    raster_io.describe_output(dst, info, tags, float(opts.kernel.sum()))
                     stats = execute(info, plan, opts, dst, workers,
                                     progress("execute", ntiles))
-                    raster_io.finish_output(dst, info, tags)
                 if settings.output.cog:
                     raster_io.to_cog(body, raster_tmp, settings.output.compress,
                                      settings.tile_size, out_dtype)
@@ -162,11 +168,13 @@ def run_scene(
                          "report": str(paths.report)},
                 config=settings.to_dict(),
                 scene={"width": info.width, "height": info.height, "bands": info.count,
+                       "data_bands": list(info.bands), "validity": info.mask,
                        "dtype": info.dtype, "nodata": _json_num(info.nodata),
                        "crs": info.crs.to_string() if info.crs else None},
                 plan=plan.summary(),
-                execute={"tiles": stats.tiles, "kernel_evaluations": stats.samples,
-                         "evaluations_per_pixel": round(stats.samples / max(stats.pixels, 1), 6),
+                execute={"tiles": stats.tiles, "kernel_evaluations": stats.evaluations,
+                         "evaluations_per_pixel": round(
+                             stats.evaluations / max(stats.pixels, 1), 6),
                          "output_dtype": out_dtype, "output_nodata": _json_num(opts.out_nodata)},
                 timings={"plan": round(t_plan - t0, 3), "execute": round(t_exec - t_plan, 3),
                          "total": round(time.perf_counter() - t0, 3)},

@@ -130,6 +130,7 @@ class Settings(_Strict):
     policy: PolicyConfig = PolicyConfig()
     context: ContextConfig | None = None
     reconstruction: Literal["bilinear", "nearest"] = "bilinear"
+    min_valid_fraction: float = Field(0.5, ge=0, le=1)
     output: OutputConfig = OutputConfig()
 
     @field_validator("cval")

@@ -1,8 +1,28 @@
 """Convolution of one tile at a stride: the public face of the numba kernels in ``core``.
 
-The caller supplies a ``read`` function that returns the input at given source indices; this
-module decides which indices a tile needs (its samples plus the kernel's halo, extended past
-the image edges by the boundary mode), computes the samples and reconstructs the tile.
+The caller supplies a ``read`` function that returns the input (and its validity) at given
+source indices; this module decides which indices a tile needs (its samples plus the kernel's
+halo, extended past the image edges by the boundary mode), computes the samples and
+reconstructs the tile.
+
+Invalid pixels (nodata, masked, NaN) are never used as data. Where a kernel window holds
+invalid pixels, the result is the *normalised convolution* over the valid ones: the kernel is
+split into its positive part ``K+`` and negative part ``K-``, and each part is rescaled by the
+share of its weight that falls on valid pixels::
+
+    Y = sum(K+ X M) * sum(K+) / sum(K+ M)  -  sum(K- X M) * sum(K-) / sum(K- M)
+
+With every pixel valid this is exactly ``sum(K X)``. For a kernel of one sign (Gaussian, box)
+it is the usual ``sum(K X M) / sum(K M)`` rescaled to the kernel's gain; for zero-sum kernels
+(Sobel, Laplacian) each part is renormalised on its own, so a flat valid region still gives 0
+next to a hole instead of a spurious edge. An output pixel is nodata when its own pixel is
+invalid, when the valid pixels carry less than ``min_fraction`` of the kernel's absolute
+weight, or when one part of the kernel sees no valid pixel at all.
+
+At a stride, the samples are exact; a pixel is interpolated only when its own kernel window is
+entirely valid and the samples it interpolates between are valid. Every other valid pixel (the
+ring of pixels within a kernel radius of a hole) is computed exactly, so nothing bleeds across
+nodata at any stride.
 """
 
 from __future__ import annotations
@@ -16,17 +36,21 @@ from . import kernels
 from .core import conv, reconstruct
 from .tiling import Tile, boundary_index, sample_positions
 
-#: read(rows, cols) -> float64 array (bands, len(rows), len(cols)); index -1 means "cval".
-Reader = Callable[[np.ndarray, np.ndarray], np.ndarray]
+#: read(rows, cols) -> (data float64 (bands, len(rows), len(cols)), valid bool or None);
+#: index -1 means "outside, cval".
+Reader = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray | None]]
 
 
 @dataclass(frozen=True)
 class PreparedKernel:
-    """A kernel ready for the numba core: flipped for correlation, split when separable."""
+    """A kernel ready for the numba core: flipped for correlation, split when separable, and
+    split into its positive part and the magnitude of its negative part for masked data."""
 
     weights: np.ndarray
     column: np.ndarray | None
     row: np.ndarray | None
+    positive: np.ndarray
+    negative: np.ndarray
 
     @property
     def ry(self) -> int:
@@ -42,10 +66,13 @@ class PreparedKernel:
         if k.ndim != 2 or k.shape[0] % 2 == 0 or k.shape[1] % 2 == 0:
             raise ValueError(f"kernel must be 2-D with odd sides, got shape {k.shape}")
         flipped = np.ascontiguousarray(k[::-1, ::-1])
+        pos = np.ascontiguousarray(np.maximum(flipped, 0.0))
+        neg = np.ascontiguousarray(np.maximum(-flipped, 0.0))
         sep = kernels.separate(flipped)
         if sep is None or min(k.shape) < 3:
-            return cls(flipped, None, None)
-        return cls(flipped, np.ascontiguousarray(sep.column), np.ascontiguousarray(sep.row))
+            return cls(flipped, None, None, pos, neg)
+        return cls(flipped, np.ascontiguousarray(sep.column), np.ascontiguousarray(sep.row),
+                   pos, neg)
 
 
 @dataclass(frozen=True)
@@ -56,6 +83,15 @@ class TileSamples:
     cpos: np.ndarray
     src_rows: np.ndarray
     src_cols: np.ndarray
+
+
+@dataclass(frozen=True)
+class TileResult:
+    """A filtered tile (bands, h, w), NaN where the output is nodata, and the number of kernel
+    evaluations it cost (samples plus pixels computed exactly next to invalid data)."""
+
+    values: np.ndarray
+    evaluations: int
 
 
 def tile_samples(
@@ -73,23 +109,45 @@ def tile_samples(
     return TileSamples(rows - tile.row0, cols - tile.col0, src_rows, src_cols)
 
 
+def _grid_split(cpos: np.ndarray, stride: int) -> int:
+    """How many of ``cpos`` lie on the regular grid (the rest is the closing sample)."""
+    n = cpos.size
+    return n - 1 if n > 1 and cpos[-1] - cpos[-2] != stride else n
+
+
 def convolve_samples(
     block: np.ndarray, kernel: PreparedKernel, rpos: np.ndarray, cpos: np.ndarray, stride: int
 ) -> np.ndarray:
-    """Convolution of every band of a padded ``block`` at the samples ``rpos`` x ``cpos``.
+    """Convolution of every band of a padded, all-valid ``block`` at ``rpos`` x ``cpos``.
 
     ``cpos`` is a regular grid of ``stride`` from 0, optionally closed by one extra position.
     Returns float64 ``(bands, len(rpos), len(cpos))``.
     """
-    n_grid = cpos.size
-    if n_grid > 1 and cpos[-1] - cpos[-2] != stride:
-        n_grid -= 1
-    out = np.empty((block.shape[0], rpos.size, cpos.size), dtype=np.float64)
-    for b in range(block.shape[0]):
-        band = block[b]
-        out[b, :, :n_grid] = _correlate(band, kernel, rpos, 0, stride, n_grid)
-        if n_grid < cpos.size:
-            out[b, :, n_grid:] = _correlate(band, kernel, rpos, int(cpos[-1]), 1, 1)
+    return np.stack([_band_samples(block[b], kernel, rpos, cpos, stride)
+                     for b in range(block.shape[0])])
+
+
+def _band_samples(band: np.ndarray, kernel: PreparedKernel, rpos: np.ndarray,
+                  cpos: np.ndarray, stride: int) -> np.ndarray:
+    n_grid = _grid_split(cpos, stride)
+    out = np.empty((rpos.size, cpos.size), dtype=np.float64)
+    out[:, :n_grid] = _correlate(band, kernel, rpos, 0, stride, n_grid)
+    if n_grid < cpos.size:
+        out[:, n_grid:] = _correlate(band, kernel, rpos, int(cpos[-1]), 1, 1)
+    return out
+
+
+def _masked_samples(band: np.ndarray, valid: np.ndarray, kernel: PreparedKernel,
+                    rpos: np.ndarray, cpos: np.ndarray, stride: int,
+                    min_fraction: float) -> np.ndarray:
+    n_grid = _grid_split(cpos, stride)
+    out = np.empty((rpos.size, cpos.size), dtype=np.float64)
+    out[:, :n_grid] = conv.correlate_masked_grid(
+        band, valid, kernel.positive, kernel.negative, rpos, 0, stride, n_grid, min_fraction)
+    if n_grid < cpos.size:
+        out[:, n_grid:] = conv.correlate_masked_grid(
+            band, valid, kernel.positive, kernel.negative, rpos, int(cpos[-1]), 1, 1,
+            min_fraction)
     return out
 
 
@@ -102,14 +160,28 @@ def _correlate(band: np.ndarray, kernel: PreparedKernel, rows: np.ndarray, col0:
     return conv.correlate_grid(band, kernel.weights, rows, col0, step, ncols)
 
 
+def _reconstruct(samples: np.ndarray, rpos: np.ndarray, cpos: np.ndarray, h: int, w: int,
+                 method: str) -> np.ndarray:
+    if rpos[-1] == rpos.size - 1 == h - 1 and cpos[-1] == cpos.size - 1 == w - 1:
+        return samples
+    fn = reconstruct.bilinear if method == "bilinear" else reconstruct.nearest
+    return fn(samples, rpos, cpos, h, w)
+
+
 def reconstruct_tile(
     samples: np.ndarray, rpos: np.ndarray, cpos: np.ndarray, h: int, w: int, method: str
 ) -> np.ndarray:
     """Full-resolution (bands, h, w) tile from its samples; stride-1 samples pass unchanged."""
-    if rpos.size == h and cpos.size == w:
-        return samples
-    fn = reconstruct.bilinear if method == "bilinear" else reconstruct.nearest
-    return np.stack([fn(samples[b], rpos, cpos, h, w) for b in range(samples.shape[0])])
+    return np.stack([_reconstruct(samples[b], rpos, cpos, h, w, method)
+                     for b in range(samples.shape[0])])
+
+
+def _touches_invalid(valid: np.ndarray, kh: int, kw: int, h: int, w: int) -> np.ndarray:
+    """For each tile pixel, whether its kernel window in the block holds an invalid pixel."""
+    bad = np.zeros((valid.shape[0] + 1, valid.shape[1] + 1), dtype=np.int64)
+    bad[1:, 1:] = np.cumsum(np.cumsum(~valid, axis=0), axis=1)
+    count = bad[kh:kh + h, kw:kw + w] - bad[:h, kw:kw + w] - bad[kh:kh + h, :w] + bad[:h, :w]
+    return count > 0
 
 
 def convolve_tile(
@@ -121,16 +193,38 @@ def convolve_tile(
     kernel: PreparedKernel,
     mode: str,
     method: str = "bilinear",
-) -> tuple[np.ndarray, np.ndarray]:
-    """Convolve one tile at ``stride``; return (filtered tile, the tile's own input pixels).
+    min_fraction: float = 0.5,
+) -> TileResult:
+    """Convolve one tile at ``stride``.
 
-    Every sample equals the dense convolution of the whole image at that pixel; with stride 1
-    the tile equals the dense result exactly (up to float rounding).
+    Every sample equals the (normalised) dense convolution of the whole image at that pixel;
+    with stride 1 the tile equals the dense result up to float rounding. NaN marks nodata.
     """
     ts = tile_samples(tile, stride, height, width, kernel, mode)
-    block = read(ts.src_rows, ts.src_cols)
-    samples = convolve_samples(block, kernel, ts.rpos, ts.cpos, stride)
-    out = reconstruct_tile(samples, ts.rpos, ts.cpos, tile.height, tile.width, method)
-    own = block[:, kernel.ry:kernel.ry + tile.height, kernel.rx:kernel.rx + tile.width]
-    return out, own
-
+    block, valid = read(ts.src_rows, ts.src_cols)
+    h, w = tile.height, tile.width
+    kh, kw = kernel.weights.shape
+    out = np.empty((block.shape[0], h, w), dtype=np.float64)
+    nsamples = ts.rpos.size * ts.cpos.size
+    evaluations = 0
+    for b in range(block.shape[0]):
+        band = block[b]
+        vb = None if valid is None or valid[b].all() else valid[b]
+        if vb is None:
+            out[b] = _reconstruct(_band_samples(band, kernel, ts.rpos, ts.cpos, stride),
+                                  ts.rpos, ts.cpos, h, w, method)
+            evaluations += nsamples
+            continue
+        samples = _masked_samples(band, vb, kernel, ts.rpos, ts.cpos, stride, min_fraction)
+        values = _reconstruct(samples, ts.rpos, ts.cpos, h, w, method)
+        evaluations += nsamples
+        centre = vb[kernel.ry:kernel.ry + h, kernel.rx:kernel.rx + w]
+        if values is not samples:
+            redo = centre & (_touches_invalid(vb, kh, kw, h, w) | np.isnan(values))
+            rr, cc = np.nonzero(redo)
+            values[rr, cc] = conv.correlate_masked_points(
+                band, vb, kernel.positive, kernel.negative, rr, cc, min_fraction)
+            evaluations += rr.size
+        values[~centre] = np.nan
+        out[b] = values
+    return TileResult(out, evaluations)

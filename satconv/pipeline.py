@@ -27,47 +27,55 @@ class ExecuteOptions:
     cval: float
     reconstruction: str
     out_dtype: str
-    out_nodata: float | None
+    out_nodata: float
+    min_valid_fraction: float = 0.5
+    write_mask: bool = False
 
 
 @dataclass(frozen=True)
 class ExecuteStats:
-    """What the execute pass did: tiles per stride and kernel evaluations (samples)."""
+    """What the execute pass did: tiles, kernel evaluations, and pixel-bands in the scene."""
 
     tiles: int
-    samples: int
+    evaluations: int
     pixels: int
 
 
-def to_output(values: np.ndarray, invalid: np.ndarray, dtype: str,
-              nodata: float | None) -> np.ndarray:
-    """Cast float64 results to the output type (rounded and clipped for integers) and put
-    nodata where the input had none."""
+def to_output(values: np.ndarray, dtype: str, nodata: float) -> np.ndarray:
+    """Cast float64 results (NaN = nodata) to the output type: integers rounded and clipped,
+    nodata written where NaN, and no valid value left equal to the nodata value (it is moved
+    one step towards the type's interior, one unit for integers, one ulp for floats)."""
+    invalid = np.isnan(values)
     kind = np.dtype(dtype).kind
     if kind in "iu":
         lim = np.iinfo(dtype)
-        out = np.clip(np.rint(values), lim.min, lim.max).astype(dtype)
+        out = np.clip(np.rint(np.where(invalid, 0, values)), lim.min, lim.max).astype(dtype)
+        clash = (out == nodata) & ~invalid
+        if clash.any():
+            out[clash] = nodata + 1 if nodata < lim.max else nodata - 1
     else:
         out = values.astype(dtype)
-    if nodata is not None:
-        out[invalid] = nodata
+        if not np.isnan(nodata):
+            clash = (out == nodata) & ~invalid
+            if clash.any():
+                toward = np.inf if nodata < 0 or nodata == 0 else -np.inf
+                out[clash] = np.nextafter(out[clash], np.asarray(toward, dtype=dtype))
+    out[invalid] = nodata
     return out
 
 
 def _process(ds: object, tile_stride: tuple[Tile, int], info: RasterInfo,
-             pk: PreparedKernel, opts: ExecuteOptions) -> tuple[np.ndarray, int]:
+             pk: PreparedKernel, opts: ExecuteOptions) -> tuple[np.ndarray, np.ndarray, int]:
     tile, stride = tile_stride
     if stride == 0:
-        fill = opts.out_nodata if opts.out_nodata is not None else 0
-        return np.full((info.count, tile.height, tile.width), fill, dtype=opts.out_dtype), 0
-    read = partial(raster_io.read_indexed, ds, cval=opts.cval)
-    values, own = convolve_tile(
-        read, tile, stride, info.height, info.width, pk, opts.boundary,
-        opts.reconstruction,
-    )
-    invalid = ~raster_io.valid_mask(own, info.nodata)
-    nsamples = -(-tile.height // stride) * -(-tile.width // stride)
-    return to_output(values, invalid, opts.out_dtype, opts.out_nodata), nsamples
+        shape = (info.data_count, tile.height, tile.width)
+        return (np.full(shape, opts.out_nodata, dtype=opts.out_dtype),
+                np.zeros(shape[1:], dtype=bool), 0)
+    read = partial(raster_io.read_indexed, ds, info, cval=opts.cval)
+    result = convolve_tile(read, tile, stride, info.height, info.width, pk, opts.boundary,
+                           opts.reconstruction, opts.min_valid_fraction)
+    mask = ~np.isnan(result.values).all(axis=0)
+    return to_output(result.values, opts.out_dtype, opts.out_nodata), mask, result.evaluations
 
 
 def execute(
@@ -83,10 +91,11 @@ def execute(
     grid = plan.grid
     items = [(t, int(plan.strides[t.ty, t.tx])) for t in grid.tiles()]
     fn = partial(_process, info=info, pk=pk, opts=opts)
-    samples = 0
-    for (tile, _), (data, n) in map_tiles(info.path, items, fn, workers):
-        raster_io.write_tile(dst, data, tile.row0, tile.col0)
-        samples += n
+    evaluations = 0
+    for (tile, _), (data, mask, n) in map_tiles(info.path, items, fn, workers):
+        raster_io.write_tile(dst, data, tile.row0, tile.col0,
+                             mask if opts.write_mask else None)
+        evaluations += n
         if progress:
             progress(1)
-    return ExecuteStats(len(items), samples, info.height * info.width)
+    return ExecuteStats(len(items), evaluations, info.height * info.width * info.data_count)

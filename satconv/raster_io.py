@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import rasterio
 from affine import Affine
-from rasterio.enums import ColorInterp
+from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.windows import Window
 
@@ -45,6 +45,15 @@ class RasterInfo:
     descriptions: tuple[str | None, ...]
     colorinterp: tuple[ColorInterp, ...]
     tags: dict[str, str] = field(default_factory=dict)
+    bands: tuple[int, ...] = ()
+    mask: str = "none"
+    scales: tuple[float, ...] = ()
+    offsets: tuple[float, ...] = ()
+
+    @property
+    def data_count(self) -> int:
+        """Bands convolved as data (an alpha band is a mask, not data)."""
+        return len(self.bands)
 
 
 def gdal_env() -> rasterio.Env:
@@ -74,16 +83,40 @@ def open_input(path: str | os.PathLike[str]) -> Iterator[rasterio.io.DatasetRead
         ds.close()
 
 
+def mask_source(ds: rasterio.io.DatasetReader) -> tuple[str, tuple[int, ...]]:
+    """Where validity comes from, in GDAL's order, and the bands that hold data.
+
+    ``dataset`` (a per-dataset mask or ``.msk`` sidecar), ``alpha`` (an alpha band, which is
+    then not data), ``nodata`` (each band's nodata value), ``nan`` (float bands: NaN is
+    invalid) or ``none`` (every pixel is valid).
+    """
+    flags = ds.mask_flag_enums
+    alpha = [i for i, ci in enumerate(ds.colorinterp, start=1) if ci == ColorInterp.alpha]
+    bands = tuple(i for i in range(1, ds.count + 1) if i not in alpha)
+    if any(MaskFlags.alpha in f for f in flags) and alpha:
+        return "alpha", bands
+    if any(MaskFlags.per_dataset in f for f in flags):
+        return "dataset", bands
+    if any(MaskFlags.nodata in f for f in flags) or ds.nodata is not None:
+        return "nodata", bands
+    return ("nan" if np.dtype(ds.dtypes[0]).kind == "f" else "none"), bands
+
+
 def describe(ds: rasterio.io.DatasetReader) -> RasterInfo:
     """Check an opened input is usable and summarise it."""
     name = ds.name
     if ds.count < 1:
         raise InputError(f"{name}: has no bands")
+    if any(np.dtype(t).kind == "c" for t in ds.dtypes):
+        raise InputError(f"{name}: complex bands are not supported")
     if len(set(ds.dtypes)) != 1:
         raise InputError(f"{name}: bands have different data types {sorted(set(ds.dtypes))}")
     dtype = ds.dtypes[0]
     if dtype not in SUPPORTED_DTYPES:
         raise InputError(f"{name}: data type {dtype} is not supported")
+    mask, bands = mask_source(ds)
+    if not bands:
+        raise InputError(f"{name}: has no data bands (only alpha)")
     return RasterInfo(
         path=name,
         width=ds.width,
@@ -96,50 +129,88 @@ def describe(ds: rasterio.io.DatasetReader) -> RasterInfo:
         descriptions=tuple(ds.descriptions),
         colorinterp=tuple(ds.colorinterp),
         tags=dict(ds.tags()),
+        bands=bands,
+        mask=mask,
+        scales=tuple(float(ds.scales[i - 1]) for i in bands),
+        offsets=tuple(float(ds.offsets[i - 1]) for i in bands),
     )
 
 
-def _first_line(err: Exception) -> str:
+def _first_line(err: BaseException) -> str:
+    """GDAL's own message for an error, first line only (rasterio keeps it as the cause)."""
+    cause = err.__cause__ or err.__context__
+    if cause is not None and "previous exception" in str(err):
+        err = cause
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
 
 
 def read_indexed(
-    ds: rasterio.io.DatasetReader, rows: np.ndarray, cols: np.ndarray, cval: float
-) -> np.ndarray:
-    """Read the pixels at ``rows`` x ``cols`` (source indices, -1 = outside) as float64.
+    ds: rasterio.io.DatasetReader, info: RasterInfo, rows: np.ndarray, cols: np.ndarray,
+    cval: float,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read the data bands at ``rows`` x ``cols`` (source indices, -1 = outside) as float64.
 
-    Returns ``(bands, len(rows), len(cols))``; outside positions hold ``cval``. The distinct
+    Returns ``(data, valid)``, both ``(bands, len(rows), len(cols))``; ``valid`` is None when
+    every pixel read is valid. Outside positions hold ``cval`` and count as valid. The distinct
     indices are read as a few contiguous windows, never the whole raster.
     """
-    out = np.full((ds.count, rows.size, cols.size), cval, dtype=np.float64)
+    nb = info.data_count
+    out = np.full((nb, rows.size, cols.size), cval, dtype=np.float64)
+    valid = np.ones((nb, rows.size, cols.size), dtype=bool)
     rin = np.flatnonzero(rows >= 0)
     cin = np.flatnonzero(cols >= 0)
     if rin.size == 0 or cin.size == 0:
-        return out
+        return out, None
     for r0, r1 in contiguous_runs(rows):
         rsel = rin[(rows[rin] >= r0) & (rows[rin] < r1)]
         for c0, c1 in contiguous_runs(cols):
             csel = cin[(cols[cin] >= c0) & (cols[cin] < c1)]
-            try:
-                block = ds.read(window=Window(c0, r0, c1 - c0, r1 - r0))
-            except RasterioError as err:
-                raise InputError(
-                    f"{ds.name}: read failed at rows {r0}-{r1}, columns {c0}-{c1} "
-                    f"({_first_line(err)})"
-                ) from None
-            out[np.ix_(np.arange(ds.count), rsel, csel)] = block[
-                :, rows[rsel][:, None] - r0, cols[csel][None, :] - c0
-            ]
-    return out
+            block, ok = read_window_valid(ds, info, r0, r1, c0, c1)
+            sel = np.ix_(np.arange(nb), rsel, csel)
+            src = (slice(None), rows[rsel][:, None] - r0, cols[csel][None, :] - c0)
+            out[sel] = block[src]
+            if ok is not None:
+                valid[sel] = ok[src]
+    return out, (None if valid.all() else valid)
+
+
+def read_window_valid(
+    ds: rasterio.io.DatasetReader, info: RasterInfo, row0: int, row1: int, col0: int,
+    col1: int,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read a window of the data bands in their own type, with its validity mask.
+
+    Validity follows ``info.mask``; NaN is never valid. ``valid`` is None when all is valid.
+    """
+    data = read_window(ds, row0, row1, col0, col1, info.bands)
+    if info.mask in ("dataset", "alpha"):
+        window = Window(col0, row0, col1 - col0, row1 - row0)
+        try:
+            m = ds.read_masks(info.bands[0], window=window) > 0
+        except RasterioError as err:
+            raise InputError(
+                f"{ds.name}: mask read failed at rows {row0}-{row1}, columns {col0}-{col1} "
+                f"({_first_line(err)})"
+            ) from None
+        valid = np.broadcast_to(m, data.shape).copy()
+        if data.dtype.kind == "f":
+            valid &= ~np.isnan(data)
+    elif info.mask in ("nodata", "nan"):
+        valid = valid_mask(data, info.nodata)
+    else:
+        return data, None
+    return data, (None if valid.all() else valid)
 
 
 def read_window(
-    ds: rasterio.io.DatasetReader, row0: int, row1: int, col0: int, col1: int
+    ds: rasterio.io.DatasetReader, row0: int, row1: int, col0: int, col1: int,
+    bands: tuple[int, ...] | None = None,
 ) -> np.ndarray:
-    """Read a window of every band in the input's own data type."""
+    """Read a window of ``bands`` (default: all) in the input's own data type."""
     try:
-        return ds.read(window=Window(col0, row0, col1 - col0, row1 - row0))
+        return ds.read(list(bands) if bands else None,
+                       window=Window(col0, row0, col1 - col0, row1 - row0))
     except RasterioError as err:
         raise InputError(
             f"{ds.name}: read failed at rows {row0}-{row1}, columns {col0}-{col1} "
@@ -161,18 +232,20 @@ def valid_mask(data: np.ndarray, nodata: float | None) -> np.ndarray:
 # ---------------------------------------------------------------- outputs
 
 
-def output_nodata(info: RasterInfo, out_dtype: str) -> float | None:
-    """The nodata value declared on the output: the input's when representable, else NaN."""
-    if info.nodata is None:
-        return None
-    nd = float(info.nodata)
+def output_nodata(info: RasterInfo, out_dtype: str) -> float:
+    """The nodata value declared on every output: the input's when the output type can hold
+    it, else NaN for float outputs, else the type's minimum (valid values are kept off it)."""
     kind = np.dtype(out_dtype).kind
-    if np.isnan(nd):
-        return nd if kind == "f" else None
+    nd = None if info.nodata is None else float(info.nodata)
     if kind == "f":
-        return nd if np.isfinite(np.asarray(nd, dtype=out_dtype)) else float("nan")
+        if nd is None or np.isnan(nd):
+            return float("nan")
+        with np.errstate(over="ignore"):
+            return nd if np.isfinite(np.asarray(nd, dtype=out_dtype)) else float("nan")
     lim = np.iinfo(out_dtype)
-    return nd if lim.min <= nd <= lim.max and nd == int(nd) else None
+    if nd is not None and np.isfinite(nd) and lim.min <= nd <= lim.max and nd == int(nd):
+        return nd
+    return float(lim.min)
 
 
 def staging_path(final: Path) -> Path:
@@ -229,7 +302,7 @@ def output_profile(info: RasterInfo, out_dtype: str, compress: str, tile_size: i
         "driver": "GTiff",
         "width": info.width,
         "height": info.height,
-        "count": info.count,
+        "count": info.data_count,
         "dtype": out_dtype,
         "crs": info.crs,
         "transform": info.transform,
@@ -248,24 +321,35 @@ def open_output(path: Path, profile: dict) -> rasterio.io.DatasetWriter:
 
 
 def write_tile(
-    dst: rasterio.io.DatasetWriter, data: np.ndarray, row0: int, col0: int
+    dst: rasterio.io.DatasetWriter, data: np.ndarray, row0: int, col0: int,
+    mask: np.ndarray | None = None,
 ) -> None:
-    """Write ``data`` (bands, h, w) at (row0, col0)."""
+    """Write ``data`` (bands, h, w) at (row0, col0), and the dataset mask when given."""
     _, h, w = data.shape
+    window = Window(col0, row0, w, h)
     try:
-        dst.write(data, window=Window(col0, row0, w, h))
+        dst.write(data, window=window)
+        if mask is not None:
+            dst.write_mask(np.where(mask, 255, 0).astype(np.uint8), window=window)
     except RasterioError as err:
         raise OutputError(f"{dst.name}: write failed ({_first_line(err)})") from None
 
 
-def finish_output(dst: rasterio.io.DatasetWriter, info: RasterInfo, tags: dict[str, str]) -> None:
-    """Carry band descriptions and colour interpretation over, and stamp satconv's tags."""
-    for i, desc in enumerate(info.descriptions, start=1):
+def describe_output(dst: rasterio.io.DatasetWriter, info: RasterInfo, tags: dict[str, str],
+                    kernel_sum: float) -> None:
+    """Carry the data bands' descriptions, colour interpretation, scales and offsets over
+    (offsets scale with the kernel's sum, as the filter is linear), and stamp satconv's tags.
+    Called before any pixel is written, so GDAL's compression threads see final metadata."""
+    for out_band, band in enumerate(info.bands, start=1):
+        desc = info.descriptions[band - 1]
         if desc:
-            dst.set_band_description(i, desc)
-    if len(info.colorinterp) == dst.count:
-        with contextlib.suppress(RasterioError, ValueError):
-            dst.colorinterp = info.colorinterp
+            dst.set_band_description(out_band, desc)
+    interp = tuple(info.colorinterp[b - 1] for b in info.bands)
+    with contextlib.suppress(RasterioError, ValueError):
+        dst.colorinterp = interp
+    if any(s != 1.0 for s in info.scales) or any(o != 0.0 for o in info.offsets):
+        dst.scales = info.scales
+        dst.offsets = tuple(o * kernel_sum for o in info.offsets)
     dst.update_tags(**tags)
 
 

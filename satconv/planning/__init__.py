@@ -28,15 +28,18 @@ def _scene_stats(
 ) -> tuple[TileGrid, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     grid = TileGrid(info.height, info.width, settings.tile_size)
     ny, nx = grid.shape
-    stat = np.full((ny, nx, info.count), np.nan)
-    vmin = np.full((ny, nx, info.count), np.nan)
-    vmax = np.full((ny, nx, info.count), np.nan)
+    nb = info.data_count
+    stat = np.full((ny, nx, nb), np.nan)
+    vmin = np.full((ny, nx, nb), np.nan)
+    vmax = np.full((ny, nx, nb), np.nan)
     nvalid = np.zeros((ny, nx), dtype=np.int64)
     pol = settings.policy
 
     def summarise(ds: object, tile: Tile) -> variance.TileStats:
-        data = raster_io.read_window(ds, tile.row0, tile.row1, tile.col0, tile.col1)
-        valid = raster_io.valid_mask(data, info.nodata)
+        data, valid = raster_io.read_window_valid(ds, info, tile.row0, tile.row1, tile.col0,
+                                                  tile.col1)
+        if valid is None:
+            valid = np.ones(data.shape, dtype=bool)
         return variance.tile_stats(data, valid, pol.window, pol.statistic)
 
     for tile, ts in map_tiles(info.path, grid.tiles(), summarise, workers):
@@ -65,8 +68,11 @@ def make_plan(
         raise ConfigError("context: regions of interest are not available yet")
     kernel = settings.kernel.array()
     grid, stat, vmin, vmax, nvalid = _scene_stats(info, settings, workers, progress)
-    with np.errstate(all="ignore"):
-        band_range = np.nan_to_num(np.nanmax(vmax, axis=(0, 1)) - np.nanmin(vmin, axis=(0, 1)))
+    band_range = np.zeros(info.data_count)
+    for b in range(info.data_count):
+        hi, lo = vmax[..., b], vmin[..., b]
+        if np.isfinite(hi).any():
+            band_range[b] = np.nanmax(hi) - np.nanmin(lo)
     strides = settings.strides
     method = settings.reconstruction
     details: dict[str, object] = {"policy": "variance", "statistic": settings.policy.statistic,

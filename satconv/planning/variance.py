@@ -83,7 +83,8 @@ def plan_auto(stat: np.ndarray, weights: np.ndarray, kernel: np.ndarray, strides
     u = normalised(stat, tol * tol)
     limits = allocate.for_error(u, weights, strides, gains, 1.0)
     chosen = allocate.choose(u, limits)
-    per_band = {s: limits[s] * tol * tol for s in strides}
+    with np.errstate(invalid="ignore"):
+        per_band = {s: np.where(tol > 0, limits[s] * tol * tol, 0.0) for s in strides}
     return VariancePlan(chosen, per_band, _rmse(stat, chosen, gains), tol)
 
 
