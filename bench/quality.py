@@ -18,19 +18,28 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from scipy import ndimage
 
 from satconv import api, config
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests import oracle  # noqa: E402  (the scipy-only reference the tests use)
+
 
 def dense_reference(path: Path, settings: config.Settings) -> tuple[np.ndarray, np.ndarray]:
-    """The dense convolution of every band, and the input's validity mask."""
+    """The dense (normalised over valid pixels) convolution of every data band, and the
+    input's validity as rasterio reports it; an alpha band is a mask, not data."""
     k = settings.kernel.array()
     with rasterio.open(path) as ds:
-        x = ds.read().astype(np.float64)
-        valid = ds.read_masks() > 0
-    y = np.stack([ndimage.convolve(b, k, mode=settings.boundary, cval=settings.cval) for b in x])
-    return y, valid
+        bands = [i for i, ci in enumerate(ds.colorinterp, start=1)
+                 if ci != rasterio.enums.ColorInterp.alpha]
+        x = ds.read(bands).astype(np.float64)
+        valid = np.stack([ds.read_masks(b) > 0 for b in bands]) & ~np.isnan(x)
+    y = np.stack([
+        oracle.normalised_dense(x[b], valid[b], k, settings.boundary, settings.cval,
+                                settings.min_valid_fraction)
+        for b in range(x.shape[0])
+    ])
+    return y, valid & ~np.isnan(y)
 
 
 def psnr(out: np.ndarray, ref: np.ndarray, valid: np.ndarray) -> float:

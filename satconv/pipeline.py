@@ -27,7 +27,7 @@ class ExecuteOptions:
     cval: float
     reconstruction: str
     out_dtype: str
-    out_nodata: float
+    out_nodata: float | None
     min_valid_fraction: float = 0.5
     write_mask: bool = False
 
@@ -41,25 +41,35 @@ class ExecuteStats:
     pixels: int
 
 
-def to_output(values: np.ndarray, dtype: str, nodata: float) -> np.ndarray:
+def to_output(values: np.ndarray, dtype: str, nodata: float | None) -> np.ndarray:
     """Cast float64 results (NaN = nodata) to the output type: integers rounded and clipped,
-    nodata written where NaN, and no valid value left equal to the nodata value (it is moved
-    one step towards the type's interior, one unit for integers, one ulp for floats)."""
+    nodata written where NaN, and no valid value left equal to the nodata value.
+
+    A valid value that lands on the nodata value moves towards the type's interior: one unit
+    for integers; for floats, by 2**-20 of its magnitude (at least the smallest normal number),
+    which is beyond the few units in the last place within which GDAL reads a float as nodata.
+    """
     invalid = np.isnan(values)
     kind = np.dtype(dtype).kind
     if kind in "iu":
         lim = np.iinfo(dtype)
         out = np.clip(np.rint(np.where(invalid, 0, values)), lim.min, lim.max).astype(dtype)
-        clash = (out == nodata) & ~invalid
-        if clash.any():
-            out[clash] = nodata + 1 if nodata < lim.max else nodata - 1
     else:
         out = values.astype(dtype)
-        if not np.isnan(nodata):
-            clash = (out == nodata) & ~invalid
-            if clash.any():
-                toward = np.inf if nodata < 0 or nodata == 0 else -np.inf
-                out[clash] = np.nextafter(out[clash], np.asarray(toward, dtype=dtype))
+    if nodata is None or np.isnan(nodata):
+        if nodata is not None:
+            out[invalid] = nodata
+        return out
+    clash = ~invalid & (out == nodata)
+    if kind not in "iu":
+        fin = np.finfo(dtype)
+        step = max(abs(nodata) * 2.0**-20, float(fin.tiny))
+        clash |= ~invalid & (np.abs(out.astype(np.float64) - nodata) < step)
+        if clash.any():
+            out[clash] = nodata + step if nodata <= 0 else nodata - step
+    elif clash.any():
+        lim = np.iinfo(dtype)
+        out[clash] = nodata + 1 if nodata < lim.max else nodata - 1
     out[invalid] = nodata
     return out
 
@@ -69,7 +79,8 @@ def _process(ds: object, tile_stride: tuple[Tile, int], info: RasterInfo,
     tile, stride = tile_stride
     if stride == 0:
         shape = (info.data_count, tile.height, tile.width)
-        return (np.full(shape, opts.out_nodata, dtype=opts.out_dtype),
+        fill = 0 if opts.out_nodata is None else opts.out_nodata
+        return (np.full(shape, fill, dtype=opts.out_dtype),
                 np.zeros(shape[1:], dtype=bool), 0)
     read = partial(raster_io.read_indexed, ds, info, cval=opts.cval)
     result = convolve_tile(read, tile, stride, info.height, info.width, pk, opts.boundary,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,9 +14,10 @@ from typing import Any
 
 import numpy as np
 import rasterio
+import rasterio.shutil
 from affine import Affine
 from rasterio.enums import ColorInterp, MaskFlags
-from rasterio.errors import RasterioError, RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.windows import Window
 
 from . import palette, profiles
@@ -72,7 +74,10 @@ def open_input(path: str | os.PathLike[str]) -> Iterator[rasterio.io.DatasetRead
     if not os.access(p, os.R_OK):
         raise InputError(f"{p}: permission denied")
     try:
-        ds = rasterio.open(p)
+        with warnings.catch_warnings():
+            # a raster without georeferencing is processed on its pixel grid; the report says so
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            ds = rasterio.open(p)
     except RasterioIOError as err:
         raise InputError(f"{p}: not a readable raster ({_first_line(err)})") from None
     except RasterioError as err:
@@ -232,9 +237,11 @@ def valid_mask(data: np.ndarray, nodata: float | None) -> np.ndarray:
 # ---------------------------------------------------------------- outputs
 
 
-def output_nodata(info: RasterInfo, out_dtype: str) -> float:
-    """The nodata value declared on every output: the input's when the output type can hold
-    it, else NaN for float outputs, else the type's minimum (valid values are kept off it)."""
+def output_nodata(info: RasterInfo, out_dtype: str) -> float | None:
+    """The nodata value declared on the output: the input's when the output type can hold it,
+    else NaN for float outputs, else the integer type's minimum (valid values are then kept off
+    it). An integer output of an input with no invalid pixel at all declares none, so that no
+    valid value has to move."""
     kind = np.dtype(out_dtype).kind
     nd = None if info.nodata is None else float(info.nodata)
     if kind == "f":
@@ -245,7 +252,7 @@ def output_nodata(info: RasterInfo, out_dtype: str) -> float:
     lim = np.iinfo(out_dtype)
     if nd is not None and np.isfinite(nd) and lim.min <= nd <= lim.max and nd == int(nd):
         return nd
-    return float(lim.min)
+    return None if info.mask == "none" else float(lim.min)
 
 
 def staging_path(final: Path) -> Path:
@@ -376,7 +383,7 @@ def to_cog(src: Path, dst: Path, compress: str, tile_size: int, dtype: str) -> N
 
 def stride_map_transform(transform: Affine, tile_size: int) -> Affine:
     """One stride-map pixel per tile: the input transform scaled by the tile size."""
-    return transform * Affine.scale(tile_size)
+    return transform @ Affine.scale(tile_size)
 
 
 def write_stride_map(path: Path, strides: np.ndarray, info: RasterInfo, tile_size: int,
@@ -390,6 +397,7 @@ def write_stride_map(path: Path, strides: np.ndarray, info: RasterInfo, tile_siz
         "dtype": "uint8",
         "crs": info.crs,
         "transform": stride_map_transform(info.transform, tile_size),
+        "nodata": 0,
         **profiles.stride_map_options(),
     }
     try:

@@ -34,8 +34,11 @@ def random_image(rng: np.random.Generator, shape: Sequence[int], dtype: str) -> 
 def write_geotiff(path: Path, data: np.ndarray, *, nodata: float | None = None,
                   crs: CRS | None = CRS_UTM33N, transform: Affine = TRANSFORM,
                   descriptions: Sequence[str | None] | None = None,
-                  tiled: bool = False, compress: str | None = None) -> Path:
-    """Write ``data`` ((h, w) or (bands, h, w)) as a GeoTIFF with rasterio."""
+                  tiled: bool = False, compress: str | None = None,
+                  photometric: str | None = "minisblack") -> Path:
+    """Write ``data`` ((h, w) or (bands, h, w)) as a GeoTIFF with rasterio. Bands are plain
+    data (photometric minisblack) unless asked otherwise: GDAL would otherwise take a fourth
+    uint8 band for alpha."""
     arr = data[None] if data.ndim == 2 else data
     profile = {
         "driver": "GTiff", "width": arr.shape[2], "height": arr.shape[1],
@@ -46,6 +49,8 @@ def write_geotiff(path: Path, data: np.ndarray, *, nodata: float | None = None,
         profile.update(tiled=True, blockxsize=256, blockysize=256)
     if compress:
         profile["compress"] = compress
+    if photometric:
+        profile["photometric"] = photometric
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(arr)
         for i, d in enumerate(descriptions or [], start=1):

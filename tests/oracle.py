@@ -212,3 +212,44 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
     e = np.asarray(expected, dtype=np.float64)
     span = float(np.nanmax(e) - np.nanmin(e)) or 1.0
     return float(np.nanmax(np.abs(a - e)) / span)
+
+
+# ---------------------------------------------------------------- normalised convolution
+
+
+def normalised_dense(x: np.ndarray, valid: np.ndarray, kernel: np.ndarray,
+                     mode: str = "reflect", cval: float = 0.0,
+                     min_fraction: float = 0.5) -> np.ndarray:
+    """Normalised convolution of a 2-D image over its valid pixels, NaN where undefined.
+
+    scipy on ``X*M`` and on ``M`` for the kernel's positive part and the magnitude of its
+    negative part: ``sum(K+XM) sum(K+)/sum(K+M) - sum(K-XM) sum(K-)/sum(K-M)``. A pixel is
+    NaN when its own pixel is invalid, when the valid pixels carry less than ``min_fraction`` of
+    ``sum|K|``, or when a non-empty part has no valid pixel. Outside the image, ``constant``
+    pixels are valid and equal ``cval``; other modes extend ``M`` like ``X``.
+    """
+    k = np.asarray(kernel, dtype=np.float64)
+    kp, kn = np.maximum(k, 0.0), np.maximum(-k, 0.0)
+    m = np.asarray(valid, dtype=np.float64)
+    xm = np.where(valid, np.asarray(x, dtype=np.float64), 0.0)
+
+    def conv(a: np.ndarray, kk: np.ndarray, cv: float) -> np.ndarray:
+        return ndi.convolve(a, kk, mode=mode, cval=cv)
+
+    dp, dn = conv(m, kp, 1.0), conv(m, kn, 1.0)
+    ok = np.asarray(valid, dtype=bool).copy()
+    y = np.zeros(m.shape)
+    if kp.sum() > 0:
+        y += conv(xm, kp, cval) * kp.sum() / np.where(dp > 0, dp, 1.0)
+        ok &= dp > 1e-12 * kp.sum()
+    if kn.sum() > 0:
+        y -= conv(xm, kn, cval) * kn.sum() / np.where(dn > 0, dn, 1.0)
+        ok &= dn > 1e-12 * kn.sum()
+    ok &= (dp + dn) >= min_fraction * np.abs(k).sum() * (1 - 1e-9)
+    return np.where(ok, y, np.nan)
+
+
+def near_invalid(valid: np.ndarray, kernel_shape: tuple[int, int]) -> np.ndarray:
+    """Pixels whose kernel window (centred) holds an invalid pixel inside the image."""
+    bad = (~np.asarray(valid, dtype=bool)).astype(np.uint8)
+    return ndi.maximum_filter(bad, size=kernel_shape, mode="constant", cval=0) > 0

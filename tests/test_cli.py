@@ -346,10 +346,6 @@ def test_jobs_option(make_scene, tmp_path):
     assert (tmp_path / "a.satconv.tif").exists() and (tmp_path / "b.satconv.tif").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="a config asking for a policy that is not available "
-                   "(budget/refine) passes validation, then ConfigError (exit_code 2) is raised "
-                   "per input and reported with exit 1 by `run` and `plan`; SPEC 4 says "
-                   "configuration errors exit 2")
 @pytest.mark.parametrize("command", ["run", "plan"])
 def test_unavailable_policy_is_a_configuration_error(make_scene, write_config, command):
     scene, _ = make_scene(20, 20)

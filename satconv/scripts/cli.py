@@ -93,6 +93,7 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
         sys.exit(err.exit_code)
     show = not quiet and sys.stderr.isatty()
     failed = 0
+    exit_code = 0
     for src in inputs:
         try:
             report = api.run_scene(
@@ -106,6 +107,7 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
         except SatconvError as err:
             _fail(err, debug)
             failed += 1
+            exit_code = max(exit_code, err.exit_code)
             continue
         except KeyboardInterrupt:
             click.echo(f"satconv: {src}: interrupted, nothing written", err=True)
@@ -113,12 +115,13 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
         except Exception as err:  # noqa: BLE001 - one line per failed input, never a crash
             _fail(RuntimeError(f"{src}: unexpected error: {type(err).__name__}: {err}"), debug)
             failed += 1
+            exit_code = max(exit_code, 1)
             continue
         if not quiet:
             click.echo(report.summary_line(), err=True)
     if failed:
         click.echo(f"satconv: {failed} of {len(inputs)} inputs failed", err=True)
-        sys.exit(1)
+        sys.exit(exit_code)
 
 
 @cli.command()
@@ -141,7 +144,7 @@ def plan(input: str, config_path: str | None, output: str | None, overwrite: boo
             api.write_plan(Path(output), info, the_plan, settings, overwrite)
     except SatconvError as err:
         _fail(err, debug)
-        sys.exit(1)
+        sys.exit(err.exit_code)
     summary = the_plan.summary()
     click.echo(f"{input}: {info.width}x{info.height}, {info.count} band(s) {info.dtype}, "
                f"tiles of {settings.tile_size}")

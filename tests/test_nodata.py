@@ -1,0 +1,213 @@
+"""Nodata, masks, NaN and alpha (issue 3): normalised convolution over valid pixels, checked
+against the scipy oracle on the whole image, with no bleed and no seam at any stride."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from satconv import api, config
+
+from . import oracle
+
+KERNELS = {
+    "gaussian": {"type": "gaussian", "size": 5, "sigma": 1.0},
+    "sobel": {"type": "sobel_x"},
+    "asym": {"type": "custom", "weights": [[1.0, 2.0, 0.0], [0.0, -1.0, 3.5], [0.0, 0.0, -2.0]]},
+}
+
+
+def validity(path: Path) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """The input's data bands and per-band validity as rasterio reports them (GDAL's masks,
+    plus NaN), independently of satconv: an alpha band is a mask, not data."""
+    with rasterio.open(path) as ds:
+        bands = [i for i, ci in enumerate(ds.colorinterp, start=1)
+                 if ci != rasterio.enums.ColorInterp.alpha]
+        x = ds.read(bands).astype(np.float64)
+        valid = np.stack([ds.read_masks(b) > 0 for b in bands]) & ~np.isnan(x)
+    return x, valid, bands
+
+
+def run(src: Path, out: Path, **cfg: object) -> Path:
+    api.run_scene(src, config.from_dict(cfg), output=out)
+    return out
+
+
+def read_out(path: Path) -> np.ndarray:
+    """The output as rasterio reads it, nodata (or masked) pixels as NaN."""
+    with rasterio.open(path) as ds:
+        return ds.read(masked=True).astype(np.float64).filled(np.nan)
+
+
+def assert_matches(out: np.ndarray, ref: np.ndarray, where: np.ndarray | None = None) -> None:
+    """Same nodata pattern, and values within 1e-5 of the band's output range."""
+    for b in range(ref.shape[0]):
+        sel = np.ones(ref[b].shape, bool) if where is None else where[b]
+        np.testing.assert_array_equal(np.isnan(out[b])[sel], np.isnan(ref[b])[sel])
+        both = sel & ~np.isnan(ref[b])
+        if not both.any():
+            continue
+        span = max(np.ptp(ref[b][~np.isnan(ref[b])]), 1.0)
+        err = np.abs(out[b][both] - ref[b][both]).max()
+        assert err <= 1e-5 * span, f"band {b}: {err} > 1e-5 x {span}"
+
+
+SHARED = ["RGB.byte.tif", "RGB2.byte.tif", "RGBA.uint16.tif", "float_nan.tif",
+          "float_raster_with_nodata.tif", "alpha.tif"]
+
+
+@pytest.mark.parametrize("name", SHARED)
+@pytest.mark.parametrize("kernel", ["gaussian", "sobel", "asym"])
+def test_shared_data_stride1_equals_normalised_oracle(shared_data, tmp_path, name, kernel):
+    src = shared_data / name
+    x, valid, _ = validity(src)
+    out = read_out(run(src, tmp_path / "o.tif", kernel=KERNELS[kernel], strides=[1],
+                       tile_size=64))
+    k = config.from_dict({"kernel": KERNELS[kernel]}).kernel.array()
+    ref = np.stack([oracle.normalised_dense(x[b], valid[b], k) for b in range(x.shape[0])])
+    assert out.shape == ref.shape
+    assert_matches(out, ref)
+
+
+@pytest.mark.parametrize("stride", [2, 4, 8])
+@pytest.mark.parametrize("name", ["RGB.byte.tif", "RGB2.byte.tif", "float_raster_with_nodata.tif"])
+def test_no_bleed_at_any_stride(shared_data, tmp_path, name, stride):
+    """Within a kernel radius of invalid data, and at every grid sample, the strided output
+    equals the normalised oracle exactly; nodata stays exactly where the oracle has it."""
+    src = shared_data / name
+    x, valid, _ = validity(src)
+    kern = KERNELS["asym"]
+    out = read_out(run(src, tmp_path / "o.tif", kernel=kern, strides=[stride], tile_size=64))
+    k = config.from_dict({"kernel": kern}).kernel.array()
+    ref = np.stack([oracle.normalised_dense(x[b], valid[b], k) for b in range(x.shape[0])])
+    near = np.stack([oracle.near_invalid(valid[b], k.shape) for b in range(x.shape[0])])
+    grid = oracle.grid_mask(x.shape[1], x.shape[2], stride)[None]
+    assert near.any()
+    assert_matches(out, ref, near | grid)
+    # nodata pattern over the whole image: exactly the oracle's
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
+
+
+def test_all_nodata_scene_is_skipped(shared_data, tmp_path):
+    src = shared_data / "all-nodata.tif"
+    out = tmp_path / "o.tif"
+    rep = api.run_scene(src, config.Settings(), output=out)
+    assert rep.plan["tiles_per_stride"] == {"0": sum(rep.plan["tiles_per_stride"].values())}
+    assert rep.execute["kernel_evaluations"] == 0
+    with rasterio.open(out) as ds, rasterio.open(tmp_path / "o.stride.tif") as sm:
+        assert ds.read(masked=True).mask.all()
+        assert (sm.read(1) == 0).all()
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16", "uint32", "int32",
+                                   "float32", "float64"])
+@pytest.mark.parametrize("stride", [1, 4])
+def test_every_dtype_with_nodata_hole(write_tif, tmp_path, dtype, stride):
+    rng = np.random.default_rng(3)
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
+    lo, hi = (max(info.min, -1000), min(info.max, 1000)) if info else (-1000.0, 1000.0)
+    x = rng.uniform(lo + 1, hi, size=(2, 70, 90)).astype(dtype)
+    nodata = lo
+    x[:, 20:35, 30:50] = nodata
+    x[1, 60:, :10] = nodata
+    src = write_tif(x, nodata=nodata)
+    out = read_out(run(src, tmp_path / "o.tif", kernel=KERNELS["asym"], strides=[stride],
+                       tile_size=32))
+    valid = x != nodata
+    k = config.from_dict({"kernel": KERNELS["asym"]}).kernel.array()
+    ref = np.stack([oracle.normalised_dense(x[b].astype(float), valid[b], k) for b in range(2)])
+    where = None
+    if stride > 1:
+        near = np.stack([oracle.near_invalid(valid[b], k.shape) for b in range(2)])
+        where = near | oracle.grid_mask(70, 90, stride)[None]
+    assert_matches(out, ref, where)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16", "uint32", "int32"])
+def test_dtype_same_round_trip(write_tif, tmp_path, dtype):
+    """output.dtype same: the oracle's values rounded and clipped to the type; nodata kept and
+    never taken by a valid pixel."""
+    lim = np.iinfo(dtype)
+    rng = np.random.default_rng(5)
+    x = rng.integers(max(lim.min, -200), min(lim.max, 200), size=(1, 40, 50)).astype(dtype)
+    nodata = lim.min
+    x[:, 10:15, 10:20] = nodata
+    src = write_tif(x, nodata=nodata)
+    out_path = run(src, tmp_path / "o.tif", kernel=KERNELS["sobel"], strides=[1],
+                   output={"dtype": "same"})
+    valid = x[0] != nodata
+    ref = oracle.normalised_dense(x[0].astype(float), valid, config.from_dict(
+        {"kernel": KERNELS["sobel"]}).kernel.array())
+    expect = np.clip(np.rint(np.nan_to_num(ref)), lim.min, lim.max)
+    with rasterio.open(out_path) as ds:
+        assert ds.dtypes[0] == dtype and ds.nodata == nodata
+        got = ds.read(1)
+    ok = ~np.isnan(ref)
+    assert (got[~ok] == nodata).all()
+    assert (got[ok] != nodata).all()
+    diff = np.abs(got[ok].astype(np.int64) - expect[ok].astype(np.int64))
+    moved = expect[ok] == nodata  # a valid value equal to nodata moves one step inward
+    assert (diff[~moved] == 0).all() and (diff[moved] == 1).all()
+
+
+def test_alpha_becomes_output_mask(shared_data, tmp_path):
+    """The alpha band is not data: the output has the three colour bands and an internal mask
+    that is set exactly where the normalised oracle has a value."""
+    src = shared_data / "RGBA.uint16.tif"
+    out = run(src, tmp_path / "o.tif", strides=[1])
+    x, valid, bands = validity(src)
+    k = config.Settings().kernel.array()
+    defined = np.stack([~np.isnan(oracle.normalised_dense(x[b], valid[b], k))
+                        for b in range(x.shape[0])])
+    with rasterio.open(out) as ds:
+        assert ds.count == len(bands) == 3
+        assert rasterio.enums.MaskFlags.per_dataset in ds.mask_flag_enums[0]
+        mask = ds.dataset_mask() > 0
+    assert (~valid.all(axis=0)).any() and (defined.any(axis=0) != valid.all(axis=0)).any()
+    np.testing.assert_array_equal(mask, defined.any(axis=0))
+
+
+def test_scale_and_offset_carried_over(write_tif, tmp_path):
+    x = np.full((1, 20, 20), 100, dtype=np.uint16)
+    src = write_tif(x)
+    with rasterio.open(src, "r+") as ds:
+        ds.scales = (0.5,)
+        ds.offsets = (10.0,)
+    out = run(src, tmp_path / "o.tif", kernel={"type": "box", "size": 3})
+    with rasterio.open(out) as ds:
+        assert ds.scales == (0.5,) and ds.offsets == pytest.approx((10.0,))
+
+
+def test_complex_input_refused(tmp_path):
+    src = tmp_path / "c.tif"
+    with rasterio.open(src, "w", driver="GTiff", width=4, height=4, count=1,
+                       dtype="complex64") as ds:
+        ds.write(np.ones((1, 4, 4), np.complex64))
+    res = subprocess.run([sys.executable, "-m", "satconv", "run", str(src)],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 1
+    assert "complex" in res.stderr and str(src) in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 2  # the error, and the batch summary
+    assert not list(tmp_path.glob("c.satconv*")) and not (tmp_path / "c.stride.tif").exists()
+
+
+@pytest.mark.slow
+def test_every_shared_file_succeeds_or_fails_cleanly(shared_data, tmp_path):
+    for src in sorted(shared_data.glob("*.tif")):
+        res = subprocess.run([sys.executable, "-m", "satconv", "run", str(src), "--out-dir",
+                              str(tmp_path)], capture_output=True, text=True)
+        outs = [tmp_path / f"{src.stem}{suffix}" for suffix in
+                (".satconv.tif", ".stride.tif", ".satconv.json")]
+        assert "Traceback" not in res.stderr
+        if src.name == "corrupt.tif":
+            assert res.returncode == 1 and "corrupt.tif" in res.stderr
+            assert not any(p.exists() for p in outs)
+        else:
+            assert res.returncode == 0, res.stderr
+            assert all(p.exists() for p in outs)
+    assert not list(tmp_path.glob(".*partial*"))
