@@ -96,6 +96,8 @@ def make_plan(
     chosen = vp.strides.copy()
     chosen[nvalid == 0] = 0
     rmse = np.where(nvalid == 0, np.nan, vp.predicted_rmse)
+    details["predicted_psnr_db"] = variance.predicted_psnr(
+        stat, weights, chosen, kernel, strides, band_range, method, settings.policy.window)
     return Plan(chosen, grid, "policy", rmse, details)
 
 

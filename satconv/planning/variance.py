@@ -105,3 +105,15 @@ def _rmse(stat: np.ndarray, chosen: np.ndarray, gains: dict[int, float]) -> np.n
         g[chosen == s] = gs
     worst = np.where(np.isnan(stat), 0.0, stat).max(axis=-1) if stat.shape[-1] else g
     return np.sqrt(np.maximum(worst, 0.0) * g)
+
+
+def predicted_psnr(stat: np.ndarray, weights: np.ndarray, chosen: np.ndarray,
+                   kernel: np.ndarray, strides: list[int], band_range: np.ndarray, method: str,
+                   window: int) -> float | None:
+    """Predicted PSNR of the whole output (peak = each band's output range, the worst band
+    standing for every tile), or None when nothing is predicted to differ."""
+    peak = band_range * error_model.output_scale(kernel)
+    gains = {s: error_model.stride_gain(kernel, s, method, window) for s in strides}
+    gains[0] = 0.0
+    mse = allocate.predicted_mse(normalised(stat, peak * peak), weights, chosen, gains)
+    return None if mse <= 0 else round(float(-10 * np.log10(mse)), 2)

@@ -154,9 +154,12 @@ def plan(input: str, config_path: str | None, output: str | None, overwrite: boo
         click.echo(f"  {label:>10}: {count:6d} tiles ({100 * count / total:5.1f}%)")
     click.echo(f"  predicted compute: {100 * summary['compute_fraction']:.1f}% of full "
                "resolution")
+    if summary.get("predicted_psnr_db") is not None:
+        click.echo(f"  predicted PSNR: {summary['predicted_psnr_db']:.1f} dB against the "
+                   "full-resolution result")
     if "predicted_rmse_overall" in summary:
         click.echo(f"  predicted RMS error: {summary['predicted_rmse_overall']:.4g} overall, "
-                   f"{summary['predicted_rmse_max']:.4g} worst tile")
+                   f"{summary['predicted_rmse_max']:.4g} worst tile (output units)")
 
 
 @cli.group(name="config")
