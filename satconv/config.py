@@ -119,6 +119,41 @@ class OutputConfig(_Strict):
     cog: bool = False
 
 
+class InputConfig(_Strict):
+    """input: what satconv agrees to open. Inputs are untrusted: GDAL picks a format by a
+    file's content, and some formats (VRT) read other files or the network."""
+
+    drivers: list[str] = Field(default_factory=lambda: ["GTiff"])
+    allow_urls: bool = False
+
+    @field_validator("drivers")
+    @classmethod
+    def _drivers(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("drivers must list at least one GDAL driver, e.g. [GTiff]")
+        if len({d.casefold() for d in v}) != len(v):
+            raise ValueError("drivers must not repeat")
+        # GDAL's list of drivers (imported here, late, so plain config use stays light).
+        import rasterio
+
+        with rasterio.Env() as env:
+            known = {d.casefold(): d for d in env.drivers()}
+        unknown = [d for d in v if d.casefold() not in known]
+        if unknown:
+            raise ValueError(f"GDAL has no driver {', '.join(unknown)}")
+        return [known[d.casefold()] for d in v]
+
+
+class LimitsConfig(_Strict):
+    """limits: the largest input satconv accepts, checked right after opening it, before any
+    pixel is read. Raise them for scenes that legitimately exceed them."""
+
+    max_pixels: int = Field(4_000_000_000, ge=1)
+    max_bands: int = Field(256, ge=1)
+    max_block_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    max_tiles: int = Field(1_000_000, ge=1)
+
+
 class Settings(_Strict):
     """The whole effective configuration of a run."""
 
@@ -132,6 +167,8 @@ class Settings(_Strict):
     reconstruction: Literal["bilinear", "nearest"] = "bilinear"
     min_valid_fraction: float = Field(0.5, ge=0, le=1)
     output: OutputConfig = OutputConfig()
+    input: InputConfig = InputConfig()
+    limits: LimitsConfig = LimitsConfig()
 
     @field_validator("cval")
     @classmethod

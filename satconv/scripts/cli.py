@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from .. import __version__, api, config
-from ..errors import SatconvError, UsageError
+from ..errors import OutputError, SatconvError, UsageError
 
 
 def _progress_factory(enabled: bool, label: str) -> api.ProgressFactory:
@@ -87,7 +87,8 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
         if output and len(inputs) > 1:
             raise UsageError("-o/--output takes one input; use --out-dir for several")
         if out_dir and not Path(out_dir).is_dir():
-            raise UsageError(f"{out_dir}: output folder does not exist")
+            what = "is not a folder" if Path(out_dir).exists() else "does not exist"
+            raise OutputError(f"{out_dir}: output folder {what}")
     except SatconvError as err:
         _fail(err, debug)
         sys.exit(err.exit_code)
@@ -117,7 +118,8 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
         if not quiet:
             click.echo(report.summary_line(), err=True)
     if failed:
-        click.echo(f"satconv: {failed} of {len(inputs)} inputs failed", err=True)
+        if len(inputs) > 1:  # a single input's error line says it all
+            click.echo(f"satconv: {failed} of {len(inputs)} inputs failed", err=True)
         sys.exit(1)
 
 
