@@ -40,3 +40,6 @@ class OutputError(SatconvError):
 class LimitError(InputError):
     """An input declares more than a configured limit allows (``limits:`` in the config)."""
 
+
+class InputTimeout(InputError):
+    """An input took longer than ``--timeout``; its run was stopped and nothing was written."""

@@ -76,11 +76,15 @@ def cli() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Worker threads per scene (default: all CPUs).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="SECONDS",
+              help="Stop an input that takes longer, count it as failed and go on with the "
+                   "next (each input then runs in a child process, without a progress bar).")
 @quiet_option
 @debug_option
 def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
         out_dir: str | None, plan_path: str | None, overwrite: bool, threads: int | None,
-        quiet: bool, debug: bool) -> None:
+        timeout: float | None, quiet: bool, debug: bool) -> None:
     """Convolve INPUTS; write OUT.satconv.tif, OUT.stride.tif and OUT.satconv.json."""
     settings = _load_settings(config_path, debug)
     try:
@@ -96,14 +100,17 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
     failed = 0
     for src in inputs:
         try:
-            report = api.run_scene(
-                src, settings,
-                output=Path(output) if output else None,
-                out_dir=Path(out_dir) if out_dir else None,
-                plan_path=Path(plan_path) if plan_path else None,
-                overwrite=overwrite, workers=threads,
-                progress=_progress_factory(show, Path(src).name),
-            )
+            kwargs = dict(output=Path(output) if output else None,
+                          out_dir=Path(out_dir) if out_dir else None,
+                          plan_path=Path(plan_path) if plan_path else None,
+                          overwrite=overwrite, workers=threads)
+            if timeout is not None:
+                from .. import batch
+
+                report = batch.run_scene_with_timeout(src, settings, timeout, **kwargs)
+            else:
+                report = api.run_scene(src, settings, **kwargs,
+                                       progress=_progress_factory(show, Path(src).name))
         except SatconvError as err:
             _fail(err, debug)
             failed += 1
