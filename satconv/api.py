@@ -55,10 +55,29 @@ def _no_progress(phase: str, total: int) -> Callable[[int], None]:
     return lambda n: None
 
 
-def _check_outputs(src: Path, paths: OutputPaths, overwrite: bool) -> None:
-    for p in paths.all():
-        if p.resolve() == src.resolve():
-            raise OutputError(f"{src}: output {p} would overwrite the input")
+def input_policy(settings: Settings) -> raster_io.InputPolicy:
+    """What may be opened as an input, from the config's ``input:``, ``limits:``, tile size."""
+    return raster_io.InputPolicy(
+        drivers=tuple(settings.input.drivers), allow_urls=settings.input.allow_urls,
+        max_pixels=settings.limits.max_pixels, max_bands=settings.limits.max_bands,
+        max_block_bytes=settings.limits.max_block_bytes, max_tiles=settings.limits.max_tiles,
+        tile_size=settings.tile_size,
+    )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
+def _check_outputs(src: Path, paths: OutputPaths, overwrite: bool,
+                   plan_path: Path | None = None) -> None:
+    for p in (paths.raster, paths.stride_map, paths.report):
+        for other, what in ((src, "the input"), (plan_path, "the plan it executes")):
+            if other is not None and _same_file(p, other):
+                raise OutputError(f"{src}: output {p} would overwrite {what}")
         raster_io.check_output_dir(p)
         if p.exists() and not overwrite:
             raise OutputError(f"{p}: already exists (use --overwrite to replace it)")
@@ -71,7 +90,7 @@ def plan_scene(
     progress: ProgressFactory = _no_progress,
 ) -> tuple[raster_io.RasterInfo, Plan]:
     """Plan one scene: a stride per tile, without convolving."""
-    with raster_io.gdal_env(), raster_io.open_input(src) as ds:
+    with raster_io.gdal_env(), raster_io.open_input(src, input_policy(settings)) as ds:
         info = raster_io.describe(ds)
     grid = TileGrid(info.height, info.width, settings.tile_size)
     ny, nx = grid.shape
@@ -83,6 +102,8 @@ def plan_scene(
 def write_plan(path: Path, info: raster_io.RasterInfo, plan: Plan, settings: Settings,
                overwrite: bool = False) -> None:
     """Write a stride map on its own (``satconv plan -o``), atomically."""
+    if _same_file(path, Path(info.path)):
+        raise OutputError(f"{path}: would overwrite the input")
     if path.exists() and not overwrite:
         raise OutputError(f"{path}: already exists (use --overwrite to replace it)")
     raster_io.check_output_dir(path)
@@ -112,12 +133,13 @@ def run_scene(
     temporary names and renamed only when every one is complete.
     """
     t0 = time.perf_counter()
+    name = str(src)  # as given: Path() would fold "s3://b/k" into "s3:/b/k"
     src = Path(src)
     paths = OutputPaths.for_input(src, output, out_dir)
     with raster_io.gdal_env():
-        with raster_io.open_input(src) as ds:
+        with raster_io.open_input(name, input_policy(settings)) as ds:
             info = raster_io.describe(ds)
-        _check_outputs(src, paths, overwrite)
+        _check_outputs(src, paths, overwrite, plan_path)
         grid = TileGrid(info.height, info.width, settings.tile_size)
         ntiles = grid.shape[0] * grid.shape[1]
         if plan_path is not None:

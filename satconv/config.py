@@ -119,6 +119,41 @@ class OutputConfig(_Strict):
     cog: bool = False
 
 
+class InputConfig(_Strict):
+    """input: what satconv agrees to open. Inputs are untrusted: GDAL picks a format by a
+    file's content, and some formats (VRT) read other files or the network."""
+
+    drivers: list[str] = Field(default_factory=lambda: ["GTiff"])
+    allow_urls: bool = False
+
+    @field_validator("drivers")
+    @classmethod
+    def _drivers(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("drivers must list at least one GDAL driver, e.g. [GTiff]")
+        if len({d.casefold() for d in v}) != len(v):
+            raise ValueError("drivers must not repeat")
+        # GDAL's list of drivers (imported here, late, so plain config use stays light).
+        import rasterio
+
+        with rasterio.Env() as env:
+            known = {d.casefold(): d for d in env.drivers()}
+        unknown = [d for d in v if d.casefold() not in known]
+        if unknown:
+            raise ValueError(f"GDAL has no driver {', '.join(unknown)}")
+        return [known[d.casefold()] for d in v]
+
+
+class LimitsConfig(_Strict):
+    """limits: the largest input satconv accepts, checked right after opening it, before any
+    pixel is read. Raise them for scenes that legitimately exceed them."""
+
+    max_pixels: int = Field(4_000_000_000, ge=1)
+    max_bands: int = Field(256, ge=1)
+    max_block_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    max_tiles: int = Field(1_000_000, ge=1)
+
+
 class Settings(_Strict):
     """The whole effective configuration of a run."""
 
@@ -132,6 +167,8 @@ class Settings(_Strict):
     reconstruction: Literal["bilinear", "nearest"] = "bilinear"
     min_valid_fraction: float = Field(0.5, ge=0, le=1)
     output: OutputConfig = OutputConfig()
+    input: InputConfig = InputConfig()
+    limits: LimitsConfig = LimitsConfig()
 
     @field_validator("cval")
     @classmethod
@@ -175,19 +212,30 @@ class Settings(_Strict):
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
 
-def _format_validation(err: ValidationError) -> str:
+def _format_validation(err: ValidationError, lines: dict[tuple, int] | None = None) -> str:
     parts = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
-        parts.append(f"{loc}: {msg}" if loc else msg)
+        line = _line_of(tuple(e["loc"]), lines or {})
+        where = f" (line {line})" if line else ""
+        parts.append(f"{loc}: {msg}{where}" if loc else f"{msg}{where}")
     return "; ".join(parts)
 
 
-def from_dict(data: Any, source: str = "config") -> Settings:
-    """Validate plain data against the contract."""
+def _line_of(loc: tuple, lines: dict[tuple, int]) -> int | None:
+    """The line of the deepest key or item of ``loc`` the YAML file has."""
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return None
+
+
+def from_dict(data: Any, source: str = "config", lines: dict[tuple, int] | None = None,
+              ) -> Settings:
+    """Validate plain data against the contract (``lines``: YAML line of each key path)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -195,29 +243,176 @@ def from_dict(data: Any, source: str = "config") -> Settings:
     try:
         return Settings.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(f"{source}: {_format_validation(err)}") from None
+        raise ConfigError(f"{source}: {_format_validation(err, lines)}") from None
+
+
+# ---------------------------------------------------------------- strict YAML
+
+#: A config larger than this is refused before parsing (the largest custom kernel, 255x255
+#: weights, is well under it).
+MAX_CONFIG_BYTES = 1024 * 1024
+#: Anchors plus aliases a config may use: enough for sharing a few blocks, far too few for an
+#: exponential "billion laughs" expansion.
+MAX_ALIASES = 32
+#: Nesting depth of blocks and lists (PyYAML recurses once per level).
+MAX_DEPTH = 64
+
+_STR, _BOOL = "tag:yaml.org,2002:str", "tag:yaml.org,2002:bool"
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+class StrictYAMLError(yaml.MarkedYAMLError):
+    """YAML that parses but is refused: ambiguous, duplicated or too large."""
+
+
+class StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` without YAML 1.1's surprises.
+
+    Refused, each with its line: duplicate keys (YAML keeps the last silently), keys that are
+    not strings (``1:``, ``on:``, ``[a, b]:``), the YAML 1.1 booleans ``yes/no/on/off`` (write
+    ``true``/``false``, or quote them to mean text), base-60 numbers (``1:30`` is 90) and
+    leading-zero octals (``010`` is 8), more than :data:`MAX_ALIASES` anchors and aliases, and
+    nesting deeper than :data:`MAX_DEPTH`.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._anchors = 0
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            self._anchors += 1
+            if self._anchors > MAX_ALIASES:
+                raise StrictYAMLError(None, None, f"more than {MAX_ALIASES} anchors and "
+                                      "aliases (&name, *name)", event.start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise StrictYAMLError(None, None, f"nested more than {MAX_DEPTH} levels deep",
+                                      event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key, _ in node.value:
+                if key.tag == _MERGE:
+                    continue
+                if not isinstance(key, yaml.ScalarNode) or key.tag != _STR:
+                    what = key.value if isinstance(key, yaml.ScalarNode) else "a list or block"
+                    hint = (" (a YAML 1.1 boolean)" if key.tag == _BOOL else "")
+                    raise StrictYAMLError(None, None, f"key {what!s}{hint} is not a string; "
+                                          "quote it", key.start_mark)
+                if key.value in seen:
+                    raise StrictYAMLError(None, None, f"duplicate key {key.value!r} (first at "
+                                          f"line {seen[key.value]})", key.start_mark)
+                seen[key.value] = key.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_bool(self, node: yaml.ScalarNode) -> bool:
+        if node.value.lower() not in ("true", "false"):
+            raise StrictYAMLError(None, None, f"{node.value} is a YAML 1.1 boolean; write true "
+                                  f"or false, or quote it ('{node.value}') to mean text",
+                                  node.start_mark)
+        return node.value.lower() == "true"
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        v = node.value.replace("_", "").lstrip("+-")
+        if ":" in v or (len(v) > 1 and v[0] == "0" and v[1].isdigit()):
+            kind = "a base-60 number" if ":" in v else "an octal number"
+            raise StrictYAMLError(None, None, f"{node.value} reads as {kind} in YAML 1.1; "
+                                  "quote it, or write a plain decimal", node.start_mark)
+        return super().construct_yaml_int(node)
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
+        if ":" in node.value:
+            raise StrictYAMLError(None, None, f"{node.value} reads as a base-60 number in YAML "
+                                  "1.1; quote it, or write a plain decimal", node.start_mark)
+        return super().construct_yaml_float(node)
+
+
+StrictLoader.add_constructor(_BOOL, StrictLoader.construct_yaml_bool)
+StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_yaml_int)
+StrictLoader.add_constructor("tag:yaml.org,2002:float", StrictLoader.construct_yaml_float)
+
+
+def _key_lines(node: yaml.Node | None) -> dict[tuple, int]:
+    """The line of every key and list item, by path (``("policy", "window")``)."""
+    lines: dict[tuple, int] = {}
+    seen: set[int] = set()
+
+    def walk(n: yaml.Node, path: tuple) -> None:
+        if id(n) in seen:  # a node shared through an alias: walked once
+            return
+        seen.add(id(n))
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                if isinstance(k, yaml.ScalarNode):
+                    lines.setdefault(path + (k.value,), k.start_mark.line + 1)
+                    walk(v, path + (k.value,))
+        elif isinstance(n, yaml.SequenceNode):
+            for i, v in enumerate(n.value):
+                lines.setdefault(path + (i,), v.start_mark.line + 1)
+                walk(v, path + (i,))
+
+    if node is not None:
+        walk(node, ())
+    return lines
+
+
+def parse_yaml(text: str, source: str = "config") -> tuple[Any, dict[tuple, int]]:
+    """Parse one YAML document strictly (:class:`StrictLoader`); return the data and the line
+    of each key path. Raise :class:`ConfigError` naming the line."""
+    loader = StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except StrictYAMLError as err:
+        mark = err.problem_mark
+        where = f"line {mark.line + 1}: " if mark else ""
+        raise ConfigError(f"{source}: {where}{err.problem}") from None
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{source}: YAML syntax error{where}: {err.problem}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: YAML error: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: YAML nested too deeply") from None
+    finally:
+        loader.dispose()
+    return data, _key_lines(node)
 
 
 def load(path: str | Path | None) -> Settings:
-    """Read and validate a YAML config file; ``None`` gives the built-in defaults."""
+    """Read and validate a YAML config file; ``None`` gives the built-in defaults.
+
+    The file is read strictly (:func:`parse_yaml`) and must be at most
+    :data:`MAX_CONFIG_BYTES`. Every problem is a :class:`ConfigError` of one line naming the
+    file and, where there is one, the line.
+    """
     if path is None:
         return Settings()
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with open(p, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as err:
         raise ConfigError(f"{p}: cannot read config: {err.strerror or err}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{p}: config is not UTF-8 text") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        line = raw[:MAX_CONFIG_BYTES].count(b"\n") + 1
+        raise ConfigError(f"{p}: line {line}: config is larger than {MAX_CONFIG_BYTES} bytes")
     try:
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{p}: YAML syntax error{where}: {err.problem}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{p}: YAML error: {err}") from None
-    return from_dict(data, str(p))
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise ConfigError(f"{p}: line {line}: config is not UTF-8 text") from None
+    data, lines = parse_yaml(text, str(p))
+    return from_dict(data, str(p), lines)
 
 
 def default_yaml() -> str:

@@ -35,3 +35,11 @@ class PlanError(SatconvError):
 
 class OutputError(SatconvError):
     """An output cannot be written where it was asked for."""
+
+
+class LimitError(InputError):
+    """An input declares more than a configured limit allows (``limits:`` in the config)."""
+
+
+class InputTimeout(InputError):
+    """An input took longer than ``--timeout``; its run was stopped and nothing was written."""

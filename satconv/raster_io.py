@@ -5,7 +5,11 @@ and the stride-map raster. Nothing else in satconv opens a raster.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import glob
 import os
+import re
+import resource
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,12 +20,13 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from affine import Affine
-from rasterio.enums import ColorInterp, MaskFlags
-from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
+from rasterio.control import GroundControlPoint
+from rasterio.enums import ColorInterp, Interleaving, MaskFlags
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
-from . import palette, profiles
-from .errors import InputError, OutputError, PlanError
+from . import palette, profiles, tiff_layout
+from .errors import ConfigError, InputError, LimitError, OutputError, PlanError
 from .tiling import contiguous_runs
 
 #: GDAL block cache for a run: bounded, so memory does not grow with the scene. GDAL reads the
@@ -29,7 +34,52 @@ from .tiling import contiguous_runs
 GDAL_CACHE_MB = 128
 os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
 
+
+def _quiet_libtiff() -> None:
+    """Stop libtiff printing to stderr behind GDAL's back.
+
+    GDAL routes libtiff's errors through its own per-file handlers (they reach rasterio and
+    satconv's one-line messages), but a few I/O errors (``_tiffWriteProc: No space left on
+    device.``) go to libtiff's global handlers, whose defaults print straight to stderr. Turn
+    those off when they are libtiff's own defaults (a handler installed by anyone else is put
+    back). Best effort: nothing happens when libtiff cannot be found.
+    """
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return
+    ranges, lib = [], None
+    for line in maps.splitlines():
+        parts = line.split()
+        if len(parts) >= 6 and re.search(r"/libtiff[^/]*\.so", parts[5]):
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            ranges.append((lo, hi))
+            lib = parts[5]
+    if lib is None:
+        return
+    try:
+        tiff = ctypes.CDLL(lib)
+    except OSError:
+        return
+    for name in ("TIFFSetErrorHandler", "TIFFSetWarningHandler"):
+        setter = getattr(tiff, name, None)
+        if setter is None:
+            continue
+        setter.restype = ctypes.c_void_p
+        setter.argtypes = [ctypes.c_void_p]
+        previous = setter(None)
+        if previous and not any(lo <= previous < hi for lo, hi in ranges):
+            setter(previous)
+
+
+_quiet_libtiff()
+
 SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+
+
+#: satconv handles missing georeferencing itself (an output without a CRS or transform is what
+#: the input had); rasterio's warning would be a second, multi-line message on stderr.
+warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 
 
 @dataclass(frozen=True)
@@ -51,6 +101,9 @@ class RasterInfo:
     mask: str = "none"
     scales: tuple[float, ...] = ()
     offsets: tuple[float, ...] = ()
+    driver: str = "GTiff"
+    gcps: tuple[GroundControlPoint, ...] = ()
+    gcp_crs: Any = None
 
     @property
     def data_count(self) -> int:
@@ -59,33 +112,309 @@ class RasterInfo:
 
 
 def gdal_env() -> rasterio.Env:
-    """The GDAL environment every satconv run uses: a bounded block cache."""
+    """The GDAL environment every satconv run uses: a bounded block cache, and no ``.aux.xml``
+    side files read or written (PAM), so an input's metadata comes from the input itself."""
     return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GDAL_PAM_ENABLED="NO")
 
 
-@contextlib.contextmanager
-def open_input(path: str | os.PathLike[str]) -> Iterator[rasterio.io.DatasetReader]:
-    """Open an input raster for reading, or raise :class:`InputError` naming it."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: no such file")
-    if not p.is_file():
-        raise InputError(f"{p}: not a regular file")
-    if not os.access(p, os.R_OK):
-        raise InputError(f"{p}: permission denied")
+# ---------------------------------------------------------------- opening inputs safely
+
+
+@dataclass(frozen=True)
+class InputPolicy:
+    """What satconv may open as an input and how large it may be: the config's ``input:`` and
+    ``limits:`` blocks (and ``tile_size``, for the work a scene implies). Plain data.
+
+    The defaults here are the config's defaults.
+    """
+
+    drivers: tuple[str, ...] = ("GTiff",)
+    allow_urls: bool = False
+    max_pixels: int = 4_000_000_000
+    max_bands: int = 256
+    max_block_bytes: int = 64 * 1024 * 1024
+    max_tiles: int = 1_000_000
+    tile_size: int = 256
+
+
+DEFAULT_POLICY = InputPolicy()
+
+#: Strings GDAL or rasterio would not take as a local file name: URLs (``https://``, ``s3://``,
+#: ``zip+file://``, and rasterio's ``http:name``), GDAL connection strings (``GTIFF_DIR:1:x``,
+#: ``NETCDF:x:var``) and virtual file systems (``/vsicurl/``, ``/vsizip/``).
+_REMOTE = re.compile(r"^(?:[A-Za-z][\w+.-]*:|/vsi|\\vsi)")
+
+#: Side files GDAL opens as datasets of their own (mask, overviews, ERDAS aux), with any driver:
+#: a VRT under one of these names could read any file on the machine.
+_DATASET_SIDECARS = (".msk", ".ovr", ".aux")
+
+#: Inputs already vetted by :func:`open_input` in this process, by the name their dataset
+#: reports, with the driver that opened them (worker threads reopen them with that driver only)
+#: and the name the user gave (for messages).
+_VETTED: dict[str, tuple[str, str]] = {}
+
+
+def shown_name(ds: rasterio.io.DatasetReader) -> str:
+    """An open input's name as the user gave it (its dataset knows its resolved path)."""
+    return _VETTED.get(ds.name, ("", ds.name))[1]
+
+
+def _sniff(head: bytes) -> str:
+    """What a file that is not an allowed raster looks like, for the error message."""
+    text = head.lstrip()
+    if not head:
+        return "an empty file"
+    if b"<VRTDataset" in head:
+        return "a GDAL VRT (an XML file that can read other files)"
+    for magic, kind in ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
+                        (b"GIF8", "a GIF image"), (b"PK\x03\x04", "a ZIP archive"),
+                        (b"EHFA_HEADER_TAG", "an ERDAS Imagine (HFA) file"),
+                        (b"\x89HDF", "an HDF5 file"), (b"CDF\x01", "a netCDF file"),
+                        (b"CDF\x02", "a netCDF file"), (b"\x00\x00\x00\x0cjP", "a JPEG 2000 image"),
+                        (b"BM", "a BMP image")):
+        if head.startswith(magic):
+            return kind
+    if tiff_layout.is_tiff(head):
+        return "a TIFF"
+    if text[:5].lower() in (b"ncols", b"nrows", b"xllco", b"yllco"):
+        return "an ASCII grid (AAIGrid)"
+    if text.startswith(b"<"):
+        return "an XML or HTML file"
+    return "an unrecognised format"
+
+
+def _head(path: str, n: int = 512) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
+
+
+def _inside(path: str, folder: str) -> bool:
+    return os.path.commonpath([path, folder]) == folder
+
+
+def _stays_inside(path: str, folder: str, max_links: int = 40) -> bool:
+    """Whether ``path``, inside the real folder ``folder``, resolves to a place inside it.
+
+    Symbolic links are followed one component at a time, as the kernel does, and nothing
+    outside ``folder`` is even looked at (``os.path.realpath`` would stat the target).
+    """
+    cur, links = folder, 0
+    pending = list(Path(os.path.relpath(path, folder)).parts)
+    while pending:
+        part = pending.pop(0)
+        if part in ("", "."):
+            continue
+        nxt = os.path.dirname(cur) if part == ".." else os.path.join(cur, part)
+        if _inside(nxt, folder):
+            if os.path.islink(nxt):
+                links += 1
+                if links > max_links:
+                    return False
+                target = list(Path(os.readlink(nxt)).parts)
+                if target and target[0] == os.sep:
+                    cur, target = os.sep, target[1:]
+                pending = target + pending
+                continue
+            cur = nxt
+        elif _inside(folder, nxt):  # an ancestor of the real folder: a real directory
+            cur = nxt
+        else:
+            return False
+    return _inside(cur, folder)
+
+
+def input_path(path: str | os.PathLike[str], policy: InputPolicy = DEFAULT_POLICY,
+               ) -> tuple[str, bool]:
+    """Where GDAL will read ``path`` from: ``(local absolute path with symlinks resolved, True)``
+    or, only with ``input.allow_urls``, ``(the string as given, False)``.
+
+    A name is always taken as a local file when such a file exists (``http:scene.tif`` in the
+    working folder is that file, not a URL); otherwise a URL, connection string or ``/vsi``
+    path is refused unless allowed. Raises :class:`InputError` with one line.
+    """
+    text = os.fspath(path)
     try:
-        with warnings.catch_warnings():
-            # a raster without georeferencing is processed on its pixel grid; the report says so
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            ds = rasterio.open(p)
-    except RasterioIOError as err:
-        raise InputError(f"{p}: not a readable raster ({_first_line(err)})") from None
-    except RasterioError as err:
-        raise InputError(f"{p}: cannot open ({_first_line(err)})") from None
+        exists = os.path.lexists(text)
+    except ValueError:  # e.g. a NUL byte
+        raise InputError(f"{text!r}: not a valid file name") from None
+    if text.startswith("/vsi") or (_REMOTE.match(text) and not exists):
+        if policy.allow_urls:
+            return text, False
+        raise InputError(f"{text}: looks like a URL, GDAL connection string or /vsi path; "
+                         "satconv opens local files only (set input.allow_urls: true to allow)")
+    if not exists:
+        raise InputError(f"{text}: no such file")
+    real = os.path.realpath(text)
+    if not os.path.exists(real):
+        raise InputError(f"{text}: broken symbolic link (to {real})")
+    if not os.path.isfile(real):
+        raise InputError(f"{text}: not a regular file")
+    if not os.access(real, os.R_OK):
+        raise InputError(f"{text}: permission denied")
+    return real, True
+
+
+def _check_sidecars(real: str, shown: str) -> None:
+    """Refuse side files GDAL would follow out of the input's folder or open as another format.
+
+    GDAL reads files named after the input (``scene.tif.msk``, ``scene.tif.ovr``, ``scene.tfw``,
+    ``scene_rpc.txt``...) from its folder. Each must stay inside the folder (no symbolic link
+    out of it), and those GDAL opens as datasets (masks, overviews, aux) must be sound TIFFs.
+    """
+    folder, name = os.path.split(real)
+    low = name.casefold()
+    stem = os.path.splitext(name)[0].casefold()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        n = entry.name.casefold()
+        if n == low or not (n == stem or n.startswith((stem + ".", stem + "_"))):
+            continue
+        full = os.path.join(folder, entry.name)
+        if entry.is_symlink() and not _stays_inside(full, folder):
+            raise InputError(f"{shown}: side file {entry.name} links outside the input's "
+                             f"folder (to {os.readlink(full)}); satconv reads nothing outside "
+                             "it")
+        if not n.endswith(_DATASET_SIDECARS) or not os.path.isfile(full):
+            continue
+        try:
+            head = _head(full)
+        except OSError as err:
+            raise InputError(f"{shown}: side file {entry.name} cannot be read "
+                             f"({err.strerror})") from None
+        if not tiff_layout.is_tiff(head):
+            raise InputError(f"{shown}: side file {entry.name} is {_sniff(head)}, not a TIFF; "
+                             "GDAL would open it as a mask or overviews (remove or rename it)")
+        try:
+            tiff_layout.check(full)
+        except tiff_layout.LayoutError as err:
+            raise InputError(f"{shown}: side file {entry.name}: {err}") from None
+
+
+def _open_allowed(target: str, drivers: tuple[str, ...], shown: str, local: bool,
+                  ) -> rasterio.io.DatasetReader:
+    """Open with the allowed drivers only, so GDAL never picks a format by content."""
+    with rasterio.Env() as env:
+        known = {d.casefold() for d in env.drivers()}
+    unknown = [d for d in drivers if d.casefold() not in known]
+    if unknown:
+        raise ConfigError(f"input.drivers: GDAL has no driver {', '.join(unknown)}")
+    errors = []
+    for driver in drivers:
+        try:
+            return rasterio.open(target, driver=driver)
+        except RasterioError as err:
+            errors.append(_first_line(err))
+    failures = [m for m in errors if "not recognized as" not in m]
+    if failures:  # a driver took the file but could not open it
+        raise InputError(f"{shown}: not a readable raster ({failures[0]})")
+    kind = _sniff(_head(target)) if local else "not in an allowed format"
+    raise InputError(f"{shown}: is {kind}, not {'/'.join(drivers)} (allowed input formats: "
+                     "input.drivers in the config)")
+
+
+@contextlib.contextmanager
+def open_input(path: str | os.PathLike[str], policy: InputPolicy | None = None,
+               ) -> Iterator[rasterio.io.DatasetReader]:
+    """Open an input raster for reading, or raise :class:`InputError` naming it.
+
+    With a ``policy`` (default: :data:`DEFAULT_POLICY`): the path must be a local file (see
+    :func:`input_path`); its side files are checked (:func:`_check_sidecars`); a TIFF's
+    structure must be sound (every block inside the file); only the allowed drivers may open
+    it; and its size, bands, block size and tile count must be within the limits. An input
+    this process already vetted, reopened without a policy (worker threads do that), is opened
+    with the driver that opened it first and nothing else.
+    """
+    shown = os.fspath(path)
+    driver = _VETTED.get(shown, (None,))[0] if policy is None else None
+    if driver is not None:
+        try:
+            ds = rasterio.open(shown, driver=driver)
+        except RasterioError as err:
+            raise InputError(f"{shown}: cannot open ({_first_line(err)})") from None
+    else:
+        ds = _open_vetted(shown, policy or DEFAULT_POLICY)
     try:
         yield ds
     finally:
         ds.close()
+
+
+def _open_vetted(shown: str, policy: InputPolicy) -> rasterio.io.DatasetReader:
+    target, local = input_path(shown, policy)
+    layout = None
+    if local:
+        _check_sidecars(target, shown)
+        try:
+            if tiff_layout.is_tiff(_head(target, 8)):
+                layout = tiff_layout.check(target)
+        except tiff_layout.LayoutError as err:
+            raise InputError(f"{shown}: {err}") from None
+        except OSError as err:
+            raise InputError(f"{shown}: cannot read ({err.strerror})") from None
+    ds = _open_allowed(target, policy.drivers, shown, local)
+    try:
+        check_limits(ds, policy, shown, layout if ds.driver == "GTiff" else None)
+    except BaseException:
+        ds.close()
+        raise
+    if len(_VETTED) > 10000:
+        _VETTED.clear()
+    _VETTED[ds.name] = (ds.driver, shown)
+    return ds
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} bytes"  # pragma: no cover
+
+
+def check_limits(ds: rasterio.io.DatasetReader, policy: InputPolicy, shown: str,
+                 layout: tiff_layout.Layout | None = None) -> None:
+    """Refuse, with :class:`LimitError`, an input that declares more than ``limits:`` allow:
+    bands, pixels, the uncompressed size of one block (what GDAL must decompress to read any
+    pixel of it; for a TIFF, its ``layout`` as stored, as GDAL shows a single compressed strip
+    as one-row blocks it must still decode from the start), and the tiles of the run."""
+    if ds.count > policy.max_bands:
+        raise LimitError(f"{shown}: {ds.count} bands, more than limits.max_bands "
+                         f"({policy.max_bands})")
+    pixels = ds.width * ds.height
+    if pixels > policy.max_pixels:
+        raise LimitError(f"{shown}: {ds.width}x{ds.height} = {pixels:,} pixels, more than "
+                         f"limits.max_pixels ({policy.max_pixels:,})")
+    stored = _stored_block(ds, layout)
+    if stored is not None and stored[1] > policy.max_block_bytes:
+        raise LimitError(
+            f"{shown}: one {stored[0]} is {_size(stored[1])} uncompressed, more than "
+            f"limits.max_block_bytes ({_size(policy.max_block_bytes)}); rewrite it tiled "
+            "(gdal_translate -co TILED=YES) or raise the limit")
+    ts = policy.tile_size
+    tiles = -(-ds.height // ts) * -(-ds.width // ts)
+    if tiles > policy.max_tiles:
+        raise LimitError(f"{shown}: {tiles:,} tiles of {ts}x{ts}, more than limits.max_tiles "
+                         f"({policy.max_tiles:,}); use a larger tile_size or raise the limit")
+
+
+def _stored_block(ds: rasterio.io.DatasetReader, layout: tiff_layout.Layout | None,
+                  ) -> tuple[str, int] | None:
+    """``("256x256 block", uncompressed bytes)`` of one block as stored, or None."""
+    if layout is not None:
+        kind = "tile" if layout.tiled else "strip"
+        return f"{layout.block_width}x{layout.block_height} {kind}", layout.block_bytes
+    if ds.count < 1:
+        return None
+    bh, bw = ds.block_shapes[0]
+    try:
+        item = max(np.dtype(t).itemsize for t in set(ds.dtypes))
+    except TypeError:  # complex integer types numpy has no name for
+        item = 8
+    planes = ds.count if ds.interleaving == Interleaving.pixel else 1
+    return f"{bw}x{bh} block", bw * bh * item * planes
 
 
 def mask_source(ds: rasterio.io.DatasetReader) -> tuple[str, tuple[int, ...]]:
@@ -109,7 +438,7 @@ def mask_source(ds: rasterio.io.DatasetReader) -> tuple[str, tuple[int, ...]]:
 
 def describe(ds: rasterio.io.DatasetReader) -> RasterInfo:
     """Check an opened input is usable and summarise it."""
-    name = ds.name
+    name = shown_name(ds)
     if ds.count < 1:
         raise InputError(f"{name}: has no bands")
     if any(np.dtype(t).kind == "c" for t in ds.dtypes):
@@ -122,8 +451,12 @@ def describe(ds: rasterio.io.DatasetReader) -> RasterInfo:
     mask, bands = mask_source(ds)
     if not bands:
         raise InputError(f"{name}: has no data bands (only alpha)")
+    gcps, gcp_crs = ds.gcps
+    # Georeferenced by ground control points only: the outputs carry the GCPs (the stride map
+    # with their pixel positions scaled to its grid) instead of an identity transform.
+    only_gcps = bool(gcps) and ds.transform.is_identity
     return RasterInfo(
-        path=name,
+        path=ds.name,
         width=ds.width,
         height=ds.height,
         count=ds.count,
@@ -138,6 +471,9 @@ def describe(ds: rasterio.io.DatasetReader) -> RasterInfo:
         mask=mask,
         scales=tuple(float(ds.scales[i - 1]) for i in bands),
         offsets=tuple(float(ds.offsets[i - 1]) for i in bands),
+        driver=ds.driver,
+        gcps=tuple(gcps) if only_gcps else (),
+        gcp_crs=gcp_crs if only_gcps else None,
     )
 
 
@@ -195,7 +531,7 @@ def read_window_valid(
             m = ds.read_masks(info.bands[0], window=window) > 0
         except RasterioError as err:
             raise InputError(
-                f"{ds.name}: mask read failed at rows {row0}-{row1}, columns {col0}-{col1} "
+                f"{shown_name(ds)}: mask read failed at rows {row0}-{row1}, columns {col0}-{col1} "
                 f"({_first_line(err)})"
             ) from None
         valid = np.broadcast_to(m, data.shape).copy()
@@ -218,7 +554,7 @@ def read_window(
                        window=Window(col0, row0, col1 - col0, row1 - row0))
     except RasterioError as err:
         raise InputError(
-            f"{ds.name}: read failed at rows {row0}-{row1}, columns {col0}-{col1} "
+            f"{shown_name(ds)}: read failed at rows {row0}-{row1}, columns {col0}-{col1} "
             f"({_first_line(err)})"
         ) from None
 
@@ -255,16 +591,40 @@ def output_nodata(info: RasterInfo, out_dtype: str) -> float | None:
     return None if info.mask == "none" else float(lim.min)
 
 
-def staging_path(final: Path) -> Path:
-    """Where an output is written before it is complete: a hidden name beside the final one."""
-    return final.with_name(f".{final.name}.{os.getpid()}.partial")
+def staging_path(final: Path, pid: int | None = None) -> Path:
+    """Where an output is written before it is complete: a hidden name beside the final one,
+    ``.NAME.<pid>.partial``, ``pid`` being the writing process (default: this one)."""
+    return final.with_name(f".{final.name}.{os.getpid() if pid is None else pid}.partial")
+
+
+_STAGED = re.compile(r"^\.(?P<name>.+)\.\d+\.partial(?:\..*)?$")
+
+
+def display_name(path: str | os.PathLike[str]) -> Path:
+    """The final name of a staged file (``.a.tif.123.partial.body`` -> ``a.tif``), for messages."""
+    p = Path(path)
+    m = _STAGED.match(p.name)
+    return p.with_name(m["name"]) if m else p
+
+
+def remove_partials(finals: list[Path], pid: int | None = None) -> None:
+    """Remove every staged file of ``finals`` written by process ``pid`` (default: this one),
+    including the ones GDAL derives from them (``.partial.body``, ``.partial.ovr.tmp``...)."""
+    for final in finals:
+        tmp = staging_path(Path(final), pid)
+        with contextlib.suppress(OSError):
+            for p in tmp.parent.glob(glob.escape(tmp.name) + "*"):
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
 
 
 class StagedOutputs:
     """Outputs written under temporary names, renamed to their final names only on commit.
 
     ``discard`` (also run on an exception inside ``with``) removes every temporary file, so a
-    failed run leaves nothing behind, and no file at a final name ever holds partial data.
+    failed run leaves nothing behind, and no file at a final name ever holds partial data. An
+    ``OSError`` inside ``with`` (a full disk, a file-size limit) becomes an :class:`OutputError`
+    naming the final file.
     """
 
     def __init__(self, finals: list[Path]):
@@ -282,16 +642,18 @@ class StagedOutputs:
         self._committed = True
 
     def discard(self) -> None:
-        for tmp in self.temps:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        remove_partials(self.finals)
 
     def __enter__(self) -> StagedOutputs:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         if not self._committed:
             self.discard()
+        if isinstance(exc, OSError):
+            name = display_name(exc.filename) if exc.filename else self.finals[0]
+            reason = (exc.strerror or str(exc)).lower()
+            raise OutputError(f"{name}: write failed: {reason}") from None
 
 
 def check_output_dir(path: Path) -> None:
@@ -299,8 +661,44 @@ def check_output_dir(path: Path) -> None:
     parent = path.parent
     if not parent.exists():
         raise OutputError(f"{path}: output folder {parent} does not exist")
+    if not parent.is_dir():
+        raise OutputError(f"{path}: {parent} is not a folder")
     if not os.access(parent, os.W_OK):
-        raise OutputError(f"{path}: output folder {parent} is not writable")
+        reason = "is on a read-only file system" if _read_only(parent) else "is not writable"
+        raise OutputError(f"{path}: output folder {parent} {reason}")
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _write_failure(path: Path, problem: str) -> str:
+    """Why a written file came out incomplete: a file-size limit, a full disk, or else what
+    its structure shows."""
+    try:
+        size = path.stat().st_size
+        soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+        if soft != resource.RLIM_INFINITY and size + (64 << 10) >= soft:
+            return "file size limit reached (ulimit -f)"
+        st = os.statvfs(path.parent)
+        if st.f_bavail * st.f_frsize < (1 << 20):
+            return "no space left on device"
+    except OSError:
+        pass
+    return f"the file came out incomplete ({problem})"
+
+
+def verify_output(path: Path) -> None:
+    """Check a closed output GeoTIFF holds every block it lists (GDAL reports a failed write
+    at close only as a log message): raise :class:`OutputError` naming it otherwise."""
+    try:
+        tiff_layout.check(path, allow_sparse=False)
+    except (tiff_layout.LayoutError, OSError) as err:
+        raise OutputError(f"{display_name(path)}: write failed: "
+                          f"{_write_failure(Path(path), str(err))}") from None
 
 
 def output_profile(info: RasterInfo, out_dtype: str, compress: str, tile_size: int) -> dict:
@@ -315,16 +713,31 @@ def output_profile(info: RasterInfo, out_dtype: str, compress: str, tile_size: i
         "transform": info.transform,
         "nodata": output_nodata(info, out_dtype),
     }
+    if info.gcps:  # georeferenced by GCPs only: describe_output writes them instead
+        del profile["transform"], profile["crs"]
     profile.update(profiles.creation_options(out_dtype, compress, tile_size))
     return profile
 
 
-def open_output(path: Path, profile: dict) -> rasterio.io.DatasetWriter:
-    """Create an output raster, or raise :class:`OutputError` naming it."""
+@contextlib.contextmanager
+def open_output(path: Path, profile: dict) -> Iterator[rasterio.io.DatasetWriter]:
+    """Create an output raster, or raise :class:`OutputError` naming it; on leaving ``with``
+    normally, close it and check every block reached the file (:func:`verify_output`)."""
     try:
-        return rasterio.open(path, "w", **profile)
+        dst = rasterio.open(path, "w", **profile)
     except RasterioError as err:
-        raise OutputError(f"{path}: cannot create ({_first_line(err)})") from None
+        raise OutputError(f"{display_name(path)}: cannot create ({_first_line(err)})") from None
+    try:
+        yield dst
+    except BaseException:
+        with contextlib.suppress(Exception):
+            dst.close()
+        raise
+    try:
+        dst.close()
+    except RasterioError as err:
+        raise OutputError(f"{display_name(path)}: write failed ({_first_line(err)})") from None
+    verify_output(path)
 
 
 def write_tile(
@@ -339,7 +752,7 @@ def write_tile(
         if mask is not None:
             dst.write_mask(np.where(mask, 255, 0).astype(np.uint8), window=window)
     except RasterioError as err:
-        raise OutputError(f"{dst.name}: write failed ({_first_line(err)})") from None
+        raise OutputError(f"{display_name(dst.name)}: write failed ({_first_line(err)})") from None
 
 
 def describe_output(dst: rasterio.io.DatasetWriter, info: RasterInfo, tags: dict[str, str],
@@ -357,6 +770,8 @@ def describe_output(dst: rasterio.io.DatasetWriter, info: RasterInfo, tags: dict
     if any(s != 1.0 for s in info.scales) or any(o != 0.0 for o in info.offsets):
         dst.scales = info.scales
         dst.offsets = tuple(o * kernel_sum for o in info.offsets)
+    if info.gcps:
+        dst.gcps = (list(info.gcps), info.gcp_crs)
     dst.update_tags(**tags)
 
 
@@ -375,7 +790,9 @@ def to_cog(src: Path, dst: Path, compress: str, tile_size: int, dtype: str) -> N
     try:
         rasterio.shutil.copy(str(src), str(dst), **opts)
     except RasterioError as err:
-        raise OutputError(f"{dst}: COG conversion failed ({_first_line(err)})") from None
+        raise OutputError(f"{display_name(dst)}: COG conversion failed "
+                          f"({_first_line(err)})") from None
+    verify_output(dst)
 
 
 # ---------------------------------------------------------------- stride map
@@ -400,14 +817,26 @@ def write_stride_map(path: Path, strides: np.ndarray, info: RasterInfo, tile_siz
         "nodata": 0,
         **profiles.stride_map_options(),
     }
+    if info.gcps:
+        del profile["transform"], profile["crs"]
     try:
         with rasterio.open(path, "w", **profile) as dst:
+            if info.gcps:
+                dst.gcps = ([_scale_gcp(g, tile_size) for g in info.gcps], info.gcp_crs)
             dst.write(strides.astype(np.uint8), 1)
             dst.write_colormap(1, palette.colour_table())
             dst.set_band_description(1, "stride (0 = skipped)")
             dst.update_tags(**tags)
     except RasterioError as err:
-        raise OutputError(f"{path}: cannot write stride map ({_first_line(err)})") from None
+        raise OutputError(f"{display_name(path)}: cannot write stride map "
+                          f"({_first_line(err)})") from None
+    verify_output(path)
+
+
+def _scale_gcp(g: GroundControlPoint, tile_size: int) -> GroundControlPoint:
+    """A GCP of the input, placed on the stride map's grid (one pixel per tile)."""
+    return GroundControlPoint(row=g.row / tile_size, col=g.col / tile_size, x=g.x, y=g.y, z=g.z,
+                              id=g.id, info=g.info)
 
 
 def read_stride_map(path: str | os.PathLike[str], shape: tuple[int, int]) -> np.ndarray:

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from .. import __version__, api, config
-from ..errors import SatconvError, UsageError
+from ..errors import OutputError, SatconvError, UsageError
 
 
 def _progress_factory(enabled: bool, label: str) -> api.ProgressFactory:
@@ -76,18 +76,23 @@ def cli() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Worker threads per scene (default: all CPUs).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="SECONDS",
+              help="Stop an input that takes longer, count it as failed and go on with the "
+                   "next (each input then runs in a child process, without a progress bar).")
 @quiet_option
 @debug_option
 def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
         out_dir: str | None, plan_path: str | None, overwrite: bool, threads: int | None,
-        quiet: bool, debug: bool) -> None:
+        timeout: float | None, quiet: bool, debug: bool) -> None:
     """Convolve INPUTS; write OUT.satconv.tif, OUT.stride.tif and OUT.satconv.json."""
     settings = _load_settings(config_path, debug)
     try:
         if output and len(inputs) > 1:
             raise UsageError("-o/--output takes one input; use --out-dir for several")
         if out_dir and not Path(out_dir).is_dir():
-            raise UsageError(f"{out_dir}: output folder does not exist")
+            what = "is not a folder" if Path(out_dir).exists() else "does not exist"
+            raise OutputError(f"{out_dir}: output folder {what}")
     except SatconvError as err:
         _fail(err, debug)
         sys.exit(err.exit_code)
@@ -96,14 +101,17 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
     exit_code = 0
     for src in inputs:
         try:
-            report = api.run_scene(
-                src, settings,
-                output=Path(output) if output else None,
-                out_dir=Path(out_dir) if out_dir else None,
-                plan_path=Path(plan_path) if plan_path else None,
-                overwrite=overwrite, workers=threads,
-                progress=_progress_factory(show, Path(src).name),
-            )
+            kwargs = dict(output=Path(output) if output else None,
+                          out_dir=Path(out_dir) if out_dir else None,
+                          plan_path=Path(plan_path) if plan_path else None,
+                          overwrite=overwrite, workers=threads)
+            if timeout is not None:
+                from .. import batch
+
+                report = batch.run_scene_with_timeout(src, settings, timeout, **kwargs)
+            else:
+                report = api.run_scene(src, settings, **kwargs,
+                                       progress=_progress_factory(show, Path(src).name))
         except SatconvError as err:
             _fail(err, debug)
             failed += 1
@@ -120,7 +128,8 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
         if not quiet:
             click.echo(report.summary_line(), err=True)
     if failed:
-        click.echo(f"satconv: {failed} of {len(inputs)} inputs failed", err=True)
+        if len(inputs) > 1:  # a single input's error line says it all
+            click.echo(f"satconv: {failed} of {len(inputs)} inputs failed", err=True)
         sys.exit(exit_code)
 
 
