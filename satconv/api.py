@@ -15,7 +15,7 @@ import numpy as np
 from . import __version__, raster_io
 from .config import Settings
 from .errors import OutputError
-from .pipeline import ExecuteOptions, execute
+from .pipeline import ExecuteOptions, compute_dtype, execute
 from .planning import Plan, load_plan, make_plan
 from .report import RunReport, peak_memory_mb
 from .tiling import TileGrid
@@ -164,6 +164,7 @@ def run_scene(
             out_nodata=profile["nodata"],
             min_valid_fraction=settings.min_valid_fraction,
             write_mask=info.mask in ("dataset", "alpha"),
+            compute_dtype=compute_dtype(info.dtype, out_dtype),
         )
         tags = _tags(settings)
         with raster_io.StagedOutputs(paths.all()) as staged:

@@ -36,8 +36,8 @@ from . import kernels
 from .core import conv, reconstruct
 from .tiling import Tile, boundary_index, sample_positions
 
-#: read(rows, cols) -> (data float64 (bands, len(rows), len(cols)), valid bool or None);
-#: index -1 means "outside, cval".
+#: read(rows, cols) -> (data (bands, len(rows), len(cols)), valid bool or None); index -1 means
+#: "outside, cval". The data's type (float32 or float64) is the type the tile is computed in.
 Reader = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray | None]]
 
 
@@ -121,7 +121,7 @@ def convolve_samples(
     """Convolution of every band of a padded, all-valid ``block`` at ``rpos`` x ``cpos``.
 
     ``cpos`` is a regular grid of ``stride`` from 0, optionally closed by one extra position.
-    Returns float64 ``(bands, len(rpos), len(cpos))``.
+    Returns ``(bands, len(rpos), len(cpos))`` in the block's type.
     """
     return np.stack([_band_samples(block[b], kernel, rpos, cpos, stride)
                      for b in range(block.shape[0])])
@@ -129,11 +129,23 @@ def convolve_samples(
 
 def _band_samples(band: np.ndarray, kernel: PreparedKernel, rpos: np.ndarray,
                   cpos: np.ndarray, stride: int) -> np.ndarray:
+    """Plain convolution of an all-valid band at the samples, in the band's type.
+
+    In float32 the block is first centred on its mean (added back times the kernel's sum):
+    the sums then carry only the local variation, so an offset-heavy scene (uint16
+    reflectance near 10000) keeps float32's seven digits for the detail that matters.
+    """
+    offset = 0.0
+    if band.dtype == np.float32:
+        offset = float(band.mean(dtype=np.float64))
+        band = band - np.float32(offset)
     n_grid = _grid_split(cpos, stride)
-    out = np.empty((rpos.size, cpos.size), dtype=np.float64)
+    out = np.empty((rpos.size, cpos.size), dtype=band.dtype)
     out[:, :n_grid] = _correlate(band, kernel, rpos, 0, stride, n_grid)
     if n_grid < cpos.size:
         out[:, n_grid:] = _correlate(band, kernel, rpos, int(cpos[-1]), 1, 1)
+    if offset:
+        out += np.float32(offset * kernel.weights.sum())
     return out
 
 
@@ -141,7 +153,7 @@ def _masked_samples(band: np.ndarray, valid: np.ndarray, kernel: PreparedKernel,
                     rpos: np.ndarray, cpos: np.ndarray, stride: int,
                     min_fraction: float) -> np.ndarray:
     n_grid = _grid_split(cpos, stride)
-    out = np.empty((rpos.size, cpos.size), dtype=np.float64)
+    out = np.empty((rpos.size, cpos.size), dtype=band.dtype)
     out[:, :n_grid] = conv.correlate_masked_grid(
         band, valid, kernel.positive, kernel.negative, rpos, 0, stride, n_grid, min_fraction)
     if n_grid < cpos.size:
@@ -153,11 +165,13 @@ def _masked_samples(band: np.ndarray, valid: np.ndarray, kernel: PreparedKernel,
 
 def _correlate(band: np.ndarray, kernel: PreparedKernel, rows: np.ndarray, col0: int,
                step: int, ncols: int) -> np.ndarray:
+    dt = band.dtype
     if kernel.column is not None:
         return conv.correlate_separable_grid(
-            band, kernel.column, kernel.row, rows, col0, step, ncols
-        )
-    return conv.correlate_grid(band, kernel.weights, rows, col0, step, ncols)
+            band, kernel.column.astype(dt, copy=False), kernel.row.astype(dt, copy=False), rows,
+            col0, step, ncols)
+    return conv.correlate_grid(band, kernel.weights.astype(dt, copy=False), rows, col0, step,
+                               ncols)
 
 
 def _reconstruct(samples: np.ndarray, rpos: np.ndarray, cpos: np.ndarray, h: int, w: int,
@@ -204,7 +218,7 @@ def convolve_tile(
     block, valid = read(ts.src_rows, ts.src_cols)
     h, w = tile.height, tile.width
     kh, kw = kernel.weights.shape
-    out = np.empty((block.shape[0], h, w), dtype=np.float64)
+    out = np.empty((block.shape[0], h, w), dtype=block.dtype)
     nsamples = ts.rpos.size * ts.cpos.size
     evaluations = 0
     for b in range(block.shape[0]):

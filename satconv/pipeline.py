@@ -30,6 +30,7 @@ class ExecuteOptions:
     out_nodata: float | None
     min_valid_fraction: float = 0.5
     write_mask: bool = False
+    compute_dtype: str = "float64"
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,16 @@ class ExecuteStats:
     pixels: int
 
 
+def compute_dtype(in_dtype: str, out_dtype: str) -> str:
+    """The type tiles are computed in: float32 when the output is float32 and the input fits
+    float32 exactly (8- and 16-bit integers, float32); float64 otherwise, so that rounding to
+    an integer output or a float64 output loses nothing."""
+    exact32 = in_dtype in ("uint8", "int8", "uint16", "int16", "float32")
+    return "float32" if out_dtype == "float32" and exact32 else "float64"
+
+
 def to_output(values: np.ndarray, dtype: str, nodata: float | None) -> np.ndarray:
-    """Cast float64 results (NaN = nodata) to the output type: integers rounded and clipped,
+    """Cast results (NaN = nodata) to the output type: integers rounded and clipped,
     nodata written where NaN, and no valid value left equal to the nodata value.
 
     A valid value that lands on the nodata value moves towards the type's interior: one unit
@@ -82,7 +91,7 @@ def _process(ds: object, tile_stride: tuple[Tile, int], info: RasterInfo,
         fill = 0 if opts.out_nodata is None else opts.out_nodata
         return (np.full(shape, fill, dtype=opts.out_dtype),
                 np.zeros(shape[1:], dtype=bool), 0)
-    read = partial(raster_io.read_indexed, ds, info, cval=opts.cval)
+    read = partial(raster_io.read_indexed, ds, info, cval=opts.cval, dtype=opts.compute_dtype)
     result = convolve_tile(read, tile, stride, info.height, info.width, pk, opts.boundary,
                            opts.reconstruction, opts.min_valid_fraction)
     mask = ~np.isnan(result.values).all(axis=0)

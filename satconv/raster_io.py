@@ -488,16 +488,16 @@ def _first_line(err: BaseException) -> str:
 
 def read_indexed(
     ds: rasterio.io.DatasetReader, info: RasterInfo, rows: np.ndarray, cols: np.ndarray,
-    cval: float,
+    cval: float, dtype: str = "float64",
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read the data bands at ``rows`` x ``cols`` (source indices, -1 = outside) as float64.
+    """Read the data bands at ``rows`` x ``cols`` (source indices, -1 = outside) as ``dtype``.
 
     Returns ``(data, valid)``, both ``(bands, len(rows), len(cols))``; ``valid`` is None when
     every pixel read is valid. Outside positions hold ``cval`` and count as valid. The distinct
     indices are read as a few contiguous windows, never the whole raster.
     """
     nb = info.data_count
-    out = np.full((nb, rows.size, cols.size), cval, dtype=np.float64)
+    out = np.full((nb, rows.size, cols.size), cval, dtype=dtype)
     valid = np.ones((nb, rows.size, cols.size), dtype=bool)
     rin = np.flatnonzero(rows >= 0)
     cin = np.flatnonzero(cols >= 0)

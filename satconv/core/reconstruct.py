@@ -33,7 +33,7 @@ def bilinear(samples: np.ndarray, rpos: np.ndarray, cpos: np.ndarray, h: int, w:
     rlo, rt = _linear_weights(rpos, h)
     clo, ct = _linear_weights(cpos, w)
     nr = samples.shape[0]
-    horiz = np.empty((nr, w), dtype=np.float64)
+    horiz = np.empty((nr, w), dtype=samples.dtype)
     for i in range(nr):
         for c in range(w):
             k = clo[c]
@@ -42,7 +42,7 @@ def bilinear(samples: np.ndarray, rpos: np.ndarray, cpos: np.ndarray, h: int, w:
             if f != 0.0:
                 v = v + f * (samples[i, k + 1] - v)
             horiz[i, c] = v
-    out = np.empty((h, w), dtype=np.float64)
+    out = np.empty((h, w), dtype=samples.dtype)
     for r in range(h):
         k = rlo[r]
         f = rt[r]
@@ -76,7 +76,7 @@ def nearest(samples: np.ndarray, rpos: np.ndarray, cpos: np.ndarray, h: int, w: 
     """Nearest-sample reconstruction of ``samples`` onto an h x w tile."""
     ri = _nearest_index(rpos, h)
     ci = _nearest_index(cpos, w)
-    out = np.empty((h, w), dtype=np.float64)
+    out = np.empty((h, w), dtype=samples.dtype)
     for r in range(h):
         src = samples[ri[r]]
         for c in range(w):
