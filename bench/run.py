@@ -1,7 +1,8 @@
-"""``make bench``: quality of the default plan on the reference scenes, against the dense result.
+"""``make bench``: quality of the default plan on the reference scenes against the dense
+result, then speed ratios against references measured in the same run (``speed.py``).
 
-Prints a markdown table (and writes bench/results/quality.json). Speed ratios join this run as
-they are measured; nothing here is a test and nothing asserts a timing.
+Writes bench/results/quality.json, speed.md and speed.json. Nothing here is a test and nothing
+asserts a timing.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ def main() -> None:
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "quality.json").write_text(json.dumps(rows, indent=2) + "\n")
+    if "--quality-only" not in sys.argv:
+        import speed
+
+        speed.main()
 
 
 if __name__ == "__main__":

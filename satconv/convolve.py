@@ -131,19 +131,19 @@ def _band_samples(band: np.ndarray, kernel: PreparedKernel, rpos: np.ndarray,
                   cpos: np.ndarray, stride: int) -> np.ndarray:
     """Plain convolution of an all-valid band at the samples, in the band's type.
 
-    In float32 the block is first centred on its mean (added back times the kernel's sum):
-    the sums then carry only the local variation, so an offset-heavy scene (uint16
+    In float32 the block is first shifted by its centre pixel (added back times the kernel's
+    sum): the sums then carry only the local variation, so an offset-heavy scene (uint16
     reflectance near 10000) keeps float32's seven digits for the detail that matters.
     """
     offset = 0.0
     if band.dtype == np.float32:
-        offset = float(band.mean(dtype=np.float64))
-        band = band - np.float32(offset)
+        offset = float(band[band.shape[0] // 2, band.shape[1] // 2])
+        if offset:
+            band = band - np.float32(offset)
     n_grid = _grid_split(cpos, stride)
-    out = np.empty((rpos.size, cpos.size), dtype=band.dtype)
-    out[:, :n_grid] = _correlate(band, kernel, rpos, 0, stride, n_grid)
+    out = _correlate(band, kernel, rpos, 0, stride, n_grid)
     if n_grid < cpos.size:
-        out[:, n_grid:] = _correlate(band, kernel, rpos, int(cpos[-1]), 1, 1)
+        out = np.concatenate([out, _correlate(band, kernel, rpos, int(cpos[-1]), 1, 1)], axis=1)
     if offset:
         out += np.float32(offset * kernel.weights.sum())
     return out

@@ -1,0 +1,217 @@
+"""Speed of satconv against references measured in the same run (``make bench``).
+
+Core: satconv's numba correlation on 256-pixel tiles of a 4096x4096 float32 image against
+OpenCV ``filter2D`` and ``scipy.ndimage.convolve`` on the whole image, one thread and all
+threads, for 3x3 to 31x31 kernels, separable (Gaussian) and not (random weights); and the
+strided core against the dense one. End to end: on a generated 8192x8192 3-band uint16 DEFLATE
+scene, satconv dense, satconv adaptive (default policy), a straightforward rasterio-window +
+scipy script with the same output options, and the I/O floor (satconv with a 1x1 identity
+kernel: every tile read and written, nothing convolved). Prints ratios; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from make_scene import write_scene  # noqa: E402
+
+from satconv.convolve import PreparedKernel, _band_samples  # noqa: E402
+
+TILE = 256
+
+
+def _best(fn, repeat: int = 3) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _kernels(k: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(k)
+    x = np.arange(k) - k // 2
+    g = np.exp(-0.5 * (x / max(k / 6, 0.5)) ** 2)
+    return {"separable": np.outer(g, g) / g.sum() ** 2, "dense": rng.normal(size=(k, k))}
+
+
+def _tile_blocks(img: np.ndarray, k: int, stride: int) -> list[tuple]:
+    r = k // 2
+    pad = np.pad(img, ((r, r + stride), (r, r + stride)), mode="reflect")
+    n = img.shape[0]
+    pos = np.arange(0, TILE, stride) if stride == 1 else np.arange(0, TILE + 1, stride)
+    return [(np.ascontiguousarray(pad[r0:r0 + TILE + 2 * r + stride,
+                                      c0:c0 + TILE + 2 * r + stride]), pos)
+            for r0 in range(0, n, TILE) for c0 in range(0, n, TILE)]
+
+
+def core(size: int = 4096) -> list[dict]:
+    """Throughput in Mpx/s (input pixels) of each implementation."""
+    import cv2
+    from scipy import ndimage
+
+    img = np.random.default_rng(0).normal(size=(size, size)).astype(np.float32)
+    threads = os.cpu_count() or 1
+    rows = []
+    for k in (3, 7, 15, 31):
+        for kind, kern in _kernels(k).items():
+            pk = PreparedKernel.from_kernel(kern)
+            blocks = _tile_blocks(img, k, 1)
+
+            def run(blocks=blocks, pk=pk, workers=1, stride=1) -> None:
+                def one(item):
+                    _band_samples(item[0], pk, item[1], item[1], stride)
+                if workers == 1:
+                    for b in blocks:
+                        one(b)
+                else:
+                    with ThreadPoolExecutor(workers) as pool:
+                        list(pool.map(one, blocks))
+
+            mpx = size * size / 1e6
+            row = {"kernel": f"{k}x{k}", "kind": kind,
+                   "satconv_1t": mpx / _best(run),
+                   "satconv_all": mpx / _best(lambda run=run: run(workers=threads))}
+            cv2.setNumThreads(1)
+            flipped = np.ascontiguousarray(kern[::-1, ::-1]).astype(np.float32)
+            row["opencv_1t"] = mpx / _best(lambda f=flipped: cv2.filter2D(img, -1, f))
+            cv2.setNumThreads(threads)
+            row["opencv_all"] = mpx / _best(lambda f=flipped: cv2.filter2D(img, -1, f))
+            if k <= 15:
+                small = img[:1024, :1024]
+                k32 = kern.astype(np.float32)
+                row["scipy_1t"] = 1.048576 / _best(
+                    lambda small=small, k32=k32: ndimage.convolve(small, k32), 1)
+            if kind == "dense" and k == 7:
+                strided = _tile_blocks(img, k, 4)
+                row["satconv_stride4_1t"] = mpx / _best(
+                    lambda s=strided, pk=pk: run(s, pk, 1, 4))
+            rows.append(row)
+            print(json.dumps({a: (round(b, 1) if isinstance(b, float) else b)
+                              for a, b in row.items()}), flush=True)
+    return rows
+
+
+SCRIPT = r'''
+import sys, numpy as np, rasterio
+from rasterio.windows import Window
+from scipy import ndimage
+src, dst, k = sys.argv[1], sys.argv[2], int(sys.argv[3])
+x = np.arange(k) - k // 2
+g = np.exp(-0.5 * (x / 1.0) ** 2); kern = np.outer(g, g) / g.sum() ** 2
+r = k // 2
+with rasterio.open(src) as ds:
+    prof = ds.profile
+    prof.update(dtype="float32", tiled=True, blockxsize=256, blockysize=256, compress="deflate",
+                predictor=3, nodata=None)
+    with rasterio.open(dst, "w", **prof) as out:
+        for r0 in range(0, ds.height, 256):
+            for c0 in range(0, ds.width, 256):
+                h, w = min(256, ds.height - r0), min(256, ds.width - c0)
+                a0, b0 = max(0, r0 - r), max(0, c0 - r)
+                a1, b1 = min(ds.height, r0 + h + r), min(ds.width, c0 + w + r)
+                blk = ds.read(window=Window(b0, a0, b1 - b0, a1 - a0)).astype(np.float32)
+                res = np.stack([ndimage.convolve(b, kern, mode="reflect") for b in blk])
+                out.write(res[:, r0 - a0:r0 - a0 + h, c0 - b0:c0 - b0 + w],
+                          window=Window(c0, r0, w, h))
+'''
+
+
+def _timed(cmd: list[str]) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    return time.perf_counter() - t
+
+
+def end_to_end(size: int = 8192) -> dict:
+    """Wall-clock seconds of each way of filtering the generated scene."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpd = Path(tmp)
+        scene = tmpd / "scene.tif"
+        write_scene(scene, size, 3)
+        cfgs = {
+            "io_floor": "kernel: {type: custom, weights: [[1.0]]}\nstrides: [1]\n",
+            "dense_gauss5": "strides: [1]\n",
+            "adaptive_gauss5": "",
+            "dense_disk31": _disk_cfg(31, [1]),
+            "adaptive_disk31": _disk_cfg(31, [1, 2, 4]),
+        }
+        res = {}
+        for name, text in cfgs.items():
+            cfg = tmpd / f"{name}.yaml"
+            cfg.write_text(text or "{}\n")
+            out = tmpd / f"{name}.tif"
+            res[name] = _timed([sys.executable, "-m", "satconv", "run", str(scene), "-c",
+                                str(cfg), "-o", str(out), "-q", "--overwrite"])
+            print(f"{name}: {res[name]:.1f} s", flush=True)
+        script = tmpd / "naive.py"
+        script.write_text(SCRIPT)
+        res["rasterio_scipy_gauss5"] = _timed([sys.executable, str(script), str(scene),
+                                               str(tmpd / "naive.tif"), "5"])
+        print(f"rasterio_scipy_gauss5: {res['rasterio_scipy_gauss5']:.1f} s", flush=True)
+    return res
+
+
+def _disk_cfg(k: int, strides: list[int]) -> str:
+    r = k // 2
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    disk = (xx * xx + yy * yy <= r * r).astype(float)
+    disk /= disk.sum()
+    rows = ", ".join("[" + ", ".join(f"{v:.6g}" for v in row) + "]" for row in disk)
+    return (f"kernel: {{type: custom, weights: [{rows}]}}\nstrides: {strides}\n"
+            "tile_size: 256\n")
+
+
+def main() -> None:
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    machine = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    print(f"machine: {machine}")
+    rows = core()
+    e2e = end_to_end()
+    lines = ["| kernel | kind | satconv 1t Mpx/s | vs OpenCV 1t | vs scipy | 2t / 1t | "
+             "vs OpenCV all |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        scipy_ratio = f"{r['satconv_1t'] / r['scipy_1t']:.1f}x" if "scipy_1t" in r else "-"
+        lines.append(
+            f"| {r['kernel']} | {r['kind']} | {r['satconv_1t']:.0f} | "
+            f"{r['satconv_1t'] / r['opencv_1t']:.2f}x | {scipy_ratio} | "
+            f"{r['satconv_all'] / r['satconv_1t']:.2f}x | "
+            f"{r['satconv_all'] / r['opencv_all']:.2f}x |")
+    strided = [r for r in rows if "satconv_stride4_1t" in r]
+    if strided:
+        r = strided[0]
+        lines.append(f"\nstrided core, 7x7 dense kernel: stride 4 is "
+                     f"{r['satconv_stride4_1t'] / r['satconv_1t']:.1f}x faster than stride 1")
+    lines.append("\n| end to end (8192x8192x3 uint16) | seconds | ratio |")
+    lines.append("| --- | --- | --- |")
+    for name, secs in e2e.items():
+        ref = e2e["io_floor"]
+        lines.append(f"| {name} | {secs:.1f} | {secs / ref:.2f}x the I/O floor |")
+    lines.append(f"\nsatconv dense vs rasterio+scipy script: "
+                 f"{e2e['rasterio_scipy_gauss5'] / e2e['dense_gauss5']:.1f}x faster; "
+                 f"adaptive 31x31 disk vs dense 31x31 disk: "
+                 f"{e2e['dense_disk31'] / e2e['adaptive_disk31']:.1f}x faster")
+    table = "\n".join(lines)
+    print(table)
+    (out / "speed.md").write_text(f"machine: {machine}\n\n{table}\n")
+    (out / "speed.json").write_text(json.dumps({"machine": machine, "core": rows,
+                                                "end_to_end": e2e}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
