@@ -16,7 +16,7 @@ from . import __version__, raster_io
 from .config import Settings
 from .errors import OutputError
 from .pipeline import ExecuteOptions, compute_dtype, execute
-from .planning import Plan, load_plan, make_plan
+from .planning import Plan, load_plan, make_plan, uniform_plan
 from .report import RunReport, peak_memory_mb
 from .tiling import TileGrid
 
@@ -144,6 +144,8 @@ def run_scene(
         ntiles = grid.shape[0] * grid.shape[1]
         if plan_path is not None:
             plan = load_plan(str(plan_path), info, settings)
+        elif len(settings.strides) == 1 and settings.context is None:
+            plan = uniform_plan(grid, settings.strides[0])
         else:
             plan = make_plan(info, settings, workers, progress("plan", ntiles))
         t_plan = time.perf_counter()

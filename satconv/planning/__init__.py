@@ -19,7 +19,14 @@ from ..tiling import Tile, TileGrid
 from . import variance
 from .plan import Plan
 
-__all__ = ["Plan", "make_plan", "load_plan"]
+__all__ = ["Plan", "make_plan", "load_plan", "uniform_plan"]
+
+
+def uniform_plan(grid: TileGrid, stride: int) -> Plan:
+    """Every tile at one stride: nothing to decide, so nothing is read to plan it. Tiles
+    without valid pixels still come out as nodata (the executor sees that from its reads)."""
+    return Plan(np.full(grid.shape, stride, dtype=np.int64), grid, "uniform", None,
+                {"policy": "uniform", "stride": stride})
 
 
 def _scene_stats(
