@@ -51,6 +51,7 @@ class PreparedKernel:
     row: np.ndarray | None
     positive: np.ndarray
     negative: np.ndarray
+    parts: tuple[PreparedKernel | None, PreparedKernel | None] = (None, None)
 
     @property
     def ry(self) -> int:
@@ -61,18 +62,27 @@ class PreparedKernel:
         return self.weights.shape[1] // 2
 
     @classmethod
-    def from_kernel(cls, kernel: np.ndarray) -> PreparedKernel:
+    def from_kernel(cls, kernel: np.ndarray, with_parts: bool = True) -> PreparedKernel:
+        """Prepare ``kernel``; ``parts`` holds its positive part and the magnitude of its
+        negative part as kernels of their own (None when empty), for normalised convolution."""
         k = np.asarray(kernel, dtype=np.float64)
         if k.ndim != 2 or k.shape[0] % 2 == 0 or k.shape[1] % 2 == 0:
             raise ValueError(f"kernel must be 2-D with odd sides, got shape {k.shape}")
         flipped = np.ascontiguousarray(k[::-1, ::-1])
         pos = np.ascontiguousarray(np.maximum(flipped, 0.0))
         neg = np.ascontiguousarray(np.maximum(-flipped, 0.0))
+        parts: tuple[PreparedKernel | None, PreparedKernel | None] = (None, None)
+        if with_parts:
+            parts = tuple(  # type: ignore[assignment]
+                cls.from_kernel(np.maximum(sign * k, 0.0), with_parts=False)
+                if (sign * k > 0).any() else None
+                for sign in (1.0, -1.0)
+            )
         sep = kernels.separate(flipped)
         if sep is None or min(k.shape) < 3:
-            return cls(flipped, None, None, pos, neg)
+            return cls(flipped, None, None, pos, neg, parts)
         return cls(flipped, np.ascontiguousarray(sep.column), np.ascontiguousarray(sep.row),
-                   pos, neg)
+                   pos, neg, parts)
 
 
 @dataclass(frozen=True)
@@ -140,10 +150,7 @@ def _band_samples(band: np.ndarray, kernel: PreparedKernel, rpos: np.ndarray,
         offset = float(band[band.shape[0] // 2, band.shape[1] // 2])
         if offset:
             band = band - np.float32(offset)
-    n_grid = _grid_split(cpos, stride)
-    out = _correlate(band, kernel, rpos, 0, stride, n_grid)
-    if n_grid < cpos.size:
-        out = np.concatenate([out, _correlate(band, kernel, rpos, int(cpos[-1]), 1, 1)], axis=1)
+    out = _grid_samples(band, kernel, rpos, cpos, stride)
     if offset:
         out += np.float32(offset * kernel.weights.sum())
     return out
@@ -152,14 +159,38 @@ def _band_samples(band: np.ndarray, kernel: PreparedKernel, rpos: np.ndarray,
 def _masked_samples(band: np.ndarray, valid: np.ndarray, kernel: PreparedKernel,
                     rpos: np.ndarray, cpos: np.ndarray, stride: int,
                     min_fraction: float) -> np.ndarray:
+    """Normalised convolution over the valid pixels at the samples, NaN where undefined.
+
+    Each kernel part is applied to ``X*M`` and to ``M`` with the same (vectorised, separable
+    where possible) correlation as plain data, in float64; the rules are those of
+    ``core.conv.correlate_masked_points``, which computes single points the same way.
+    """
+    m = valid.astype(np.float64)
+    xm = np.where(valid, band, 0.0).astype(np.float64)
+    total = float(np.abs(kernel.weights).sum())
+    value = np.zeros((rpos.size, cpos.size))
+    weight = np.zeros((rpos.size, cpos.size))
+    defined = np.ones((rpos.size, cpos.size), dtype=bool)
+    for part, sign in zip(kernel.parts, (1.0, -1.0), strict=True):
+        if part is None:
+            continue
+        den = _grid_samples(m, part, rpos, cpos, stride)
+        num = _grid_samples(xm, part, rpos, cpos, stride)
+        psum = float(part.weights.sum())
+        has = den > 0.0
+        defined &= has
+        value += sign * num * (psum / np.where(has, den, 1.0))
+        weight += den
+    defined &= weight >= min_fraction * total * (1.0 - 1e-9)
+    return np.where(defined, value, np.nan).astype(band.dtype, copy=False)
+
+
+def _grid_samples(band: np.ndarray, kernel: PreparedKernel, rpos: np.ndarray,
+                  cpos: np.ndarray, stride: int) -> np.ndarray:
     n_grid = _grid_split(cpos, stride)
-    out = np.empty((rpos.size, cpos.size), dtype=band.dtype)
-    out[:, :n_grid] = conv.correlate_masked_grid(
-        band, valid, kernel.positive, kernel.negative, rpos, 0, stride, n_grid, min_fraction)
+    out = _correlate(band, kernel, rpos, 0, stride, n_grid)
     if n_grid < cpos.size:
-        out[:, n_grid:] = conv.correlate_masked_grid(
-            band, valid, kernel.positive, kernel.negative, rpos, int(cpos[-1]), 1, 1,
-            min_fraction)
+        out = np.concatenate([out, _correlate(band, kernel, rpos, int(cpos[-1]), 1, 1)], axis=1)
     return out
 
 

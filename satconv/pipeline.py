@@ -73,7 +73,9 @@ def to_output(values: np.ndarray, dtype: str, nodata: float | None) -> np.ndarra
     if kind not in "iu":
         fin = np.finfo(dtype)
         step = max(abs(nodata) * 2.0**-20, float(fin.tiny))
-        clash |= ~invalid & (np.abs(out.astype(np.float64) - nodata) < step)
+        near = np.abs(out - out.dtype.type(nodata)) < step
+        if near.any():
+            clash |= ~invalid & near
         if clash.any():
             out[clash] = nodata + step if nodata <= 0 else nodata - step
     elif clash.any():

@@ -497,6 +497,12 @@ def read_indexed(
     indices are read as a few contiguous windows, never the whole raster.
     """
     nb = info.data_count
+    inside_r = (rows >= 0).all() and rows.size > 0 and np.all(np.diff(rows) == 1)
+    inside_c = (cols >= 0).all() and cols.size > 0 and np.all(np.diff(cols) == 1)
+    if inside_r and inside_c:  # an interior block: one window, no gathering
+        r0, c0 = int(rows[0]), int(cols[0])
+        block, ok = read_window_valid(ds, info, r0, r0 + rows.size, c0, c0 + cols.size)
+        return block.astype(dtype, copy=False), ok
     out = np.full((nb, rows.size, cols.size), cval, dtype=dtype)
     valid = np.ones((nb, rows.size, cols.size), dtype=bool)
     rin = np.flatnonzero(rows >= 0)
@@ -508,11 +514,13 @@ def read_indexed(
         for c0, c1 in contiguous_runs(cols):
             csel = cin[(cols[cin] >= c0) & (cols[cin] < c1)]
             block, ok = read_window_valid(ds, info, r0, r1, c0, c1)
-            sel = np.ix_(np.arange(nb), rsel, csel)
-            src = (slice(None), rows[rsel][:, None] - r0, cols[csel][None, :] - c0)
-            out[sel] = block[src]
+            rr = rows[rsel] - r0
+            cc = cols[csel] - c0
+            # gather rows, then columns: two cheap takes instead of one 3-D fancy index
+            part = block.take(rr, axis=1).take(cc, axis=2)
+            out[:, rsel[:, None], csel[None, :]] = part
             if ok is not None:
-                valid[sel] = ok[src]
+                valid[:, rsel[:, None], csel[None, :]] = ok.take(rr, axis=1).take(cc, axis=2)
     return out, (None if valid.all() else valid)
 
 
