@@ -114,7 +114,8 @@ class RasterInfo:
 def gdal_env() -> rasterio.Env:
     """The GDAL environment every satconv run uses: a bounded block cache, and no ``.aux.xml``
     side files read or written (PAM), so an input's metadata comes from the input itself."""
-    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GDAL_PAM_ENABLED="NO")
+    # rasterio hands an integer GDAL_CACHEMAX to GDALSetCacheMax64, which counts bytes
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 1024 * 1024, GDAL_PAM_ENABLED="NO")
 
 
 # ---------------------------------------------------------------- opening inputs safely
