@@ -776,12 +776,17 @@ def describe_output(dst: rasterio.io.DatasetWriter, info: RasterInfo, tags: dict
     dst.update_tags(**tags)
 
 
-def to_cog(src: Path, dst: Path, compress: str, tile_size: int, dtype: str) -> None:
-    """Copy a finished GeoTIFF into a Cloud-Optimized GeoTIFF (GDAL's COG driver streams it)."""
+def to_cog(src: Path, dst: Path, compress: str, tile_size: int, dtype: str,
+           resampling: str = "average") -> None:
+    """Copy a finished GeoTIFF into a Cloud-Optimized GeoTIFF with GDAL's COG driver: internal
+    tiles, overviews built with ``resampling`` (``average`` for continuous data, ``nearest``
+    for classes such as strides), the ghost header, IFDs before the data. GDAL streams the
+    copy block by block (through its bounded block cache): no array of the scene is held."""
     opts = {
         "driver": "COG",
         "blocksize": profiles.block_size(tile_size),
-        "overview_resampling": "average",
+        "overviews": "AUTO",
+        "overview_resampling": resampling,
         "num_threads": "ALL_CPUS",
         "bigtiff": "IF_SAFER",
     }
@@ -798,6 +803,9 @@ def to_cog(src: Path, dst: Path, compress: str, tile_size: int, dtype: str) -> N
 
 # ---------------------------------------------------------------- stride map
 
+#: Block edge of a stride map written as a COG (one pixel per tile: small).
+STRIDE_MAP_COG_BLOCK = 256
+
 
 def stride_map_transform(transform: Affine, tile_size: int) -> Affine:
     """One stride-map pixel per tile: the input transform scaled by the tile size."""
@@ -805,8 +813,17 @@ def stride_map_transform(transform: Affine, tile_size: int) -> Affine:
 
 
 def write_stride_map(path: Path, strides: np.ndarray, info: RasterInfo, tile_size: int,
-                     tags: dict[str, str]) -> None:
-    """Write the plan as a uint8 GeoTIFF with the stride colour table."""
+                     tags: dict[str, str], cog: bool = False) -> None:
+    """Write the plan as a uint8 GeoTIFF with the stride colour table; with ``cog``, as a
+    Cloud-Optimized GeoTIFF (overviews, if any, by nearest neighbour: strides are classes)."""
+    if cog:
+        body = path.with_name(path.name + ".body")
+        try:
+            write_stride_map(body, strides, info, tile_size, tags)
+            to_cog(body, path, "deflate", STRIDE_MAP_COG_BLOCK, "uint8", resampling="nearest")
+        finally:
+            body.unlink(missing_ok=True)
+        return
     profile = {
         "driver": "GTiff",
         "width": strides.shape[1],
