@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 
 from . import __version__, quicklook, raster_io
-from .errors import ConfigError, InputError, OutputError
+from .errors import ConfigError, InputError, OutputError, UsageError
 
 QUICKLOOK_SUFFIX = ".quicklook.png"
-#: Default long side of each panel, in pixels.
+#: Default long side of each panel, in pixels, and the range allowed.
 DEFAULT_SIZE = 640
+MIN_SIZE, MAX_SIZE = 16, 4096
 #: Suffixes of the files one run writes (the error map under either name).
 _OUTPUT_SUFFIXES = (".satconv.tif", ".stride.tif", ".error.tif", ".errors.tif",
                     ".satconv.json", QUICKLOOK_SUFFIX)
@@ -245,10 +246,14 @@ def _title(pic: raster_io.Decimated, what: str) -> str:
     return f"{what} (true colour: bands {', '.join(str(b) for b in pic.bands)})"
 
 
+def _check_size(size: int) -> None:
+    if not MIN_SIZE <= size <= MAX_SIZE:
+        raise UsageError(f"quicklook size {size}: panels are {MIN_SIZE} to {MAX_SIZE} pixels")
+
+
 def render_scene(files: SceneFiles, size: int = DEFAULT_SIZE) -> quicklook.Quicklook:
     """Draw the quicklook of ``files`` with panels at most ``size`` pixels on the long side."""
-    if size < 16:
-        raise ConfigError(f"quicklook size {size} is too small (at least 16 pixels)")
+    _check_size(size)
     policy = _policy(files.report)
     pic_in = raster_io.read_decimated(files.input, size, policy) if files.input else None
     pic_out = raster_io.read_decimated(files.raster, size) if files.raster else None
@@ -355,6 +360,7 @@ def make_quicklook(path: str | os.PathLike[str], output: str | os.PathLike[str] 
     """``satconv preview``: the quicklook of the run ``path`` belongs to (its input or any
     of its outputs), at ``output`` (default ``scene.quicklook.png`` beside the outputs).
     ``error_map`` names an error raster the run did not record. Returns the PNG's path."""
+    _check_size(size)
     files = find_scene_files(path)
     if error_map is not None:
         em = Path(error_map)
@@ -371,6 +377,7 @@ def make_quicklook(path: str | os.PathLike[str], output: str | os.PathLike[str] 
 def quicklook_for_run(report: Any, size: int = DEFAULT_SIZE, overwrite: bool = False) -> Path:
     """The quicklook of a finished run, from its :class:`~satconv.report.RunReport`, beside
     its outputs; its path is added to ``report.outputs["quicklook"]``."""
+    _check_size(size)
     outs = report.outputs
     raster = Path(outs["raster"])
     tile = report.config.get("tile_size") if isinstance(report.config, dict) else None

@@ -224,7 +224,7 @@ def preview(path: PathLike, output: PathLike | None = None, *,
     long side. ``error_map`` adds an error raster the run did not record. Returns the PNG's
     path.
     """
-    if not isinstance(size, int) or size < 16:
-        raise UsageError(f"size: expected a whole number >= 16, got {size!r}")
+    if not isinstance(size, int):
+        raise UsageError(f"size: expected a whole number, got {size!r}")
     return previews.make_quicklook(path, output, size=size, overwrite=overwrite,
                                    error_map=error_map)

@@ -483,3 +483,10 @@ def test_gdal_block_cache_is_128_mb():
     gdal.GDALGetCacheMax64.restype = ctypes.c_int64
     with raster_io.gdal_env():
         assert gdal.GDALGetCacheMax64() == raster_io.GDAL_CACHE_MB * 1024 * 1024
+
+
+def test_preview_size_option_defaults_to_the_library_default():
+    from satconv import previews
+
+    size = next(p for p in cli.commands["preview"].params if p.name == "size")
+    assert size.default == previews.DEFAULT_SIZE

@@ -239,7 +239,7 @@ def config_init(path: str | None, overwrite: bool) -> None:
 @click.argument("path", type=click.Path())
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Where to write the PNG (default: SCENE.quicklook.png beside the outputs).")
-@click.option("--size", type=click.IntRange(min=16, max=8192), default=640, show_default=True,
+@click.option("--size", type=click.IntRange(min=16, max=4096), default=640, show_default=True,
               help="Long side of each panel, in pixels.")
 @click.option("--error-map", type=click.Path(dir_okay=False),
               help="An error raster to draw as a fourth panel (default: the run's own).")
@@ -252,7 +252,7 @@ def preview(path: str, output: str | None, size: int, error_map: str | None, ove
 
     Side by side: the input (true colour, or grey for one band), the stride map laid over it
     with a legend (stride, tiles, share of compute), the output, and the error map when the
-    run wrote one. Reads are decimated: a 20000-pixel scene costs a few MB.
+    run wrote one. Every raster is read decimated to --size: memory follows it, not the scene.
     """
     from .. import previews
 
