@@ -109,7 +109,7 @@ def write_plan(path: Path, info: raster_io.RasterInfo, plan: Plan, settings: Set
     raster_io.check_output_dir(path)
     with raster_io.StagedOutputs([path]) as staged:
         raster_io.write_stride_map(staged.temp(path), plan.strides, info, settings.tile_size,
-                                   _tags(settings))
+                                   _tags(settings), cog=settings.output.cog)
         staged.commit()
 
 
@@ -185,7 +185,7 @@ def run_scene(
                 if body != raster_tmp:
                     body.unlink(missing_ok=True)
             raster_io.write_stride_map(staged.temp(paths.stride_map), plan.strides, info,
-                                       settings.tile_size, tags)
+                                       settings.tile_size, tags, cog=settings.output.cog)
             t_exec = time.perf_counter()
             report = RunReport(
                 input=str(src),

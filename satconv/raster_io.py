@@ -21,7 +21,7 @@ import rasterio
 import rasterio.shutil
 from affine import Affine
 from rasterio.control import GroundControlPoint
-from rasterio.enums import ColorInterp, Interleaving, MaskFlags
+from rasterio.enums import ColorInterp, Interleaving, MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
@@ -784,12 +784,17 @@ def describe_output(dst: rasterio.io.DatasetWriter, info: RasterInfo, tags: dict
     dst.update_tags(**tags)
 
 
-def to_cog(src: Path, dst: Path, compress: str, tile_size: int, dtype: str) -> None:
-    """Copy a finished GeoTIFF into a Cloud-Optimized GeoTIFF (GDAL's COG driver streams it)."""
+def to_cog(src: Path, dst: Path, compress: str, tile_size: int, dtype: str,
+           resampling: str = "average") -> None:
+    """Copy a finished GeoTIFF into a Cloud-Optimized GeoTIFF with GDAL's COG driver: internal
+    tiles, overviews built with ``resampling`` (``average`` for continuous data, ``nearest``
+    for classes such as strides), the ghost header, IFDs before the data. GDAL streams the
+    copy block by block (through its bounded block cache): no array of the scene is held."""
     opts = {
         "driver": "COG",
         "blocksize": profiles.block_size(tile_size),
-        "overview_resampling": "average",
+        "overviews": "AUTO",
+        "overview_resampling": resampling,
         "num_threads": "ALL_CPUS",
         "bigtiff": "IF_SAFER",
     }
@@ -806,6 +811,9 @@ def to_cog(src: Path, dst: Path, compress: str, tile_size: int, dtype: str) -> N
 
 # ---------------------------------------------------------------- stride map
 
+#: Block edge of a stride map written as a COG (one pixel per tile: small).
+STRIDE_MAP_COG_BLOCK = 256
+
 
 def stride_map_transform(transform: Affine, tile_size: int) -> Affine:
     """One stride-map pixel per tile: the input transform scaled by the tile size."""
@@ -813,8 +821,17 @@ def stride_map_transform(transform: Affine, tile_size: int) -> Affine:
 
 
 def write_stride_map(path: Path, strides: np.ndarray, info: RasterInfo, tile_size: int,
-                     tags: dict[str, str]) -> None:
-    """Write the plan as a uint8 GeoTIFF with the stride colour table."""
+                     tags: dict[str, str], cog: bool = False) -> None:
+    """Write the plan as a uint8 GeoTIFF with the stride colour table; with ``cog``, as a
+    Cloud-Optimized GeoTIFF (overviews, if any, by nearest neighbour: strides are classes)."""
+    if cog:
+        body = path.with_name(path.name + ".body")
+        try:
+            write_stride_map(body, strides, info, tile_size, tags)
+            to_cog(body, path, "deflate", STRIDE_MAP_COG_BLOCK, "uint8", resampling="nearest")
+        finally:
+            body.unlink(missing_ok=True)
+        return
     profile = {
         "driver": "GTiff",
         "width": strides.shape[1],
@@ -866,3 +883,94 @@ def read_stride_map(path: str | os.PathLike[str], shape: tuple[int, int]) -> np.
     if not np.all(np.isfinite(data)) or np.any(data < 0) or np.any(data != np.round(data)):
         raise PlanError(f"{p}: stride map values must be whole numbers >= 0")
     return data.astype(np.int64)
+
+
+# ---------------------------------------------------------------- quicklooks: decimated reads
+
+
+def decimated_shape(height: int, width: int, max_size: int) -> tuple[int, int]:
+    """``(h, w)`` of a picture of a ``height`` x ``width`` raster at most ``max_size`` pixels
+    on its long side (never larger than the raster)."""
+    scale = min(1.0, max_size / max(height, width, 1))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def display_bands(info: RasterInfo) -> tuple[int, ...]:
+    """The bands of a picture: red, green and blue by colour interpretation when the data
+    bands have all three, else the first three data bands, else the first (grey)."""
+    if len(info.bands) < 3:
+        return info.bands[:1]
+    by_interp = {info.colorinterp[b - 1]: b for b in info.bands}
+    rgb = [by_interp.get(c) for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)]
+    if all(b is not None for b in rgb):
+        return tuple(int(b) for b in rgb)  # type: ignore[arg-type]
+    return info.bands[:3]
+
+
+@dataclass(frozen=True)
+class Decimated:
+    """A raster read small for a picture: ``data`` ``(bands, h, w)`` float64 in the raster's
+    units, ``valid`` ``(h, w)`` (every band read holds data there), the ``bands`` read, and
+    what the raster is (``info``, at full size)."""
+
+    data: np.ndarray
+    valid: np.ndarray
+    bands: tuple[int, ...]
+    info: RasterInfo
+
+
+def read_decimated(path: str | os.PathLike[str], max_size: int,
+                   policy: InputPolicy | None = None, all_bands: bool = False) -> Decimated:
+    """Read the bands of a picture (:func:`display_bands`; every data band with
+    ``all_bands``) of a raster at most ``max_size`` pixels on the long side, nearest
+    neighbour (each picture pixel is the raster pixel under its centre; nodata stays nodata).
+
+    GDAL takes the pixels from the overviews when the raster has them and otherwise reads
+    the blocks it needs through its bounded block cache: the full scene is never in memory.
+    """
+    with gdal_env(), open_input(path, policy) as ds:
+        info = describe(ds)
+        chosen = info.bands if all_bands else display_bands(info)
+        h, w = decimated_shape(info.height, info.width, max_size)
+        try:
+            data = ds.read(list(chosen), out_shape=(len(chosen), h, w),
+                           resampling=Resampling.nearest)
+            if info.mask in ("dataset", "alpha"):
+                valid = ds.read_masks(chosen[0], out_shape=(h, w),
+                                      resampling=Resampling.nearest) > 0
+            elif info.mask in ("nodata", "nan"):
+                valid = valid_mask(data, info.nodata).all(axis=0)
+            else:
+                valid = np.ones((h, w), dtype=bool)
+        except RasterioError as err:
+            raise InputError(f"{shown_name(ds)}: read failed ({_first_line(err)})") from None
+    data = data.astype(np.float64)
+    valid &= np.isfinite(data).all(axis=0)
+    return Decimated(data, valid, chosen, info)
+
+
+def tags(path: str | os.PathLike[str]) -> dict[str, str]:
+    """A raster's dataset tags (metadata of the default domain)."""
+    with gdal_env(), open_input(path) as ds:
+        return dict(ds.tags())
+
+
+def read_small(path: str | os.PathLike[str], max_pixels: int = 4_000_000,
+               ) -> tuple[np.ndarray, RasterInfo]:
+    """Read a small raster whole (a stride map, a per-tile error map) as float64
+    ``(bands, h, w)``, NaN where it holds no data; :class:`InputError` if it is larger than
+    ``max_pixels`` per band."""
+    with gdal_env(), open_input(path) as ds:
+        info = describe(ds)
+        if info.width * info.height > max_pixels:
+            raise InputError(f"{shown_name(ds)}: {info.width}x{info.height} is too large to "
+                             "be a per-tile raster")
+        try:
+            data = ds.read(list(info.bands)).astype(np.float64)
+            if info.mask in ("dataset", "alpha"):
+                valid = np.broadcast_to(ds.read_masks(info.bands[0]) > 0, data.shape)
+            else:
+                valid = valid_mask(data, info.nodata)
+        except RasterioError as err:
+            raise InputError(f"{shown_name(ds)}: read failed ({_first_line(err)})") from None
+    return np.where(valid, data, np.nan), info

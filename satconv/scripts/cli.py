@@ -56,6 +56,23 @@ config_option = click.option(
 )
 debug_option = click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
+quicklook_option = click.option(
+    "--quicklook", is_flag=True,
+    help="Also draw OUT.quicklook.png (input, stride map, output) once the outputs are written.")
+
+
+def _check_quicklook(src: str, kwargs: dict, overwrite: bool) -> None:
+    """Before running: refuse a quicklook that exists (without --overwrite)."""
+    from .. import previews
+
+    paths = api.OutputPaths.for_input(Path(src), kwargs["output"], kwargs["out_dir"])
+    previews.check_target(previews.quicklook_path(paths.raster), overwrite)
+
+
+def _make_quicklook(report: object, overwrite: bool) -> None:
+    from .. import previews
+
+    previews.quicklook_for_run(report, overwrite=overwrite)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -80,11 +97,12 @@ def cli() -> None:
               metavar="SECONDS",
               help="Stop an input that takes longer, count it as failed and go on with the "
                    "next (each input then runs in a child process, without a progress bar).")
+@quicklook_option
 @quiet_option
 @debug_option
 def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
         out_dir: str | None, plan_path: str | None, overwrite: bool, threads: int | None,
-        timeout: float | None, quiet: bool, debug: bool) -> None:
+        timeout: float | None, quicklook: bool, quiet: bool, debug: bool) -> None:
     """Convolve INPUTS; write OUT.satconv.tif, OUT.stride.tif and OUT.satconv.json."""
     settings = _load_settings(config_path, debug)
     try:
@@ -105,6 +123,8 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
                           out_dir=Path(out_dir) if out_dir else None,
                           plan_path=Path(plan_path) if plan_path else None,
                           overwrite=overwrite, workers=threads)
+            if quicklook:
+                _check_quicklook(src, kwargs, overwrite)
             if timeout is not None:
                 from .. import batch
 
@@ -112,6 +132,8 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
             else:
                 report = api.run_scene(src, settings, **kwargs,
                                        progress=_progress_factory(show, Path(src).name))
+            if quicklook:
+                _make_quicklook(report, overwrite)
         except SatconvError as err:
             _fail(err, debug)
             failed += 1
@@ -213,6 +235,40 @@ def config_init(path: str | None, overwrite: bool) -> None:
     click.echo(f"wrote {p}", err=True)
 
 
+@cli.command()
+@click.argument("path", type=click.Path())
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Where to write the PNG (default: SCENE.quicklook.png beside the outputs).")
+@click.option("--size", type=click.IntRange(min=16, max=4096), default=640, show_default=True,
+              help="Long side of each panel, in pixels.")
+@click.option("--error-map", type=click.Path(dir_okay=False),
+              help="An error raster to draw as a fourth panel (default: the run's own).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing quicklook.")
+@quiet_option
+@debug_option
+def preview(path: str, output: str | None, size: int, error_map: str | None, overwrite: bool,
+            quiet: bool, debug: bool) -> None:
+    """Draw the quicklook of a run: PATH is its input or any of its outputs.
+
+    Side by side: the input (true colour, or grey for one band), the stride map laid over it
+    with a legend (stride, tiles, share of compute), the output, and the error map when the
+    run wrote one. Every raster is read decimated to --size: memory follows it, not the scene.
+    """
+    from .. import previews
+
+    try:
+        written = previews.make_quicklook(path, output, size=size, overwrite=overwrite,
+                                          error_map=error_map)
+    except SatconvError as err:
+        _fail(err, debug)
+        sys.exit(err.exit_code)
+    except Exception as err:  # noqa: BLE001 - one line, never a crash
+        _fail(RuntimeError(f"{path}: unexpected error: {type(err).__name__}: {err}"), debug)
+        sys.exit(1)
+    if not quiet:
+        click.echo(f"wrote {written}", err=True)
+
+
 def main() -> None:
     """Entry point for ``python -m satconv``."""
-    cli()
+    cli(prog_name="satconv")
