@@ -66,8 +66,15 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _child(conn: Any, parent: int, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
     _die_with_parent(parent)
+    # SIGTERM from the parent (an interrupted batch) stops the work like Ctrl-C: the staged
+    # files are removed on the way out.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         message: tuple[str, Any] = ("ok", fn(*args, **kwargs))
     except BaseException as err:  # noqa: BLE001 - everything goes back to the parent
@@ -373,27 +380,115 @@ def _child_run_one(src: str, settings: Settings, opts: RunOptions, events: Any) 
     return run_one(src, settings, opts, emit)
 
 
-def run_isolated(src: str, settings: Settings, opts: RunOptions, events: Any,
-                 timeout: float | None = None) -> Outcome:
-    """:func:`run_one` in a fresh child process, stopped after ``timeout`` seconds. A child
-    that is killed or dies leaves nothing: its staged files and its lock are removed (with
-    ``--resume``, its finished parts are kept for the next run)."""
-    paths = opts.paths(src)
-    t0 = time.monotonic()
-
-    def cleanup(pid: int) -> None:
-        raster_io.remove_partials(paths.all(), pid)
-        locks.clear_if_held_by(paths.raster, pid)
-
-    kept = "finished parts kept for --resume" if opts.resume else "nothing written"
+def _serve(conn: Any, parent: int, events: Any) -> None:
+    """A worker process's loop: run each ``(src, settings, opts)`` it is sent with
+    :func:`run_one`, answer with the outcome, until told to stop (``None``) or interrupted."""
+    _die_with_parent(parent)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        return call_with_timeout(_child_run_one, src, settings, opts, events, timeout=timeout,
-                                 cleanup=cleanup)
-    except InputTimeout as err:
-        return failure(src, InputTimeout(f"{src}: {err}; stopped, {kept}"),
-                       time.monotonic() - t0)
-    except WorkerDied as err:
-        return failure(src, WorkerDied(f"{src}: {err}; {kept}"), time.monotonic() - t0)
+        while True:
+            task = conn.recv()
+            if task is None:
+                return
+            try:
+                message: tuple[str, Any] = ("ok", _child_run_one(*task, events))
+            except BaseException as err:  # noqa: BLE001 - KeyboardInterrupt included
+                message = ("error", err if isinstance(err, KeyboardInterrupt)
+                           else RuntimeError(f"{type(err).__name__}: {err}"))
+            conn.send(message)
+            if message[0] == "error":
+                return
+    except (EOFError, OSError, KeyboardInterrupt):
+        return
+    finally:
+        conn.close()
+
+
+class Worker:
+    """A child process that runs inputs one after the other (no interpreter, numba or GDAL
+    start-up per input). An input that takes longer than the time limit, or kills the process,
+    costs that input only: the process is killed, what it had staged and its lock removed, and
+    the next input gets a fresh process."""
+
+    def __init__(self, events: Any):
+        self.events = events
+        self.proc: Any = None
+        self.conn: Any = None
+
+    def _start(self) -> None:
+        ctx = multiprocessing.get_context(_CONTEXT)
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(target=_serve, args=(child, os.getpid(), self.events),
+                                daemon=True)
+        self.proc.start()
+        child.close()
+        with _LIVE_LOCK:
+            _LIVE.add(self.proc)
+
+    def _end(self, kill: bool) -> int | None:
+        """Stop the process (kill it, or let it exit); return its pid."""
+        if self.proc is None:
+            return None
+        proc, conn = self.proc, self.conn
+        self.proc = self.conn = None
+        if not kill:
+            with contextlib.suppress(OSError, ValueError):
+                conn.send(None)
+            proc.join(_EXIT_GRACE)
+        proc.kill()
+        proc.join()
+        conn.close()
+        with _LIVE_LOCK:
+            _LIVE.discard(proc)
+        return proc.pid
+
+    def close(self) -> None:
+        self._end(kill=False)
+
+    def run(self, src: str, settings: Settings, opts: RunOptions,
+            timeout: float | None = None) -> Outcome:
+        """:func:`run_one` in this worker's process, within ``timeout`` seconds."""
+        if self.proc is None or not self.proc.is_alive():
+            self._end(kill=True)
+            self._start()
+        paths = opts.paths(src)
+        t0 = time.monotonic()
+        answer: tuple[str, Any] | None = None
+        timed_out = False
+        try:
+            self.conn.send((src, settings, opts))
+            if self.conn.poll(timeout):
+                with contextlib.suppress(EOFError, OSError):
+                    answer = self.conn.recv()
+            else:
+                timed_out = True
+        except BaseException:
+            self._cleanup(self._end(kill=True), paths)
+            raise
+        if answer is not None:
+            status, value = answer
+            if status == "ok":
+                return value
+            self._end(kill=False)
+            raise value
+        if not timed_out:
+            self.proc.join(_EXIT_GRACE)  # died: reap it, for its exit status
+        code = self.proc.exitcode
+        pid = self._end(kill=True)
+        self._cleanup(pid, paths)
+        kept = "finished parts kept for --resume" if opts.resume else "nothing written"
+        if timed_out:
+            err: InputError = InputTimeout(f"{src}: timed out after {timeout:g} s; stopped, "
+                                           f"{kept}")
+        else:
+            err = WorkerDied(f"{src}: the worker process died ({_describe_exit(code)}); {kept}")
+        return failure(src, err, time.monotonic() - t0)
+
+    @staticmethod
+    def _cleanup(pid: int | None, paths: OutputPaths) -> None:
+        if pid is not None:
+            raster_io.remove_partials(paths.all(), pid)
+            locks.clear_if_held_by(paths.raster, pid)
 
 
 # ---------------------------------------------------------------- a batch
@@ -499,8 +594,9 @@ def run_batch(
 
 def _run_processes(sources: list[str], settings: Settings, opts: RunOptions, emit: Emit,
                    finish: Callable[[Outcome], None], jobs: int, timeout: float | None) -> None:
-    """Each input in its own child process, ``jobs`` at a time; their events are forwarded
-    from this thread, in order, and dropped once the input's outcome is in."""
+    """Inputs in ``jobs`` worker processes (:class:`Worker`), one input at a time each; their
+    events are forwarded from this thread, in order, and dropped once the input's outcome is
+    in."""
     if opts.threads is None:
         opts = replace(opts, threads=max(1, default_workers() // max(1, jobs)))
     ctx = multiprocessing.get_context(_CONTEXT)
@@ -516,34 +612,62 @@ def _run_processes(sources: list[str], settings: Settings, opts: RunOptions, emi
             if ev.input not in finished:
                 emit(ev)
 
+    local = threading.local()
+    workers: list[Worker] = []
+    workers_lock = threading.Lock()
+
+    def run_in_worker(src: str) -> Outcome:
+        worker = getattr(local, "worker", None)
+        if worker is None:
+            worker = local.worker = Worker(events)
+            with workers_lock:
+                workers.append(worker)
+        return worker.run(src, settings, opts, timeout)
+
     pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="satconv-job")
     futures: dict[Future[Outcome], str] = {
-        pool.submit(run_isolated, src, settings, opts, events, timeout): src for src in sources}
+        pool.submit(run_in_worker, src): src for src in sources}
     pending = set(futures)
-    try:
-        while pending:
-            done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
-            drain()
-            for fut in done:
-                src = futures[fut]
-                finished.add(src)
-                exc = fut.exception()
-                if isinstance(exc, KeyboardInterrupt):
-                    raise KeyboardInterrupt
-                finish(fut.result() if exc is None else failure(src, exc))
-    except BaseException:
+    interrupted = False
+
+    def stop() -> None:
+        """Start nothing more; have each running child stop and clean up (SIGTERM, which a
+        child turns into KeyboardInterrupt even where SIGINT is ignored)."""
         for fut in pending:
             fut.cancel()
         with _LIVE_LOCK:
             live = list(_LIVE)
-        for proc in live:  # let each child clean up after itself, as after a Ctrl-C
-            with contextlib.suppress(OSError, ValueError):
-                if proc.pid:
-                    os.kill(proc.pid, signal.SIGINT)
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
+        for proc in live:
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                os.kill(proc.pid, signal.SIGTERM)
+
+    try:
+        while pending:
+            try:
+                done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+            except KeyboardInterrupt:
+                interrupted = True
+                stop()
+                continue
+            drain()
+            for fut in done:
+                if fut.cancelled():
+                    continue
+                src = futures[fut]
+                exc = fut.exception()
+                if isinstance(exc, KeyboardInterrupt):  # stopped: no outcome, still "active"
+                    if not interrupted:
+                        interrupted = True
+                        stop()
+                    continue
+                finished.add(src)
+                finish(fut.result() if exc is None else failure(src, exc))
     finally:
-        pool.shutdown(wait=True)
+        pool.shutdown(wait=True, cancel_futures=True)
+        for worker in workers:
+            worker.close()
         drain()
         events.close()
+    if interrupted:
+        raise KeyboardInterrupt
 

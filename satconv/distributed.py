@@ -24,6 +24,7 @@ Results are identical to a local run: the same code computes every tile with the
 from __future__ import annotations
 
 import contextlib
+import os
 import queue as queue_mod
 import time
 import uuid
@@ -46,6 +47,11 @@ from .raster_io import RasterInfo
 
 #: Seconds to wait for the scheduler to answer.
 CONNECT_TIMEOUT = 15
+
+
+def _absolute(src: str) -> str:
+    """A local input as an absolute name (a URL or /vsi name as it is)."""
+    return os.path.abspath(src) if os.path.exists(src) else src
 
 
 def _import() -> Any:
@@ -121,8 +127,10 @@ class DaskPartRunner:
     def run(self, engine: PartsEngine, info: RasterInfo, plan: Plan, opts: ExecuteOptions,
             parts: list[int], workers: int | None, progress: Callable[[int], None]) -> None:
         layout = engine.layout
-        futures = [self.client.submit(_part_task, self.src, self.settings, info, plan, opts,
-                                      str(engine.raster), layout, k, self.run_opts,
+        # workers resolve relative names against their own folder: send absolute ones
+        futures = [self.client.submit(_part_task, _absolute(self.src), self.settings, info,
+                                      plan, opts, os.path.abspath(engine.raster), layout, k,
+                                      self.run_opts,
                                       pure=False, key=f"satconv-part-{k}-{uuid.uuid4().hex}")
                    for k in parts]
         pending = list(futures)
@@ -177,11 +185,18 @@ def _run_scenes(client: Any, sources: list[str], settings: Settings, opts: RunOp
                 ev = Event.from_dict(events.get_nowait())
             except queue_mod.Empty:
                 return
+            ev = replace(ev, input=given.get(ev.input, ev.input))
             if ev.input not in finished:
                 emit(ev)
 
-    futures = {client.submit(_scene_task, src, settings, opts, topic, pure=False,
-                             key=f"satconv-scene-{i}-{uuid.uuid4().hex}"): src
+    # workers resolve relative names against their own folder: send absolute ones, and show
+    # the names as given
+    given = {_absolute(src): src for src in sources}
+    remote_opts = replace(
+        opts, **{k: Path(os.path.abspath(v)) for k in ("output", "out_dir", "plan_path")
+                 if (v := getattr(opts, k)) is not None})
+    futures = {client.submit(_scene_task, _absolute(src), settings, remote_opts, topic,
+                             pure=False, key=f"satconv-scene-{i}-{uuid.uuid4().hex}"): src
                for i, src in enumerate(sources)}
     pending = dict(futures)
     try:
@@ -194,7 +209,7 @@ def _run_scenes(client: Any, sources: list[str], settings: Settings, opts: RunOp
             for fut in done:
                 src = pending.pop(fut)
                 try:
-                    outcome = fut.result()
+                    outcome = replace(fut.result(), input=src)
                 except Exception as err:  # noqa: BLE001 - a worker died, a task was lost
                     outcome = Outcome(src, "failed", f"{src}: lost on the Dask cluster "
                                       f"({type(err).__name__}: {err})", 1, type(err).__name__)

@@ -91,8 +91,12 @@ def part_path(raster: Path, k: int) -> Path:
 
 
 def _part_files(raster: Path) -> list[Path]:
-    pattern = glob.escape(str(raster.with_name(f".{raster.name}.satconv-part-"))) + "*"
-    return [Path(p) for p in glob.glob(pattern)]
+    """Part files (finished or not) and temporary checkpoints of ``raster``."""
+    out = []
+    for prefix in (f".{raster.name}.satconv-part-", f".{raster.name}.satconv.ckpt."):
+        pattern = glob.escape(str(raster.with_name(prefix))) + "*"
+        out += [Path(p) for p in glob.glob(pattern)]
+    return out
 
 
 def leftovers(raster: Path) -> bool:
@@ -109,7 +113,8 @@ def discard(raster: Path) -> None:
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     """Write ``path`` atomically (temporary file, then rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    prefix = f"{path.name}." if path.name.startswith(".") else f".{path.name}."
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f)
@@ -292,8 +297,8 @@ class PartsEngine:
                 # A part listed and present is finished; one listed but missing is redone.
                 done = {k: v for k, v in done.items()
                         if 0 <= k < self.layout.count and part_path(self.raster, k).exists()}
-                for p in _part_files(self.raster):  # unfinished parts of the killed run
-                    if p.name.endswith(".partial"):
+                for p in _part_files(self.raster):  # what the killed run left unfinished
+                    if p.name.endswith((".partial", ".tmp")):
                         with contextlib.suppress(FileNotFoundError):
                             p.unlink()
                 self.state = {**old, "parts_done": {str(k): v for k, v in done.items()}}

@@ -230,3 +230,88 @@ def test_jobs_give_the_same_outputs_as_one_at_a_time(tmp_path):
             with rasterio.open(one / name) as a, rasterio.open(many / name) as b:
                 np.testing.assert_array_equal(a.read(), b.read())
                 assert a.tags() == b.tags()
+
+
+def test_a_worker_process_that_dies_costs_its_input_only(tmp_path):
+    """--jobs workers run many inputs each; one killed mid-scene (as by the out-of-memory
+    killer) fails that input with one line, leaves nothing behind, and the others are done."""
+    ins = tmp_path / "in"
+    ins.mkdir()
+    rng = np.random.default_rng(2)
+    big = write_geotiff(ins / "big.tif", rng.integers(0, 65535, (1, 2500, 2500), np.uint16))
+    small = [scene(ins, f"s{i}.tif", i, (1, 60, 60))[0] for i in range(4)]
+    cfg = config.from_dict({"kernel": {"type": "custom",
+                                       "weights": np.round(rng.normal(size=(9, 9)), 2).tolist()},
+                            "tile_size": 128})
+    out = tmp_path / "out"
+    out.mkdir()
+    events: list = []
+    killed: list[int] = []
+
+    def emit(ev) -> None:
+        events.append(ev)
+        if ev.kind == "progress" and ev.input == str(big) and ev.fields["phase"] == "execute" \
+                and not killed:
+            with batch._LIVE_LOCK:
+                procs = list(batch._LIVE)
+            # the worker running big.tif is the one that has not answered for it yet
+            for proc in procs:
+                if proc.pid and _runs(proc.pid, "big"):
+                    killed.append(proc.pid)
+                    os.kill(proc.pid, 9)
+
+    opts = batch.RunOptions(out_dir=out, progress_every=5)
+    summary = batch.run_batch([str(big), *map(str, small)], cfg, opts, emit, jobs=2)
+    assert killed, "the scene finished before its worker could be killed"
+    by = {o.input: o for o in summary.outcomes}
+    assert by[str(big)].status == "failed"
+    assert by[str(big)].message == (f"{big}: the worker process died (signal SIGKILL); "
+                                    "nothing written")
+    assert all(by[str(s)].status == "done" for s in small)
+    assert summary.exit_code == 1
+    assert listing(out) == sorted(f"s{i}{ext}" for i in range(4)
+                                  for ext in (".satconv.json", ".satconv.tif", ".stride.tif"))
+
+
+def _runs(pid: int, name: str) -> bool:
+    """Whether process ``pid`` has a file of ``name`` open (its input or staged output)."""
+    try:
+        return any(name in os.readlink(f"/proc/{pid}/fd/{fd}")
+                   for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
+
+
+def test_sigterm_stops_a_batch_and_leaves_nothing(tmp_path):
+    """What cron or systemd does to a run it stops: every worker stops, each removes what it
+    had staged and its lock; exit 143; the interrupted inputs are named."""
+    rng = np.random.default_rng(4)
+    names = []
+    for i in range(2):
+        names.append(write_geotiff(tmp_path / f"b{i}.tif",
+                                   rng.integers(0, 65535, (1, 2500, 2500), np.uint16)))
+    cfg = tmp_path / "c.yaml"
+    weights = np.round(rng.normal(size=(9, 9)), 2).tolist()
+    cfg.write_text(f"kernel: {{type: custom, weights: {weights}}}\ntile_size: 128\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "satconv", "run", *map(str, names), "-c",
+                             str(cfg), "--out-dir", str(out), "--jobs", "2"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.monotonic()
+        while len([n for n in os.listdir(out) if n.endswith(".partial")]) < 2:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() - t0 < 60
+            time.sleep(0.005)
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    assert sorted(err.splitlines()) == sorted(f"satconv: {n}: terminated, nothing written"
+                                              for n in names)
+    assert listing(out) == []
