@@ -209,7 +209,12 @@ def _run_scenes(client: Any, sources: list[str], settings: Settings, opts: RunOp
             for fut in done:
                 src = pending.pop(fut)
                 try:
-                    outcome = replace(fut.result(), input=src)
+                    outcome = fut.result()
+                    absolute = _absolute(src)
+                    message = outcome.message
+                    if message.startswith(absolute):  # as the user named it
+                        message = src + message[len(absolute):]
+                    outcome = replace(outcome, input=src, message=message)
                 except Exception as err:  # noqa: BLE001 - a worker died, a task was lost
                     outcome = Outcome(src, "failed", f"{src}: lost on the Dask cluster "
                                       f"({type(err).__name__}: {err})", 1, type(err).__name__)

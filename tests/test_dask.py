@@ -135,6 +135,7 @@ def test_batch_on_dask_equals_local_run(cluster, tmp_path, monkeypatch):
     assert events[0]["event"] == "batch_start" and events[0]["backend"] == "dask"
     failed = [e for e in events if e["event"] == "failed"]
     assert [e["input"] for e in failed] == ["in/broken.tif"]
+    assert failed[0]["error"].startswith("in/broken.tif: ")  # named as given
     assert sorted(e["input"] for e in events if e["event"] == "done") == \
         [f"in/s{i}.tif" for i in range(3)]
     # progress travelled back from the workers
