@@ -313,42 +313,72 @@ def outputs_state(src: str, settings: Settings, paths: OutputPaths,
     return "current" if recorded == fingerprint.of_run(info, settings, plan_path) else "stale"
 
 
+def units(src: str, settings: Settings, opts: RunOptions,
+          ) -> list[tuple[Settings, OutputPaths]]:
+    """What one input produces: its settings and outputs, or, with ``steps:`` in the config,
+    each step's."""
+    if not settings.steps:
+        return [(settings, opts.paths(src))]
+    from . import steps
+
+    return [(st.settings, st.paths)
+            for st in steps.plan_steps(src, settings, opts.output, opts.out_dir)]
+
+
+def _steps_line(src: str, reports: list[RunReport], seconds: float) -> str:
+    parts_ = []
+    for r in reports:
+        frac = 100 * r.plan.get("compute_fraction", 0.0)
+        parts_.append(f"{r.execute.get('step')} (compute {frac:.1f}%)")
+    tiles = reports[0].execute.get("tiles", 0)
+    return f"{src}: {tiles} tiles, steps {', '.join(parts_)}, {seconds:.1f} s"
+
+
 def run_one(src: str, settings: Settings, opts: RunOptions, emit: Emit = ignore,
             runner: parts.PartRunner | None = None) -> Outcome:
-    """Run one input under its output's lock and return what became of it; never raises for
+    """Run one input under its outputs' locks and return what became of it; never raises for
     a failure of the input (``KeyboardInterrupt`` goes through).
 
     ``runner``: compute the scene as part files with this runner (a Dask cluster); parts are
-    also used, locally, with ``opts.resume``.
+    also used, locally, with ``opts.resume``. With ``steps:`` in the config every step runs
+    over the input in one pass of reading (``satconv.steps``).
     """
     t0 = time.monotonic()
     try:
-        paths = opts.paths(src)
+        if settings.steps and (opts.resume or runner is not None or opts.plan_path):
+            raise UsageError("steps: --resume, --plan and Dask row bands run single-kernel "
+                             "configs only")
+        todo = units(src, settings, opts)
+        paths = todo[0][1]
         raster_io.input_path(src, input_policy(settings))  # a missing input is named first
-        raster_io.check_output_dir(paths.raster)
-
-        def waiting(holder: locks.Holder | None) -> None:
-            emit(Event("lock_wait", src, {"output": str(paths.raster),
-                                          **(holder.as_fields() if holder else {})}))
-
-        with locks.OutputLock(paths.raster, wait=opts.on_lock == "wait",
-                              timeout=opts.lock_timeout, on_wait=waiting) as lock:
-            if lock.previous is not None:
-                emit(Event("lock_takeover", src, {"output": str(paths.raster),
-                                                  **lock.previous.as_fields()}))
-                raster_io.remove_partials(paths.all(), lock.previous.pid)
+        for _, p in todo:
+            raster_io.check_output_dir(p.raster)
+        with contextlib.ExitStack() as held:
+            for _, p in sorted(todo, key=lambda u: str(u[1].raster)):
+                _lock(held, src, p, opts, emit)
             emit(Event("start", src, {"outputs": {k: str(v) for k, v in
                                                   asdict(paths).items()}}))
             if opts.skip_existing:
-                state = outputs_state(src, settings, paths, opts.plan_path)
-                if state == "current":
+                states = [outputs_state(src, ss, p, opts.plan_path) for ss, p in todo]
+                if all(st == "current" for st in states):
                     return Outcome(src, "skipped", "outputs are complete and current "
                                    "(same input and config)", report=str(paths.report),
                                    seconds=time.monotonic() - t0)
-                if state == "stale" and not opts.overwrite:
-                    raise OutputError(f"{paths.report}: outputs exist but were not made from "
-                                      "this input and config, or are incomplete (use "
+                stale = [p for st, (_, p) in zip(states, todo, strict=True) if st != "absent"]
+                if stale and not opts.overwrite:
+                    raise OutputError(f"{stale[0].report}: outputs exist but were not made "
+                                      "from this input and config, or are incomplete (use "
                                       "--overwrite to replace them)")
+            progress = progress_factory(emit, src, opts.progress_every)
+            if settings.steps:
+                from . import steps
+
+                reports = steps.run_steps(src, settings, output=opts.output,
+                                          out_dir=opts.out_dir, overwrite=opts.overwrite,
+                                          workers=opts.threads, progress=progress)
+                line = _steps_line(src, reports, time.monotonic() - t0)
+                return Outcome(src, "done", line, report=str(paths.report),
+                               seconds=time.monotonic() - t0)
             engine = None
             if opts.resume or runner is not None:
                 engine = parts.PartsEngine(paths.raster, settings.tile_size, resume=opts.resume,
@@ -359,15 +389,29 @@ def run_one(src: str, settings: Settings, opts: RunOptions, emit: Emit = ignore,
                 parts.discard(paths.raster)
             report = run_scene(src, settings, output=opts.output, out_dir=opts.out_dir,
                                plan_path=opts.plan_path, overwrite=opts.overwrite,
-                               workers=opts.threads,
-                               progress=progress_factory(emit, src, opts.progress_every),
-                               engine=engine)
+                               workers=opts.threads, progress=progress, engine=engine)
             if engine is not None:
                 engine.cleanup()
         return Outcome(src, "done", report.summary_line(), report=str(paths.report),
                        seconds=time.monotonic() - t0)
     except Exception as err:  # noqa: BLE001 - one outcome per input, never a crash
         return failure(src, err, time.monotonic() - t0, opts.debug)
+
+
+def _lock(held: contextlib.ExitStack, src: str, paths: OutputPaths, opts: RunOptions,
+          emit: Emit) -> None:
+    """Take the lock of ``paths.raster`` into ``held``; clean up after a killed holder."""
+
+    def waiting(holder: locks.Holder | None) -> None:
+        emit(Event("lock_wait", src, {"output": str(paths.raster),
+                                      **(holder.as_fields() if holder else {})}))
+
+    lock = held.enter_context(locks.OutputLock(paths.raster, wait=opts.on_lock == "wait",
+                                               timeout=opts.lock_timeout, on_wait=waiting))
+    if lock.previous is not None:
+        emit(Event("lock_takeover", src, {"output": str(paths.raster),
+                                          **lock.previous.as_fields()}))
+        raster_io.remove_partials(paths.all(), lock.previous.pid)
 
 
 def _child_run_one(src: str, settings: Settings, opts: RunOptions, events: Any) -> Outcome:
@@ -451,7 +495,10 @@ class Worker:
         if self.proc is None or not self.proc.is_alive():
             self._end(kill=True)
             self._start()
-        paths = opts.paths(src)
+        try:
+            paths = [p for _, p in units(src, settings, opts)]
+        except Exception:  # noqa: BLE001 - the child reports a bad config itself
+            paths = [opts.paths(src)]
         t0 = time.monotonic()
         answer: tuple[str, Any] | None = None
         timed_out = False
@@ -485,10 +532,11 @@ class Worker:
         return failure(src, err, time.monotonic() - t0)
 
     @staticmethod
-    def _cleanup(pid: int | None, paths: OutputPaths) -> None:
+    def _cleanup(pid: int | None, paths: list[OutputPaths]) -> None:
         if pid is not None:
-            raster_io.remove_partials(paths.all(), pid)
-            locks.clear_if_held_by(paths.raster, pid)
+            for p in paths:
+                raster_io.remove_partials(p.all(), pid)
+                locks.clear_if_held_by(p.raster, pid)
 
 
 # ---------------------------------------------------------------- a batch

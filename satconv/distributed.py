@@ -161,7 +161,10 @@ def run_batch(address: str, sources: list[str], settings: Settings, opts: RunOpt
         raise UsageError(f"--distribute: {distribute} is not one of auto, scenes, bands")
     client = connect(address)
     try:
-        if distribute == "bands" or (distribute == "auto" and len(sources) == 1):
+        if settings.steps and distribute == "bands":
+            raise UsageError("--distribute bands runs single-kernel configs only (no steps:)")
+        if distribute == "bands" or (distribute == "auto" and len(sources) == 1
+                                     and not settings.steps):
             for src in sources:
                 runner = DaskPartRunner(client, src, settings, opts, emit)
                 finish(run_one(src, settings, opts, emit, runner=runner))
