@@ -9,19 +9,33 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
-from . import __version__, raster_io
+from . import __version__, fingerprint, raster_io
 from .config import Settings
 from .errors import OutputError
-from .pipeline import ExecuteOptions, compute_dtype, execute
+from .pipeline import ExecuteOptions, ExecuteStats, compute_dtype, execute
 from .planning import Plan, load_plan, make_plan, uniform_plan
 from .report import RunReport, peak_memory_mb
 from .tiling import TileGrid
 
 #: progress(phase, total) returns a per-tile callback; phase is "plan" or "execute".
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
+
+
+class Engine(Protocol):
+    """Another way to plan and execute one scene (``satconv.parts``: resumable part files,
+    Dask row bands). ``plan`` gets the run's fingerprint and the default way to plan."""
+
+    def plan(self, info: raster_io.RasterInfo, fp: dict[str, str],
+             make: Callable[[], Plan]) -> Plan: ...
+
+    def execute(self, info: raster_io.RasterInfo, plan: Plan, opts: ExecuteOptions, dst: Any,
+                workers: int | None, progress: Callable[[int], None]) -> ExecuteStats: ...
+
+    def report(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -126,11 +140,13 @@ def run_scene(
     overwrite: bool = False,
     workers: int | None = None,
     progress: ProgressFactory = _no_progress,
+    engine: Engine | None = None,
 ) -> RunReport:
     """Plan (or load a plan for) one scene, execute it, and commit its three outputs.
 
     Either all three outputs appear at their final names, or none does: they are written under
-    temporary names and renamed only when every one is complete.
+    temporary names and renamed only when every one is complete. ``engine`` replaces planning
+    and execution (``satconv.parts``).
     """
     t0 = time.perf_counter()
     name = str(src)  # as given: Path() would fold "s3://b/k" into "s3:/b/k"
@@ -140,14 +156,18 @@ def run_scene(
         with raster_io.open_input(name, input_policy(settings)) as ds:
             info = raster_io.describe(ds)
         _check_outputs(src, paths, overwrite, plan_path)
+        fp = fingerprint.of_run(info, settings, plan_path)
         grid = TileGrid(info.height, info.width, settings.tile_size)
         ntiles = grid.shape[0] * grid.shape[1]
-        if plan_path is not None:
-            plan = load_plan(str(plan_path), info, settings)
-        elif len(settings.strides) == 1 and settings.context is None:
-            plan = uniform_plan(grid, settings.strides[0])
-        else:
-            plan = make_plan(info, settings, workers, progress("plan", ntiles))
+
+        def make() -> Plan:
+            if plan_path is not None:
+                return load_plan(str(plan_path), info, settings)
+            if len(settings.strides) == 1 and settings.context is None:
+                return uniform_plan(grid, settings.strides[0])
+            return make_plan(info, settings, workers, progress("plan", ntiles))
+
+        plan = make() if engine is None else engine.plan(info, fp, make)
         t_plan = time.perf_counter()
 
         out_dtype = info.dtype if settings.output.dtype == "same" else settings.output.dtype
@@ -176,8 +196,8 @@ def run_scene(
             try:
                 with raster_io.open_output(body, profile) as dst:
                     raster_io.describe_output(dst, info, tags, float(opts.kernel.sum()))
-                    stats = execute(info, plan, opts, dst, workers,
-                                    progress("execute", ntiles))
+                    run = execute if engine is None else engine.execute
+                    stats = run(info, plan, opts, dst, workers, progress("execute", ntiles))
                 if settings.output.cog:
                     raster_io.to_cog(body, raster_tmp, settings.output.compress,
                                      settings.tile_size, out_dtype)
@@ -204,7 +224,10 @@ def run_scene(
                 timings={"plan": round(t_plan - t0, 3), "execute": round(t_exec - t_plan, 3),
                          "total": round(time.perf_counter() - t0, 3)},
                 peak_memory_mb=peak_memory_mb(),
+                fingerprint=fp,
             )
+            if engine is not None:
+                report.execute.update(engine.report())
             report.write(staged.temp(paths.report))
             staged.commit()
     return report

@@ -1,4 +1,5 @@
-"""Many inputs: each one, when a time limit is set, in a child process that can be stopped.
+"""Many inputs: batches, idempotent reruns, locks, and each input in a child process when
+asked (``--jobs``, ``--timeout``).
 
 A GDAL call that hangs on a pathological file cannot be interrupted from another thread, so a
 time limit needs a process of its own: :func:`call_with_timeout` runs one call in a fresh child
@@ -7,31 +8,51 @@ or the caller is interrupted, lets the caller clean up what it left, and hands b
 or its exception. :func:`run_scene_with_timeout` is ``api.run_scene`` under that limit; what a
 killed child leaves (its ``.NAME.<pid>.partial`` outputs) is removed by the parent.
 
-Nothing here prints. Later extensions (``--jobs``, Dask) can build on the same two functions.
+A batch (:func:`run_batch`) runs :func:`run_one` for every input: in this process one after
+the other, in ``--jobs`` child processes at once (each input in a fresh child, so a crash in a C
+library or a hang on one input costs that input only), or on a Dask cluster
+(``satconv.distributed``). :func:`run_one` holds the output's lock (``satconv.locks``), skips
+an input whose outputs are complete and current (``--skip-existing``), continues an
+interrupted run (``--resume``, ``satconv.parts``) and turns every failure into an
+:class:`Outcome`: one bad input never stops the others.
+
+Nothing here prints: what happens goes to an ``emit`` callback as ``satconv.events.Event``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import multiprocessing
 import os
 import pickle
+import queue as queue_mod
 import signal
+import sys
+import threading
+import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import raster_io
-from .api import OutputPaths, RunReport, run_scene
+from . import fingerprint, locks, parts, raster_io
+from .api import OutputPaths, RunReport, input_policy, run_scene
 from .config import Settings
-from .errors import InputError, InputTimeout
+from .errors import InputError, InputTimeout, OutputError, SatconvError, UsageError
+from .events import Emit, Event, ignore, progress_factory
+from .parallel import default_workers
 
 R = TypeVar("R")
 
 _CONTEXT = "spawn"
 #: Seconds a child that has answered gets to exit on its own before it is killed.
 _EXIT_GRACE = 10.0
+#: Children running now (so an interrupted batch can interrupt them).
+_LIVE: set[Any] = set()
+_LIVE_LOCK = threading.Lock()
 
 
 def _die_with_parent(parent: int) -> None:
@@ -45,8 +66,15 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _child(conn: Any, parent: int, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
     _die_with_parent(parent)
+    # SIGTERM from the parent (an interrupted batch) stops the work like Ctrl-C: the staged
+    # files are removed on the way out.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         message: tuple[str, Any] = ("ok", fn(*args, **kwargs))
     except BaseException as err:  # noqa: BLE001 - everything goes back to the parent
@@ -65,7 +93,7 @@ def _child(conn: Any, parent: int, fn: Callable[..., Any], args: tuple, kwargs: 
 def call_with_timeout(
     fn: Callable[..., R],
     *args: Any,
-    timeout: float,
+    timeout: float | None,
     cleanup: Callable[[int], None] | None = None,
     **kwargs: Any,
 ) -> R:
@@ -82,6 +110,8 @@ def call_with_timeout(
     receiver, sender = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(sender, os.getpid(), fn, args, kwargs), daemon=True)
     proc.start()
+    with _LIVE_LOCK:
+        _LIVE.add(proc)
     sender.close()
     answer: tuple[str, Any] | None = None
     timed_out = False
@@ -103,6 +133,8 @@ def call_with_timeout(
         raise
     finally:
         receiver.close()
+        with _LIVE_LOCK:
+            _LIVE.discard(proc)
     if answer is None:
         if cleanup is not None:
             cleanup(proc.pid)
@@ -154,3 +186,536 @@ def run_scene_with_timeout(
         raise InputTimeout(f"{src}: {err}; stopped, nothing written") from None
     except WorkerDied as err:
         raise WorkerDied(f"{src}: {err}; nothing written") from None
+
+
+# ---------------------------------------------------------------- inputs
+
+
+_MAGIC = set("*?[")
+#: What satconv writes: never picked up by a pattern (a rerun of ``'scenes/*.tif'`` with the
+#: outputs beside the inputs must not convolve last night's outputs).
+OUTPUT_SUFFIXES = (".satconv.tif", ".stride.tif")
+
+
+def expand_inputs(args: Sequence[str], lists: Sequence[str] = ()) -> list[str]:
+    """The inputs of a batch, in order, each once: ``args`` (a name that is not an existing
+    file but holds ``* ? [`` is a glob pattern, ``**`` recursive; quote it in the shell) and
+    the lines of each ``--from-list`` file (``-``: standard input; blank lines and lines
+    starting with ``#`` skipped; relative paths are relative to the current folder).
+
+    Files a pattern matches that are satconv's own outputs (``*.satconv.tif``,
+    ``*.stride.tif``) are left out; name them explicitly to use them as inputs. A pattern
+    that matches nothing stays as it is, so it fails as a missing input, named.
+    A list that cannot be read is a :class:`UsageError`.
+    """
+    names: list[str] = []
+    for lst in lists:
+        try:
+            text = sys.stdin.read() if lst == "-" else Path(lst).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            why = getattr(err, "strerror", None) or str(err)
+            raise UsageError(f"{lst}: cannot read the list of inputs ({why})") from None
+        names += [ln.strip() for ln in text.splitlines()
+                  if ln.strip() and not ln.lstrip().startswith("#")]
+    out: list[str] = []
+    seen: set[str] = set()
+    for name in [*args, *names]:
+        matches = [name]
+        if _MAGIC & set(name) and not os.path.lexists(name):
+            found = sorted(glob.glob(name, recursive=True))
+            matches = [m for m in found
+                       if not os.path.isdir(m) and not m.endswith(OUTPUT_SUFFIXES)] or [name]
+        for m in matches:
+            if m not in seen:
+                seen.add(m)
+                out.append(m)
+    return out
+
+
+# ---------------------------------------------------------------- one input
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything about how to run an input, besides the config (plain, picklable)."""
+
+    output: Path | None = None
+    out_dir: Path | None = None
+    plan_path: Path | None = None
+    overwrite: bool = False
+    skip_existing: bool = False
+    resume: bool = False
+    threads: int | None = None
+    on_lock: str = "fail"  # fail | wait
+    lock_timeout: float | None = None
+    progress_every: int = 0
+    debug: bool = False
+
+    def paths(self, src: str) -> OutputPaths:
+        return OutputPaths.for_input(Path(src), self.output, self.out_dir)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one input: ``done``, ``skipped`` or ``failed``, with the one line that
+    says why (a failure's message names the input or the file at fault)."""
+
+    input: str
+    status: str
+    message: str = ""
+    exit_code: int = 0
+    error_type: str | None = None
+    report: str | None = None
+    seconds: float = 0.0
+    traceback: str | None = None
+
+    def event(self) -> Event:
+        fields: dict[str, Any] = {"seconds": round(self.seconds, 3)}
+        if self.status == "done":
+            fields.update(summary=self.message, report=self.report)
+        elif self.status == "skipped":
+            fields.update(reason=self.message, report=self.report)
+        else:
+            fields.update(error=self.message, error_type=self.error_type,
+                          exit_code=self.exit_code)
+            if self.traceback:
+                fields["traceback"] = self.traceback
+        return Event(self.status, self.input, fields)
+
+
+def failure(src: str, err: BaseException, seconds: float = 0.0, debug: bool = False,
+            ) -> Outcome:
+    """An :class:`Outcome` for an exception: a satconv error's own line, anything else as an
+    unexpected error naming the input."""
+    tb = "".join(traceback.format_exception(err)) if debug else None
+    if isinstance(err, SatconvError):
+        return Outcome(src, "failed", str(err), err.exit_code, type(err).__name__,
+                       seconds=seconds, traceback=tb)
+    text = " ".join(str(err).split()) or "(no message)"  # one line
+    return Outcome(src, "failed", f"{src}: unexpected error: {type(err).__name__}: {text}", 1,
+                   type(err).__name__, seconds=seconds, traceback=tb)
+
+
+def outputs_state(src: str, settings: Settings, paths: OutputPaths,
+                  plan_path: Path | None) -> str:
+    """``absent`` (no output exists), ``current`` (all three exist and the report records the
+    fingerprint this run would have) or ``stale`` (something else is there)."""
+    present = [p.exists() for p in paths.all()]
+    if not any(present):
+        return "absent"
+    if not all(present):
+        return "stale"
+    recorded = fingerprint.recorded(paths.report)
+    if recorded is None:
+        return "stale"
+    with raster_io.gdal_env(), raster_io.open_input(src, input_policy(settings)) as ds:
+        info = raster_io.describe(ds)
+    return "current" if recorded == fingerprint.of_run(info, settings, plan_path) else "stale"
+
+
+def units(src: str, settings: Settings, opts: RunOptions,
+          ) -> list[tuple[Settings, OutputPaths]]:
+    """What one input produces: its settings and outputs, or, with ``steps:`` in the config,
+    each step's."""
+    if not settings.steps:
+        return [(settings, opts.paths(src))]
+    from . import steps
+
+    return [(st.settings, st.paths)
+            for st in steps.plan_steps(src, settings, opts.output, opts.out_dir)]
+
+
+def _steps_line(src: str, reports: list[RunReport], seconds: float) -> str:
+    parts_ = []
+    for r in reports:
+        frac = 100 * r.plan.get("compute_fraction", 0.0)
+        parts_.append(f"{r.execute.get('step')} (compute {frac:.1f}%)")
+    tiles = reports[0].execute.get("tiles", 0)
+    return f"{src}: {tiles} tiles, steps {', '.join(parts_)}, {seconds:.1f} s"
+
+
+def run_one(src: str, settings: Settings, opts: RunOptions, emit: Emit = ignore,
+            runner: parts.PartRunner | None = None) -> Outcome:
+    """Run one input under its outputs' locks and return what became of it; never raises for
+    a failure of the input (``KeyboardInterrupt`` goes through).
+
+    ``runner``: compute the scene as part files with this runner (a Dask cluster); parts are
+    also used, locally, with ``opts.resume``. With ``steps:`` in the config every step runs
+    over the input in one pass of reading (``satconv.steps``).
+    """
+    t0 = time.monotonic()
+    try:
+        if settings.steps and (opts.resume or runner is not None or opts.plan_path):
+            raise UsageError("steps: --resume, --plan and Dask row bands run single-kernel "
+                             "configs only")
+        todo = units(src, settings, opts)
+        paths = todo[0][1]
+        raster_io.input_path(src, input_policy(settings))  # a missing input is named first
+        for _, p in todo:
+            raster_io.check_output_dir(p.raster)
+        with contextlib.ExitStack() as held:
+            for _, p in sorted(todo, key=lambda u: str(u[1].raster)):
+                _lock(held, src, p, opts, emit)
+            emit(Event("start", src, {"outputs": {k: str(v) for k, v in
+                                                  asdict(paths).items()}}))
+            if opts.skip_existing:
+                states = [outputs_state(src, ss, p, opts.plan_path) for ss, p in todo]
+                if all(st == "current" for st in states):
+                    return Outcome(src, "skipped", "outputs are complete and current "
+                                   "(same input and config)", report=str(paths.report),
+                                   seconds=time.monotonic() - t0)
+                stale = [p for st, (_, p) in zip(states, todo, strict=True) if st != "absent"]
+                if stale and not opts.overwrite:
+                    raise OutputError(f"{stale[0].report}: outputs exist but were not made "
+                                      "from this input and config, or are incomplete (use "
+                                      "--overwrite to replace them)")
+            progress = progress_factory(emit, src, opts.progress_every)
+            if settings.steps:
+                from . import steps
+
+                reports = steps.run_steps(src, settings, output=opts.output,
+                                          out_dir=opts.out_dir, overwrite=opts.overwrite,
+                                          workers=opts.threads, progress=progress)
+                line = _steps_line(src, reports, time.monotonic() - t0)
+                return Outcome(src, "done", line, report=str(paths.report),
+                               seconds=time.monotonic() - t0)
+            engine = None
+            if opts.resume or runner is not None:
+                engine = parts.PartsEngine(paths.raster, settings.tile_size, resume=opts.resume,
+                                           runner=runner, emit=emit, src=src)
+            elif parts.leftovers(paths.raster):
+                emit(Event("checkpoint", src, {"action": "discard",
+                                               "reason": "--resume not given"}))
+                parts.discard(paths.raster)
+            report = run_scene(src, settings, output=opts.output, out_dir=opts.out_dir,
+                               plan_path=opts.plan_path, overwrite=opts.overwrite,
+                               workers=opts.threads, progress=progress, engine=engine)
+            if engine is not None:
+                engine.cleanup()
+        return Outcome(src, "done", report.summary_line(), report=str(paths.report),
+                       seconds=time.monotonic() - t0)
+    except Exception as err:  # noqa: BLE001 - one outcome per input, never a crash
+        return failure(src, err, time.monotonic() - t0, opts.debug)
+
+
+def _lock(held: contextlib.ExitStack, src: str, paths: OutputPaths, opts: RunOptions,
+          emit: Emit) -> None:
+    """Take the lock of ``paths.raster`` into ``held``; clean up after a killed holder."""
+
+    def waiting(holder: locks.Holder | None) -> None:
+        emit(Event("lock_wait", src, {"output": str(paths.raster),
+                                      **(holder.as_fields() if holder else {})}))
+
+    lock = held.enter_context(locks.OutputLock(paths.raster, wait=opts.on_lock == "wait",
+                                               timeout=opts.lock_timeout, on_wait=waiting))
+    if lock.previous is not None:
+        emit(Event("lock_takeover", src, {"output": str(paths.raster),
+                                          **lock.previous.as_fields()}))
+        raster_io.remove_partials(paths.all(), lock.previous.pid)
+
+
+def _child_run_one(src: str, settings: Settings, opts: RunOptions, events: Any) -> Outcome:
+    """:func:`run_one` in a child process: events go to the parent through ``events``."""
+
+    def emit(ev: Event) -> None:
+        with contextlib.suppress(Exception):
+            events.put(ev)
+
+    return run_one(src, settings, opts, emit)
+
+
+def _serve(conn: Any, parent: int, events: Any) -> None:
+    """A worker process's loop: run each ``(src, settings, opts)`` it is sent with
+    :func:`run_one`, answer with the outcome, until told to stop (``None``) or interrupted."""
+    _die_with_parent(parent)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        while True:
+            task = conn.recv()
+            if task is None:
+                return
+            try:
+                message: tuple[str, Any] = ("ok", _child_run_one(*task, events))
+            except BaseException as err:  # noqa: BLE001 - KeyboardInterrupt included
+                message = ("error", err if isinstance(err, KeyboardInterrupt)
+                           else RuntimeError(f"{type(err).__name__}: {err}"))
+            conn.send(message)
+            if message[0] == "error":
+                return
+    except (EOFError, OSError, KeyboardInterrupt):
+        return
+    finally:
+        conn.close()
+
+
+class Worker:
+    """A child process that runs inputs one after the other (no interpreter, numba or GDAL
+    start-up per input). An input that takes longer than the time limit, or kills the process,
+    costs that input only: the process is killed, what it had staged and its lock removed, and
+    the next input gets a fresh process."""
+
+    def __init__(self, events: Any):
+        self.events = events
+        self.proc: Any = None
+        self.conn: Any = None
+
+    def _start(self) -> None:
+        ctx = multiprocessing.get_context(_CONTEXT)
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(target=_serve, args=(child, os.getpid(), self.events),
+                                daemon=True)
+        self.proc.start()
+        child.close()
+        with _LIVE_LOCK:
+            _LIVE.add(self.proc)
+
+    def _end(self, kill: bool) -> int | None:
+        """Stop the process (kill it, or let it exit); return its pid."""
+        if self.proc is None:
+            return None
+        proc, conn = self.proc, self.conn
+        self.proc = self.conn = None
+        if not kill:
+            with contextlib.suppress(OSError, ValueError):
+                conn.send(None)
+            proc.join(_EXIT_GRACE)
+        proc.kill()
+        proc.join()
+        conn.close()
+        with _LIVE_LOCK:
+            _LIVE.discard(proc)
+        return proc.pid
+
+    def close(self) -> None:
+        self._end(kill=False)
+
+    def run(self, src: str, settings: Settings, opts: RunOptions,
+            timeout: float | None = None) -> Outcome:
+        """:func:`run_one` in this worker's process, within ``timeout`` seconds."""
+        if self.proc is None or not self.proc.is_alive():
+            self._end(kill=True)
+            self._start()
+        try:
+            paths = [p for _, p in units(src, settings, opts)]
+        except Exception:  # noqa: BLE001 - the child reports a bad config itself
+            paths = [opts.paths(src)]
+        t0 = time.monotonic()
+        answer: tuple[str, Any] | None = None
+        timed_out = False
+        try:
+            self.conn.send((src, settings, opts))
+            if self.conn.poll(timeout):
+                with contextlib.suppress(EOFError, OSError):
+                    answer = self.conn.recv()
+            else:
+                timed_out = True
+        except BaseException:
+            self._cleanup(self._end(kill=True), paths)
+            raise
+        if answer is not None:
+            status, value = answer
+            if status == "ok":
+                return value
+            self._end(kill=False)
+            raise value
+        if not timed_out:
+            self.proc.join(_EXIT_GRACE)  # died: reap it, for its exit status
+        code = self.proc.exitcode
+        pid = self._end(kill=True)
+        self._cleanup(pid, paths)
+        kept = "finished parts kept for --resume" if opts.resume else "nothing written"
+        if timed_out:
+            err: InputError = InputTimeout(f"{src}: timed out after {timeout:g} s; stopped, "
+                                           f"{kept}")
+        else:
+            err = WorkerDied(f"{src}: the worker process died ({_describe_exit(code)}); {kept}")
+        return failure(src, err, time.monotonic() - t0)
+
+    @staticmethod
+    def _cleanup(pid: int | None, paths: list[OutputPaths]) -> None:
+        if pid is not None:
+            for p in paths:
+                raster_io.remove_partials(p.all(), pid)
+                locks.clear_if_held_by(p.raster, pid)
+
+
+# ---------------------------------------------------------------- a batch
+
+
+@dataclass
+class BatchSummary:
+    """Every input's outcome, in input order, and what they add up to."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    seconds: float = 0.0
+    backend: str = "local"
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def exit_code(self) -> int:
+        return max([o.exit_code for o in self.outcomes if o.status == "failed"], default=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "inputs": len(self.outcomes), "done": self.count("done"),
+            "skipped": self.count("skipped"), "failed": self.count("failed"),
+            "exit_code": self.exit_code, "seconds": round(self.seconds, 3),
+            "backend": self.backend,
+            "results": [{k: v for k, v in asdict(o).items() if v is not None}
+                        for o in self.outcomes],
+        }
+
+    def event(self) -> Event:
+        d = self.to_dict()
+        d["failures"] = [{"input": o.input, "error": o.message} for o in self.outcomes
+                         if o.status == "failed"]
+        del d["results"]
+        return Event("batch_done", None, d)
+
+    def write(self, path: Path) -> None:
+        """The batch summary JSON, written atomically."""
+        parts._write_json(Path(path), self.to_dict())
+
+
+def _same_output_conflicts(sources: list[str], opts: RunOptions) -> dict[str, Outcome]:
+    """Inputs that would write the same output as an earlier one fail before running."""
+    first: dict[str, str] = {}
+    out: dict[str, Outcome] = {}
+    for src in sources:
+        if not os.path.isfile(src):  # fails on its own, with its own reason
+            continue
+        key = os.path.abspath(opts.paths(src).raster)
+        if key in first:
+            out[src] = Outcome(src, "failed", f"{src}: would write the same output as "
+                               f"{first[key]} ({key}); not run", 1, "OutputError")
+        else:
+            first[key] = src
+    return out
+
+
+def run_batch(
+    sources: Sequence[str],
+    settings: Settings,
+    opts: RunOptions,
+    emit: Emit = ignore,
+    jobs: int = 1,
+    timeout: float | None = None,
+    scheduler: str | None = None,
+    distribute: str = "auto",
+) -> BatchSummary:
+    """Run every input and return the summary; never stops at a failed input.
+
+    ``jobs`` > 1 or a ``timeout`` run each input in a child process (``jobs`` at a time, each
+    with ``opts.threads`` or its share of the CPUs); ``scheduler`` runs them on a Dask cluster
+    (``satconv.distributed``; ``distribute``: ``scenes``, ``bands`` or ``auto``).
+    """
+    t0 = time.monotonic()
+    sources = list(sources)
+    backend = "dask" if scheduler else ("processes" if jobs > 1 or timeout else "local")
+    emit(Event("batch_start", None, {"inputs": len(sources), "jobs": jobs, "backend": backend}))
+    results: dict[str, Outcome] = {}
+    conflicts = _same_output_conflicts(sources, opts)
+    todo = [s for s in sources if s not in conflicts]
+
+    def finish(o: Outcome) -> None:
+        results[o.input] = o
+        emit(o.event())
+
+    if backend == "local":  # in input order, conflicts included
+        for src in sources:
+            finish(conflicts[src] if src in conflicts else run_one(src, settings, opts, emit))
+    else:
+        for o in conflicts.values():
+            finish(o)
+    if scheduler:
+        from . import distributed
+
+        distributed.run_batch(scheduler, todo, settings, opts, emit, finish, distribute)
+    elif backend != "local":
+        _run_processes(todo, settings, opts, emit, finish, jobs, timeout)
+    summary = BatchSummary([results[s] for s in sources], time.monotonic() - t0, backend)
+    emit(summary.event())
+    return summary
+
+
+def _run_processes(sources: list[str], settings: Settings, opts: RunOptions, emit: Emit,
+                   finish: Callable[[Outcome], None], jobs: int, timeout: float | None) -> None:
+    """Inputs in ``jobs`` worker processes (:class:`Worker`), one input at a time each; their
+    events are forwarded from this thread, in order, and dropped once the input's outcome is
+    in."""
+    if opts.threads is None:
+        opts = replace(opts, threads=max(1, default_workers() // max(1, jobs)))
+    ctx = multiprocessing.get_context(_CONTEXT)
+    events = ctx.Queue()
+    finished: set[str] = set()
+
+    def drain() -> None:
+        while True:
+            try:
+                ev = events.get_nowait()
+            except (queue_mod.Empty, OSError, EOFError):
+                return
+            if ev.input not in finished:
+                emit(ev)
+
+    local = threading.local()
+    workers: list[Worker] = []
+    workers_lock = threading.Lock()
+
+    def run_in_worker(src: str) -> Outcome:
+        worker = getattr(local, "worker", None)
+        if worker is None:
+            worker = local.worker = Worker(events)
+            with workers_lock:
+                workers.append(worker)
+        return worker.run(src, settings, opts, timeout)
+
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="satconv-job")
+    futures: dict[Future[Outcome], str] = {
+        pool.submit(run_in_worker, src): src for src in sources}
+    pending = set(futures)
+    interrupted = False
+
+    def stop() -> None:
+        """Start nothing more; have each running child stop and clean up (SIGTERM, which a
+        child turns into KeyboardInterrupt even where SIGINT is ignored)."""
+        for fut in pending:
+            fut.cancel()
+        with _LIVE_LOCK:
+            live = list(_LIVE)
+        for proc in live:
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                os.kill(proc.pid, signal.SIGTERM)
+
+    try:
+        while pending:
+            try:
+                done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+            except KeyboardInterrupt:
+                interrupted = True
+                stop()
+                continue
+            drain()
+            for fut in done:
+                if fut.cancelled():
+                    continue
+                src = futures[fut]
+                exc = fut.exception()
+                if isinstance(exc, KeyboardInterrupt):  # stopped: no outcome, still "active"
+                    if not interrupted:
+                        interrupted = True
+                        stop()
+                    continue
+                finished.add(src)
+                finish(fut.result() if exc is None else failure(src, exc))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for worker in workers:
+            worker.close()
+        drain()
+        events.close()
+    if interrupted:
+        raise KeyboardInterrupt
+

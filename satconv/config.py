@@ -154,6 +154,21 @@ class LimitsConfig(_Strict):
     max_tiles: int = Field(1_000_000, ge=1)
 
 
+class StepConfig(_Strict):
+    """steps[]: one of several kernels run over the same input in one pass of reading, with
+    its own policy (default: the top-level one) and outputs ``NAME<suffix>.satconv.tif``,
+    ``.stride.tif``, ``.satconv.json`` (suffix default: ``.<name>``)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+    kernel: KernelConfig
+    policy: PolicyConfig | None = None
+    suffix: str | None = Field(None, min_length=1, max_length=64,
+                               pattern=r"^[.A-Za-z0-9_-]+$")
+
+    def output_suffix(self) -> str:
+        return self.suffix if self.suffix is not None else f".{self.name}"
+
+
 class Settings(_Strict):
     """The whole effective configuration of a run."""
 
@@ -169,6 +184,33 @@ class Settings(_Strict):
     output: OutputConfig = OutputConfig()
     input: InputConfig = InputConfig()
     limits: LimitsConfig = LimitsConfig()
+    steps: list[StepConfig] | None = None
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, v: list[StepConfig] | None) -> list[StepConfig] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("steps must list at least one step (or be left out)")
+        for what, values in (("names", [st.name for st in v]),
+                             ("output suffixes", [st.output_suffix() for st in v])):
+            if len(set(values)) != len(values):
+                raise ValueError(f"steps must have distinct {what}")
+        return v
+
+    def step_settings(self) -> list[tuple[StepConfig, Settings]]:
+        """Each step as the settings of a single-kernel run: these settings with the step's
+        kernel and policy, and no steps."""
+        out = []
+        base = self.to_dict()
+        base.pop("steps", None)
+        for st in self.steps or []:
+            d = {**base, "kernel": st.kernel.model_dump(mode="json", exclude_none=True)}
+            if st.policy is not None:
+                d["policy"] = st.policy.model_dump(mode="json", exclude_none=True)
+            out.append((st, Settings.model_validate(d)))
+        return out
 
     @field_validator("cval")
     @classmethod
@@ -202,6 +244,16 @@ class Settings(_Strict):
                 f"policy.thresholds needs {len(self.strides) - 1} values for strides "
                 f"{self.strides}, got {len(t)}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _steps_fit(self) -> Settings:
+        for i, st in enumerate(self.steps or []):
+            t = (st.policy or self.policy).thresholds
+            if isinstance(t, list) and len(t) != len(self.strides) - 1:
+                raise ValueError(
+                    f"steps.{i}.policy.thresholds needs {len(self.strides) - 1} values for "
+                    f"strides {self.strides}, got {len(t)}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

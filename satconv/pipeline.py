@@ -4,7 +4,7 @@ written. Worker threads read and compute; the calling thread is the single write
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 
@@ -121,3 +121,20 @@ def execute(
         if progress:
             progress(1)
     return ExecuteStats(len(items), evaluations, info.height * info.width * info.data_count)
+
+
+def compute_tiles(
+    info: RasterInfo,
+    plan: Plan,
+    opts: ExecuteOptions,
+    tiles: list[Tile],
+    workers: int | None = None,
+) -> Iterator[tuple[Tile, np.ndarray, np.ndarray, int]]:
+    """Convolve ``tiles`` (any subset of the plan's grid) and yield ``(tile, data, mask,
+    kernel evaluations)`` in completion order, for a caller that writes them itself (part
+    files of a resumable or distributed run: ``satconv.parts``)."""
+    pk = PreparedKernel.from_kernel(opts.kernel)
+    items = [(t, int(plan.strides[t.ty, t.tx])) for t in tiles]
+    fn = partial(_process, info=info, pk=pk, opts=opts)
+    for (tile, _), (data, mask, n) in map_tiles(info.path, items, fn, workers):
+        yield tile, data, mask, n

@@ -31,6 +31,8 @@ class RunReport:
     timings: dict[str, float] = field(default_factory=dict)
     peak_memory_mb: float = 0.0
     satconv_version: str = __version__
+    #: hashes of the input's metadata and the effective config (``satconv.fingerprint``)
+    fingerprint: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -39,6 +41,7 @@ class RunReport:
             "outputs": self.outputs,
             "scene": self.scene,
             "config": self.config,
+            "fingerprint": self.fingerprint,
             "plan": self.plan,
             "execute": self.execute,
             "timings_s": self.timings,

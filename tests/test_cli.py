@@ -336,8 +336,6 @@ def test_named_kernels_run(make_scene, write_config, write_stride_map, tmp_path,
     assert oracle.relative_error(read(tmp_path / "scene.satconv.tif"), expected) < 1e-5
 
 
-@pytest.mark.xfail(strict=True, reason="SPEC 4 lists `satconv run INPUT... --jobs N` (batch of "
-                   "scenes); the run command has no --jobs option (only --threads)")
 def test_jobs_option(make_scene, tmp_path):
     a, _ = make_scene(20, 20, name="a.tif")
     b, _ = make_scene(20, 20, name="b.tif", seed=1)

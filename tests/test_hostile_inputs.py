@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -347,14 +348,31 @@ def _raised_limits(tmp: Path) -> Path:
     return cfg
 
 
+def _big_strip_bomb(path: Path, side: int = 30000) -> None:
+    """One DEFLATE strip of side x side zero bytes (900 MB decoded, about 1 MB on disk): far
+    larger than GDAL's block cache, so every tile read decodes the strip again."""
+    comp = zlib.compressobj(1)
+    chunk = bytes(16 * 1024 * 1024)
+    parts, left = [], side * side
+    while left:
+        n = min(left, len(chunk))
+        parts.append(comp.compress(chunk[:n]))
+        left -= n
+    parts.append(comp.flush())
+    path.write_bytes(mc.craft_tiff(side, side, [b"".join(parts)], compression=8))
+
+
 def test_timeout_stops_a_pathological_input_and_goes_on(corpus, tmp_path):
-    """With the block limit raised, the decompression bomb would take minutes (each tile
-    decodes the single strip from its start): --timeout stops it, the next input is done."""
+    """With the block limit raised, a decompression bomb larger than the block cache takes
+    minutes (each tile decodes the single strip from its start): --timeout stops it, and the
+    next input is done."""
     out = tmp_path / "out"
     out.mkdir()
-    bomb, small = "hostile/strip_bomb.tif", "odd/single_strip.tif"
+    bomb, small = tmp_path / "big_strip_bomb.tif", "odd/single_strip.tif"
+    _big_strip_bomb(bomb)
     t0 = time.monotonic()
-    proc = satconv("run", bomb, small, "--out-dir", str(out), "-c", str(_raised_limits(tmp_path)),
+    proc = satconv("run", str(bomb), small, "--out-dir", str(out), "-c",
+                   str(_raised_limits(tmp_path)),
                    "--timeout", "4", "-q", cwd=corpus.inputs)
     elapsed = time.monotonic() - t0
     assert proc.returncode == 1, proc.stderr
@@ -371,14 +389,17 @@ def test_timeout_stops_a_pathological_input_and_goes_on(corpus, tmp_path):
 def test_timeout_removes_the_killed_runs_partial_outputs(corpus, tmp_path):
     """With a saved plan the bomb is killed while its output is being written: the staged
     file existed during the run, and is gone after it."""
+    bomb = tmp_path / "big_strip_bomb.tif"
+    _big_strip_bomb(bomb)
     plan = tmp_path / "plan.tif"
-    with rasterio.open(plan, "w", driver="GTiff", width=40, height=40, count=1,
+    tiles = -(-30000 // 256)
+    with rasterio.open(plan, "w", driver="GTiff", width=tiles, height=tiles, count=1,
                        dtype="uint8") as dst:
-        dst.write(np.ones((1, 40, 40), np.uint8))
+        dst.write(np.ones((1, tiles, tiles), np.uint8))
     out = tmp_path / "out"
     out.mkdir()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "satconv", "run", "hostile/strip_bomb.tif", "--plan", str(plan),
+    cmd = [sys.executable, "-m", "satconv", "run", str(bomb), "--plan", str(plan),
            "--out-dir", str(out), "-c", str(_raised_limits(tmp_path)), "--timeout", "4"]
     seen: set[str] = set()
     with subprocess.Popen(cmd, cwd=corpus.inputs, env=env, stdout=subprocess.PIPE,
@@ -389,7 +410,7 @@ def test_timeout_removes_the_killed_runs_partial_outputs(corpus, tmp_path):
         stderr = proc.stderr.read()
     assert proc.returncode == 1
     assert error_lines(stderr) == [
-        "satconv: hostile/strip_bomb.tif: timed out after 4 s; stopped, nothing written"]
+        f"satconv: {bomb}: timed out after 4 s; stopped, nothing written"]
     assert any(name.endswith(".partial") for name in seen), seen
     assert list(out.iterdir()) == []
     assert_inputs_unchanged(corpus)

@@ -6,10 +6,14 @@ configuration error); ``--debug`` adds the traceback.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import signal
 import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -61,18 +65,18 @@ quicklook_option = click.option(
     help="Also draw OUT.quicklook.png (input, stride map, output) once the outputs are written.")
 
 
-def _check_quicklook(src: str, kwargs: dict, overwrite: bool) -> None:
+def _check_quicklook(raster: Path, overwrite: bool) -> None:
     """Before running: refuse a quicklook that exists (without --overwrite)."""
     from .. import previews
 
-    paths = api.OutputPaths.for_input(Path(src), kwargs["output"], kwargs["out_dir"])
-    previews.check_target(previews.quicklook_path(paths.raster), overwrite)
+    previews.check_target(previews.quicklook_path(raster), overwrite)
 
 
-def _make_quicklook(report: object, overwrite: bool) -> None:
+def _make_quicklook(report_path: str, overwrite: bool) -> None:
+    """After a scene's outputs are committed: its quicklook, found through its report."""
     from .. import previews
 
-    previews.quicklook_for_run(report, overwrite=overwrite)
+    previews.make_quicklook(report_path, overwrite=overwrite)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -82,77 +86,147 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.argument("inputs", nargs=-1, type=click.Path())
 @config_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Output raster (one input only).")
 @click.option("--out-dir", type=click.Path(file_okay=False),
               help="Folder for the outputs (default: beside each input).")
+@click.option("--from-list", "lists", multiple=True, type=click.Path(dir_okay=False),
+              metavar="FILE", help="Read input paths from FILE, one a line ('-': stdin).")
 @click.option("--plan", "plan_path", type=click.Path(dir_okay=False),
               help="Execute this stride map instead of planning.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--skip-existing", is_flag=True,
+              help="Skip inputs whose outputs are complete and made with the same input and "
+                   "config.")
+@click.option("--resume", is_flag=True,
+              help="Checkpoint as the scene is written, and continue an interrupted --resume "
+                   "run of the same input and config from its last finished row band.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Inputs processed at once, each in its own process.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Worker threads per scene (default: all CPUs).")
+              help="Worker threads per scene (default: the CPUs shared between the jobs).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               metavar="SECONDS",
               help="Stop an input that takes longer, count it as failed and go on with the "
-                   "next (each input then runs in a child process, without a progress bar).")
+                   "next (each input then runs in a child process).")
+@click.option("--on-lock", type=click.Choice(["fail", "wait"]), default="fail",
+              show_default=True,
+              help="When another run is writing the same output: fail that input, or wait.")
+@click.option("--lock-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="With --on-lock wait: give up after this long (default: wait forever).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="json: one JSON object per event on stderr.")
+@click.option("--progress-every", type=click.IntRange(min=0), default=0, metavar="N",
+              help="Progress event every N tiles (default: every tenth of a phase); without a "
+                   "terminal, text logs then show progress lines too.")
+@click.option("--summary", "summary_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Write the batch summary (every input's outcome) as JSON to FILE.")
+@click.option("--scheduler", envvar="DASK_SCHEDULER_ADDRESS", metavar="ADDRESS",
+              help="Run on this Dask scheduler (tcp://host:8786; env DASK_SCHEDULER_ADDRESS).")
+@click.option("--distribute", type=click.Choice(["auto", "scenes", "bands"]), default="auto",
+              show_default=True,
+              help="With --scheduler: a task per scene, or per row band of one scene (auto: "
+                   "bands for a single input).")
 @quicklook_option
 @quiet_option
 @debug_option
 def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
-        out_dir: str | None, plan_path: str | None, overwrite: bool, threads: int | None,
-        timeout: float | None, quicklook: bool, quiet: bool, debug: bool) -> None:
-    """Convolve INPUTS; write OUT.satconv.tif, OUT.stride.tif and OUT.satconv.json."""
-    settings = _load_settings(config_path, debug)
+        out_dir: str | None, lists: tuple[str, ...], plan_path: str | None, overwrite: bool,
+        skip_existing: bool, resume: bool, jobs: int, threads: int | None,
+        timeout: float | None, on_lock: str, lock_timeout: float | None, log_format: str,
+        progress_every: int, summary_path: str | None, scheduler: str | None,
+        distribute: str, quicklook: bool, quiet: bool, debug: bool) -> None:
+    """Convolve INPUTS; write OUT.satconv.tif, OUT.stride.tif and OUT.satconv.json.
+
+    INPUTS are files or quoted glob patterns ('scenes/*.tif'); --from-list adds more.
+    """
+    from .. import batch
+    from .render import Renderer
+
+    bars = not quiet and log_format == "text" and sys.stderr.isatty()
+    render = Renderer(log_format, quiet, bars=bars, lines=progress_every > 0)
+
+    def fail(err: SatconvError) -> NoReturn:
+        render.error(str(err), err.exit_code, err, debug)
+        sys.exit(err.exit_code)
+
     try:
-        if output and len(inputs) > 1:
+        settings = config.load(config_path)
+        sources = batch.expand_inputs(inputs, lists)
+        if not sources:
+            raise UsageError("no inputs: give files, quoted patterns or --from-list FILE")
+        if output and len(sources) > 1:
             raise UsageError("-o/--output takes one input; use --out-dir for several")
         if out_dir and not Path(out_dir).is_dir():
             what = "is not a folder" if Path(out_dir).exists() else "does not exist"
             raise OutputError(f"{out_dir}: output folder {what}")
+        if settings.steps and (resume or plan_path):
+            raise UsageError("--resume and --plan run single-kernel configs only (the config "
+                             "has steps:)")
+        if scheduler and (timeout is not None or jobs > 1):
+            raise UsageError("--timeout and --jobs apply to local runs, not with --scheduler")
     except SatconvError as err:
-        _fail(err, debug)
-        sys.exit(err.exit_code)
-    show = not quiet and sys.stderr.isatty()
-    failed = 0
-    exit_code = 0
-    for src in inputs:
+        fail(err)
+    opts = batch.RunOptions(
+        output=Path(output) if output else None, out_dir=Path(out_dir) if out_dir else None,
+        plan_path=Path(plan_path) if plan_path else None, overwrite=overwrite,
+        skip_existing=skip_existing, resume=resume, threads=threads, on_lock=on_lock,
+        lock_timeout=lock_timeout, progress_every=1 if bars else progress_every, debug=debug)
+    if quicklook:
         try:
-            kwargs = dict(output=Path(output) if output else None,
-                          out_dir=Path(out_dir) if out_dir else None,
-                          plan_path=Path(plan_path) if plan_path else None,
-                          overwrite=overwrite, workers=threads)
-            if quicklook:
-                _check_quicklook(src, kwargs, overwrite)
-            if timeout is not None:
-                from .. import batch
-
-                report = batch.run_scene_with_timeout(src, settings, timeout, **kwargs)
-            else:
-                report = api.run_scene(src, settings, **kwargs,
-                                       progress=_progress_factory(show, Path(src).name))
-            if quicklook:
-                _make_quicklook(report, overwrite)
+            for src in sources:
+                _check_quicklook(opts.paths(src).raster, overwrite)
         except SatconvError as err:
-            _fail(err, debug)
-            failed += 1
-            exit_code = max(exit_code, err.exit_code)
-            continue
-        except KeyboardInterrupt:
-            click.echo(f"satconv: {src}: interrupted, nothing written", err=True)
-            sys.exit(130)
-        except Exception as err:  # noqa: BLE001 - one line per failed input, never a crash
-            _fail(RuntimeError(f"{src}: unexpected error: {type(err).__name__}: {err}"), debug)
-            failed += 1
-            exit_code = max(exit_code, 1)
-            continue
-        if not quiet:
-            click.echo(report.summary_line(), err=True)
-    if failed:
-        if len(inputs) > 1:  # a single input's error line says it all
-            click.echo(f"satconv: {failed} of {len(inputs)} inputs failed", err=True)
-        sys.exit(exit_code)
+            fail(err)
+    stop = _interrupts()
+    try:
+        summary = batch.run_batch(sources, settings, opts, render, jobs=jobs, timeout=timeout,
+                                  scheduler=scheduler, distribute=distribute)
+    except KeyboardInterrupt:
+        render.close()
+        code = 143 if stop["term"] else 130
+        what = "terminated" if stop["term"] else "interrupted"
+        kept = "finished parts kept for --resume" if resume else "nothing written"
+        for src in list(render.active) or [None]:
+            name = f"{src}: " if src else ""
+            render.error(f"{name}{what}, {kept}", code)
+        sys.exit(code)
+    except SatconvError as err:  # the scheduler cannot be reached, ...
+        render.close()
+        fail(err)
+    render.close()
+    if quicklook:
+        for i, outcome in enumerate(summary.outcomes):
+            if outcome.status == "done" and outcome.report:
+                try:
+                    _make_quicklook(outcome.report, overwrite)
+                except SatconvError as err:
+                    render.error(str(err), 1, err, debug)
+                    summary.outcomes[i] = dataclasses.replace(
+                        outcome, status="failed", exit_code=1, message=str(err))
+    if summary_path:
+        try:
+            summary.write(Path(summary_path))
+        except OSError as err:
+            fail(OutputError(f"{summary_path}: cannot write the summary "
+                             f"({(err.strerror or str(err)).lower()})"))
+    if summary.exit_code:
+        sys.exit(summary.exit_code)
+
+
+def _interrupts() -> dict[str, bool]:
+    """Have SIGTERM (cron, systemd, kill) stop a run like Ctrl-C: staged files removed."""
+    state = {"term": False}
+
+    def on_term(signum: int, frame: object) -> None:
+        state["term"] = True
+        raise KeyboardInterrupt
+
+    with contextlib.suppress(ValueError):  # not the main thread (embedded use)
+        signal.signal(signal.SIGTERM, on_term)
+    return state
 
 
 @cli.command()

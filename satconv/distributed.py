@@ -1,0 +1,232 @@
+"""Running a batch on an existing Dask distributed cluster (``satconv run --scheduler``).
+
+Optional: ``dask`` and ``distributed`` are imported only here, only when a scheduler is given
+(``pip install satconv[dask]``). Workers must be able to import satconv and to read the inputs
+and write the outputs at the same paths as the client (a shared file system).
+
+Two ways to cut the work (``--distribute``):
+
+``scenes``  every input is one task, :func:`satconv.batch.run_one` on a worker: the same lock,
+            skip, resume and outputs as a local run. Progress events travel back through
+            Dask's event log (``Worker.log_event`` / ``Client.subscribe_topic``).
+``bands``   one huge scene at a time: the client plans and holds the output's lock; each row
+            band of tiles (a part, ``satconv.parts``) is a task that writes its part file on
+            the shared file system; the client assembles the parts into the output. Part files
+            rather than one writer fed by the tasks' arrays: a band of a 20000-pixel-wide,
+            4-band float32 scene is ~80 MB, which would all flow through the scheduler to one
+            process; a part file is written where it is computed, a retried task just rewrites
+            its part, and the parts are the same checkpoint ``--resume`` continues from.
+``auto``    ``bands`` for a single input, ``scenes`` for several.
+
+Results are identical to a local run: the same code computes every tile with the same plan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue as queue_mod
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from . import raster_io
+from .api import input_policy
+from .batch import Outcome, RunOptions, run_one
+from .config import Settings
+from .errors import UsageError
+from .events import Emit, Event
+from .parallel import default_workers
+from .parts import PartLayout, PartsEngine, write_parts
+from .pipeline import ExecuteOptions
+from .planning import Plan
+from .raster_io import RasterInfo
+
+#: Seconds to wait for the scheduler to answer.
+CONNECT_TIMEOUT = 15
+
+
+def _absolute(src: str) -> str:
+    """A local input as an absolute name (a URL or /vsi name as it is)."""
+    return os.path.abspath(src) if os.path.exists(src) else src
+
+
+def _import() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        raise UsageError("--scheduler needs Dask distributed: pip install 'satconv[dask]'"
+                         ) from None
+    return distributed
+
+
+def connect(address: str) -> Any:
+    """A ``distributed.Client`` of the scheduler at ``address``, or :class:`UsageError`."""
+    distributed = _import()
+    try:
+        return distributed.Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as err:
+        raise UsageError(f"{address}: cannot reach the Dask scheduler ({err})") from None
+
+
+def _worker_threads(opts: RunOptions) -> int:
+    """Threads for one task on this worker: ``--threads``, else the worker's CPUs shared
+    between the tasks it runs at once."""
+    if opts.threads:
+        return opts.threads
+    try:
+        from distributed import get_worker
+
+        slots = max(1, int(get_worker().state.nthreads))
+    except (ImportError, ValueError, AttributeError):
+        slots = 1
+    return max(1, default_workers() // slots)
+
+
+def _scene_task(src: str, settings: Settings, opts: RunOptions, topic: str) -> Outcome:
+    """One input on a worker; its events go back through Dask's event log."""
+    from distributed import get_worker
+
+    worker = get_worker()
+
+    def emit(ev: Event) -> None:
+        with contextlib.suppress(Exception):
+            worker.log_event(topic, {**ev.to_dict(), "_t": ev.time})
+
+    return run_one(src, settings, replace(opts, threads=_worker_threads(opts)), emit)
+
+
+def _part_task(src: str, settings: Settings, info: RasterInfo, plan: Plan,
+               opts: ExecuteOptions, raster: str, layout: PartLayout, k: int,
+               run_opts: RunOptions) -> tuple[int, int]:
+    """One row band of one scene on a worker: write its part file; ``(k, evaluations)``."""
+    with raster_io.gdal_env():
+        # vet the input with the run's policy, so this worker's reader threads may reopen it
+        with raster_io.open_input(src, input_policy(settings)):
+            pass
+        done: list[int] = []
+        write_parts(info, plan, opts, layout, Path(raster), [k], _worker_threads(run_opts),
+                    on_part=lambda _k, n: done.append(n))
+    return k, done[0]
+
+
+class DaskPartRunner:
+    """A ``parts.PartRunner`` that computes each missing part as a task on the cluster."""
+
+    def __init__(self, client: Any, src: str, settings: Settings, run_opts: RunOptions,
+                 emit: Emit):
+        self.client = client
+        self.src = src
+        self.settings = settings
+        self.run_opts = run_opts
+        self.emit = emit
+
+    def run(self, engine: PartsEngine, info: RasterInfo, plan: Plan, opts: ExecuteOptions,
+            parts: list[int], workers: int | None, progress: Callable[[int], None]) -> None:
+        layout = engine.layout
+        # workers resolve relative names against their own folder: send absolute ones
+        futures = [self.client.submit(_part_task, _absolute(self.src), self.settings, info,
+                                      plan, opts, os.path.abspath(engine.raster), layout, k,
+                                      self.run_opts,
+                                      pure=False, key=f"satconv-part-{k}-{uuid.uuid4().hex}")
+                   for k in parts]
+        pending = list(futures)
+        try:
+            while pending:
+                done = [f for f in pending if f.done()]
+                if not done:
+                    time.sleep(0.05)
+                    continue
+                for fut in done:
+                    pending.remove(fut)
+                    try:
+                        k, evaluations = fut.result()
+                    except Exception as err:
+                        raise RuntimeError(f"a row band task failed on the Dask cluster: "
+                                           f"{type(err).__name__}: {err}") from err
+                    engine.part_done(k, evaluations)
+                    progress(len(layout.tiles(k)))
+        except BaseException:
+            self.client.cancel(futures)
+            raise
+
+
+def run_batch(address: str, sources: list[str], settings: Settings, opts: RunOptions,
+              emit: Emit, finish: Callable[[Outcome], None], distribute: str = "auto") -> None:
+    """Run ``sources`` on the cluster at ``address``; ``finish`` gets each outcome."""
+    if distribute not in ("auto", "scenes", "bands"):
+        raise UsageError(f"--distribute: {distribute} is not one of auto, scenes, bands")
+    client = connect(address)
+    try:
+        if settings.steps and distribute == "bands":
+            raise UsageError("--distribute bands runs single-kernel configs only (no steps:)")
+        if distribute == "bands" or (distribute == "auto" and len(sources) == 1
+                                     and not settings.steps):
+            for src in sources:
+                runner = DaskPartRunner(client, src, settings, opts, emit)
+                finish(run_one(src, settings, opts, emit, runner=runner))
+        else:
+            _run_scenes(client, sources, settings, opts, emit, finish)
+    finally:
+        with contextlib.suppress(Exception):
+            client.close()
+
+
+def _run_scenes(client: Any, sources: list[str], settings: Settings, opts: RunOptions,
+                emit: Emit, finish: Callable[[Outcome], None]) -> None:
+    topic = f"satconv-{uuid.uuid4().hex}"
+    events: queue_mod.Queue[dict[str, Any]] = queue_mod.Queue()
+    client.subscribe_topic(topic, lambda ev: events.put(ev[1]))
+    finished: set[str] = set()
+
+    def drain() -> None:
+        while True:
+            try:
+                ev = Event.from_dict(events.get_nowait())
+            except queue_mod.Empty:
+                return
+            ev = replace(ev, input=given.get(ev.input, ev.input))
+            if ev.input not in finished:
+                emit(ev)
+
+    # workers resolve relative names against their own folder: send absolute ones, and show
+    # the names as given
+    given = {_absolute(src): src for src in sources}
+    remote_opts = replace(
+        opts, **{k: Path(os.path.abspath(v)) for k in ("output", "out_dir", "plan_path")
+                 if (v := getattr(opts, k)) is not None})
+    futures = {client.submit(_scene_task, _absolute(src), settings, remote_opts, topic,
+                             pure=False, key=f"satconv-scene-{i}-{uuid.uuid4().hex}"): src
+               for i, src in enumerate(sources)}
+    pending = dict(futures)
+    try:
+        while pending:
+            drain()
+            done = [f for f in pending if f.done()]
+            if not done:
+                time.sleep(0.1)
+                continue
+            for fut in done:
+                src = pending.pop(fut)
+                try:
+                    outcome = fut.result()
+                    absolute = _absolute(src)
+                    message = outcome.message
+                    if message.startswith(absolute):  # as the user named it
+                        message = src + message[len(absolute):]
+                    outcome = replace(outcome, input=src, message=message)
+                except Exception as err:  # noqa: BLE001 - a worker died, a task was lost
+                    outcome = Outcome(src, "failed", f"{src}: lost on the Dask cluster "
+                                      f"({type(err).__name__}: {err})", 1, type(err).__name__)
+                finished.add(src)
+                finish(outcome)
+        drain()
+    except BaseException:
+        client.cancel(list(pending))
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            client.unsubscribe_topic(topic)

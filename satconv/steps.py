@@ -1,0 +1,232 @@
+"""Configured pipelines: several named steps (``steps:`` in the config) over one input, in one
+pass of reading.
+
+Each step is a kernel with its own policy (default: the top-level one) and output suffix: the
+step ``smooth`` of ``scene.tif`` writes ``scene.smooth.satconv.tif``, ``scene.smooth.stride.tif``
+and ``scene.smooth.satconv.json``, exactly what a single-kernel run with that step's settings
+would write (the same pixels, tags and report figures). Each step is planned with its own
+policy; then every tile is read once, with the union of the pixels all steps need (the largest
+halo, every step's closing samples), and convolved by every step at that step's stride.
+All outputs of all steps appear together, or none does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import fingerprint, raster_io
+from .api import OutputPaths, ProgressFactory, _check_outputs, _json_num, _tags, input_policy
+from .config import Settings, StepConfig
+from .convolve import PreparedKernel, convolve_tile, tile_samples
+from .errors import UsageError
+from .parallel import map_tiles
+from .pipeline import ExecuteOptions, compute_dtype, to_output
+from .planning import Plan, make_plan
+from .report import RunReport, peak_memory_mb
+from .tiling import Tile, TileGrid
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a run: its config entry, its single-kernel settings and its outputs."""
+
+    config: StepConfig
+    settings: Settings
+    paths: OutputPaths
+
+
+def step_paths(src: Path, suffix: str, output: Path | None = None,
+               out_dir: Path | None = None) -> OutputPaths:
+    """``scene<suffix>.satconv.tif`` / ``.stride.tif`` / ``.satconv.json`` beside the input
+    (or in ``out_dir``); with ``-o out.tif``, ``out<suffix>.tif`` and so on."""
+    if output is not None:
+        stem = output.name[: -len(output.suffix)] if output.suffix else output.name
+        return OutputPaths.for_input(src, output.with_name(f"{stem}{suffix}{output.suffix}"))
+    stem = src.name[: -len(src.suffix)] if src.suffix else src.name
+    return OutputPaths.for_input(src.with_name(f"{stem}{suffix}.tif"), None,
+                                 out_dir if out_dir is not None else src.parent)
+
+
+def plan_steps(src: str | Path, settings: Settings, output: Path | None = None,
+               out_dir: Path | None = None) -> list[Step]:
+    """The steps of ``settings`` for the input ``src``."""
+    return [Step(st, ss, step_paths(Path(src), st.output_suffix(), output, out_dir))
+            for st, ss in settings.step_settings()]
+
+
+def _no_progress(phase: str, total: int) -> Callable[[int], None]:
+    return lambda n: None
+
+
+def _union_reader(block: np.ndarray, valid: np.ndarray | None, urows: np.ndarray,
+                  ucols: np.ndarray, dtype: str) -> Callable[[np.ndarray, np.ndarray], tuple]:
+    """A ``convolve.Reader`` serving any rows x cols within the union already read, in the
+    step's compute type (the union is read in float64, which holds every input type exactly,
+    so each step computes on exactly what its own single run would read)."""
+
+    def read(rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        ir = np.searchsorted(urows, rows)
+        ic = np.searchsorted(ucols, cols)
+        data = np.ascontiguousarray(block[:, ir][:, :, ic], dtype=dtype)
+        if valid is None:
+            return data, None
+        v = valid[:, ir][:, :, ic]
+        return data, (None if v.all() else v)
+
+    return read
+
+
+def _process(ds: Any, tile: Tile, steps: list[Step], plans: list[Plan], info: Any,
+             kernels: list[PreparedKernel], opts: list[ExecuteOptions],
+             ) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """Every step's result for one tile, from a single read of the pixels they all need."""
+    base = steps[0].settings
+    strides = [int(p.strides[tile.ty, tile.tx]) for p in plans]
+    samples = {k: tile_samples(tile, s, info.height, info.width, kernels[k], base.boundary)
+               for k, s in enumerate(strides) if s > 0}
+    block = valid = urows = ucols = None
+    if samples:
+        urows = np.unique(np.concatenate([t.src_rows for t in samples.values()]))
+        ucols = np.unique(np.concatenate([t.src_cols for t in samples.values()]))
+        block, valid = raster_io.read_indexed(ds, info, urows, ucols, cval=base.cval)
+    out = []
+    for k, s in enumerate(strides):
+        o = opts[k]
+        if s == 0:
+            shape = (info.data_count, tile.height, tile.width)
+            fill = 0 if o.out_nodata is None else o.out_nodata
+            out.append((np.full(shape, fill, dtype=o.out_dtype),
+                        np.zeros(shape[1:], dtype=bool), 0))
+            continue
+        read = _union_reader(block, valid, urows, ucols, o.compute_dtype)
+        res = convolve_tile(read, tile, s, info.height, info.width, kernels[k], o.boundary,
+                            o.reconstruction, o.min_valid_fraction)
+        mask = ~np.isnan(res.values).all(axis=0)
+        out.append((to_output(res.values, o.out_dtype, o.out_nodata), mask, res.evaluations))
+    return out
+
+
+def run_steps(
+    src: str | Path,
+    settings: Settings,
+    output: Path | None = None,
+    out_dir: Path | None = None,
+    overwrite: bool = False,
+    workers: int | None = None,
+    progress: ProgressFactory = _no_progress,
+) -> list[RunReport]:
+    """Run every step of ``settings`` over ``src`` with one read of each tile; commit the
+    three outputs of every step together. One report per step."""
+    if not settings.steps:
+        raise UsageError("run_steps: the config has no steps")
+    t0 = time.perf_counter()
+    name = str(src)
+    src = Path(src)
+    steps = plan_steps(src, settings, output, out_dir)
+    with raster_io.gdal_env():
+        with raster_io.open_input(name, input_policy(settings)) as ds:
+            info = raster_io.describe(ds)
+        for st in steps:
+            _check_outputs(src, st.paths, overwrite)
+        grid = TileGrid(info.height, info.width, settings.tile_size)
+        ntiles = grid.shape[0] * grid.shape[1]
+        plans, t_plans = [], []
+        for st in steps:
+            t = time.perf_counter()
+            plans.append(make_plan(info, st.settings, workers,
+                                   progress(f"plan {st.config.name}", ntiles)))
+            t_plans.append(time.perf_counter() - t)
+        t_plan = time.perf_counter()
+        profs, opts = [], []
+        for st in steps:
+            ss = st.settings
+            out_dtype = info.dtype if ss.output.dtype == "same" else ss.output.dtype
+            prof = raster_io.output_profile(info, out_dtype, ss.output.compress, ss.tile_size)
+            if info.mask in ("dataset", "alpha"):  # see api.run_scene (GDAL issue 7921)
+                prof.pop("num_threads", None)
+            profs.append(prof)
+            opts.append(ExecuteOptions(
+                kernel=ss.kernel.array(), boundary=ss.boundary, cval=ss.cval,
+                reconstruction=ss.reconstruction, out_dtype=out_dtype,
+                out_nodata=prof["nodata"], min_valid_fraction=ss.min_valid_fraction,
+                write_mask=info.mask in ("dataset", "alpha"),
+                compute_dtype=compute_dtype(info.dtype, out_dtype)))
+        kernels = [PreparedKernel.from_kernel(o.kernel) for o in opts]
+        finals = [p for st in steps for p in st.paths.all()]
+        evaluations = [0] * len(steps)
+        with raster_io.StagedOutputs(finals) as staged, contextlib.ExitStack() as stack:
+            bodies = []
+            for st in steps:
+                tmp = staged.temp(st.paths.raster)
+                bodies.append(tmp.with_name(tmp.name + ".body") if st.settings.output.cog
+                              else tmp)
+            try:
+                dsts = []
+                for st, body, prof, o in zip(steps, bodies, profs, opts, strict=True):
+                    dst = stack.enter_context(raster_io.open_output(body, prof))
+                    raster_io.describe_output(dst, info, _tags(st.settings),
+                                              float(o.kernel.sum()))
+                    dsts.append(dst)
+                tick = progress("execute", ntiles)
+
+                def fn(ds: Any, tile: Tile) -> list[tuple[np.ndarray, np.ndarray, int]]:
+                    return _process(ds, tile, steps, plans, info, kernels, opts)
+
+                for tile, results in map_tiles(info.path, grid.tiles(), fn, workers):
+                    for k, (data, mask, n) in enumerate(results):
+                        raster_io.write_tile(dsts[k], data, tile.row0, tile.col0,
+                                             mask if opts[k].write_mask else None)
+                        evaluations[k] += n
+                    tick(1)
+                stack.close()  # close (and check) every output before copying any to COG
+                for st, body, o in zip(steps, bodies, opts, strict=True):
+                    if st.settings.output.cog:
+                        raster_io.to_cog(body, staged.temp(st.paths.raster),
+                                         st.settings.output.compress, st.settings.tile_size,
+                                         o.out_dtype)
+            finally:
+                for st, body in zip(steps, bodies, strict=True):
+                    if body != staged.temp(st.paths.raster):
+                        body.unlink(missing_ok=True)
+            t_exec = time.perf_counter()
+            reports = []
+            for k, st in enumerate(steps):
+                tags = _tags(st.settings)
+                raster_io.write_stride_map(staged.temp(st.paths.stride_map), plans[k].strides,
+                                           info, st.settings.tile_size, tags)
+                pixels = info.height * info.width * info.data_count
+                report = RunReport(
+                    input=str(src),
+                    outputs={"raster": str(st.paths.raster),
+                             "stride_map": str(st.paths.stride_map),
+                             "report": str(st.paths.report)},
+                    config=st.settings.to_dict(),
+                    scene={"width": info.width, "height": info.height, "bands": info.count,
+                           "data_bands": list(info.bands), "validity": info.mask,
+                           "dtype": info.dtype, "nodata": _json_num(info.nodata),
+                           "crs": info.crs.to_string() if info.crs else None},
+                    plan=plans[k].summary(),
+                    execute={"tiles": ntiles, "kernel_evaluations": evaluations[k],
+                             "evaluations_per_pixel": round(evaluations[k] / max(pixels, 1),
+                                                            6),
+                             "output_dtype": opts[k].out_dtype,
+                             "output_nodata": _json_num(opts[k].out_nodata),
+                             "step": st.config.name,
+                             "steps": [s.config.name for s in steps]},
+                    timings={"plan": round(t_plans[k], 3),
+                             "execute_all_steps": round(t_exec - t_plan, 3),
+                             "total": round(time.perf_counter() - t0, 3)},
+                    peak_memory_mb=peak_memory_mb(),
+                    fingerprint=fingerprint.of_run(info, st.settings),
+                )
+                report.write(staged.temp(st.paths.report))
+                reports.append(report)
+            staged.commit()
+    return reports

@@ -1,0 +1,317 @@
+"""Issue 6: batches — globs, lists, --jobs, one bad input never stops the others, idempotent
+reruns (--skip-existing), and the summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+from satconv import batch, config
+from satconv.scripts.cli import cli
+
+from . import oracle
+from .conftest import random_image, write_geotiff
+
+REPO = Path(__file__).resolve().parents[1]
+#: every tile at stride 1: the output is the dense convolution, checked against scipy
+EXACT = "kernel: {type: gaussian, size: 3, sigma: 1.0}\ntile_size: 32\nstrides: [1]\n"
+
+
+def satconv(*args: object, cwd: Path | None = None, timeout: float = 120,
+            ) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "satconv", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def invoke(*args: object, cwd: Path | None = None):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def gauss3() -> np.ndarray:
+    return config.from_dict({"kernel": {"type": "gaussian", "size": 3, "sigma": 1.0}}
+                            ).kernel.array()
+
+
+def scene(folder: Path, name: str, seed: int, shape=(1, 70, 90)) -> tuple[Path, np.ndarray]:
+    data = random_image(np.random.default_rng(seed), shape, "uint16")
+    return write_geotiff(folder / name, data), data
+
+
+def broken_inputs(folder: Path) -> list[Path]:
+    """A truncated TIFF, a text file named .tif, and a name that does not exist."""
+    trunc = folder / "truncated.tif"
+    trunc.write_bytes(b"II*\x00" + b"\x00" * 100)
+    text = folder / "notes.tif"
+    text.write_text("not a raster\n")
+    return [trunc, text, folder / "missing.tif"]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_batch_of_good_and_broken_inputs(tmp_path, jobs):
+    src = tmp_path / "in"
+    src.mkdir()
+    good = [scene(src, f"g{i}.tif", i) for i in range(3)]
+    bad = broken_inputs(src)
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = tmp_path / "exact.yaml"
+    cfg.write_text(EXACT)
+    args = [good[0][0], bad[0], good[1][0], bad[1], bad[2], good[2][0]]
+    proc = satconv("run", *args, "--out-dir", out, "-c", cfg, "--jobs", jobs, "-q")
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    for b in bad:  # each broken input named in exactly one line
+        naming = [ln for ln in lines if b.name in ln]
+        assert len(naming) == 1, lines
+        assert naming[0].startswith(f"satconv: {b}: ")
+    assert lines[-1] == "satconv: 3 of 6 inputs failed"
+    assert len(lines) == 4
+    # the good ones are complete and exact; nothing at all for the broken ones, no leftovers
+    assert listing(out) == sorted(f"g{i}{ext}" for i in range(3)
+                                  for ext in (".satconv.json", ".satconv.tif", ".stride.tif"))
+    for i, (_, data) in enumerate(good):
+        with rasterio.open(out / f"g{i}.satconv.tif") as ds:
+            got = ds.read()
+        assert oracle.relative_error(got, oracle.dense(data, gauss3(), "reflect")) < 1e-5
+
+
+def test_globs_lists_and_outputs_not_taken_as_inputs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "scenes").mkdir()
+    (tmp_path / "more").mkdir()
+    for i in range(3):
+        scene(tmp_path / "scenes", f"s{i}.tif", i, (1, 20, 20))
+    scene(tmp_path / "more", "m.tif", 7, (1, 20, 20))
+    lst = tmp_path / "list.txt"
+    lst.write_text("# tonight's extra scenes\n\nmore/m.tif\nscenes/s0.tif\n")
+    result = invoke("run", "scenes/*.tif", "--from-list", lst, "-q")
+    assert result.exit_code == 0, result.stderr
+    assert len(list((tmp_path / "scenes").glob("*.satconv.tif"))) == 3
+    assert (tmp_path / "more" / "m.satconv.tif").exists()
+    # a rerun of the same pattern with the outputs beside the inputs: the outputs (*.satconv.tif,
+    # *.stride.tif) are not inputs, so everything is simply up to date
+    result = invoke("run", "scenes/*.tif", "--skip-existing", "--log-format", "json", "-q")
+    assert result.exit_code == 0, result.stderr
+    events = [json.loads(ln) for ln in result.stderr.splitlines()]
+    assert sorted(e["input"] for e in events if e["event"] == "skipped") == \
+        ["scenes/s0.tif", "scenes/s1.tif", "scenes/s2.tif"]
+    assert not [e for e in events if e["event"] in ("done", "failed")]
+    assert batch.expand_inputs(["scenes/*.tif", "scenes/s1.tif"]) == \
+        ["scenes/s0.tif", "scenes/s1.tif", "scenes/s2.tif"]
+
+
+def test_pattern_matching_nothing_fails_named_and_others_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    scene(tmp_path, "a.tif", 0, (1, 20, 20))
+    result = invoke("run", "nothing/*.tif", "a.tif", "-q")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == ["satconv: nothing/*.tif: no such file",
+                                          "satconv: 1 of 2 inputs failed"]
+    assert (tmp_path / "a.satconv.tif").exists()
+
+
+def test_missing_list_and_no_inputs_are_usage_errors(tmp_path):
+    result = invoke("run", "--from-list", tmp_path / "none.txt")
+    assert result.exit_code == 2 and "none.txt" in result.stderr
+    result = invoke("run")
+    assert result.exit_code == 2 and "no inputs" in result.stderr
+
+
+def test_two_inputs_with_one_output_name(tmp_path):
+    a = tmp_path / "a"
+    b = tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    scene(a, "x.tif", 0, (1, 20, 20))
+    scene(b, "x.tif", 1, (1, 20, 20))
+    out = tmp_path / "out"
+    out.mkdir()
+    result = invoke("run", a / "x.tif", b / "x.tif", "--out-dir", out, "-q")
+    assert result.exit_code == 1
+    line = [ln for ln in result.stderr.splitlines() if str(b / "x.tif") in ln]
+    assert len(line) == 1 and "same output" in line[0]
+    with rasterio.open(out / "x.satconv.tif") as ds, rasterio.open(a / "x.tif") as src:
+        assert ds.shape == src.shape
+    report = json.loads((out / "x.satconv.json").read_text())
+    assert report["input"] == str(a / "x.tif")
+
+
+def _state(folder: Path) -> dict[str, tuple[int, bytes]]:
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.iterdir())
+            if p.name.startswith("s.")}
+
+
+def test_skip_existing_is_idempotent_and_notices_changes(tmp_path):
+    src, _ = scene(tmp_path, "s.tif", 3, (1, 40, 40))
+    assert invoke("run", src, "-q").exit_code == 0
+    before = _state(tmp_path)
+    # same input, same config: skipped, nothing touched
+    result = invoke("run", src, "--skip-existing")
+    assert result.exit_code == 0, result.stderr
+    assert "skipped" in result.stderr
+    assert _state(tmp_path) == before
+    # another config: the outputs are stale; refused without --overwrite, redone with it
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("kernel: {type: box, size: 3}\n")
+    result = invoke("run", src, "--skip-existing", "-c", cfg)
+    assert result.exit_code == 1
+    assert "--overwrite" in result.stderr and "config" in result.stderr
+    assert _state(tmp_path) == before
+    result = invoke("run", src, "--skip-existing", "--overwrite", "-c", cfg, "-q")
+    assert result.exit_code == 0, result.stderr
+    redone = _state(tmp_path)
+    assert redone["s.satconv.tif"] != before["s.satconv.tif"]
+    assert invoke("run", src, "--skip-existing", "-c", cfg, "-q").exit_code == 0
+    assert _state(tmp_path) == redone
+    # the input rewritten (new metadata): stale again
+    time.sleep(0.01)
+    os.utime(src)
+    result = invoke("run", src, "--skip-existing", "-c", cfg)
+    assert result.exit_code == 1 and "--overwrite" in result.stderr
+    # the report records what skip-existing compares
+    fp = json.loads((tmp_path / "s.satconv.json").read_text())["fingerprint"]
+    assert set(fp) == {"input", "config"} and all(len(v) == 64 for v in fp.values())
+
+
+def test_skip_existing_with_a_missing_output_is_not_skipped(tmp_path):
+    src, _ = scene(tmp_path, "s.tif", 3, (1, 40, 40))
+    assert invoke("run", src, "-q").exit_code == 0
+    (tmp_path / "s.stride.tif").unlink()
+    result = invoke("run", src, "--skip-existing")
+    assert result.exit_code == 1 and "incomplete" in result.stderr
+    assert invoke("run", src, "--skip-existing", "--overwrite", "-q").exit_code == 0
+    assert (tmp_path / "s.stride.tif").exists()
+
+
+def test_summary_json(tmp_path):
+    good, _ = scene(tmp_path, "g.tif", 0, (1, 20, 20))
+    summary = tmp_path / "summary.json"
+    result = invoke("run", good, tmp_path / "missing.tif", "--summary", summary, "-q")
+    assert result.exit_code == 1
+    s = json.loads(summary.read_text())
+    assert (s["inputs"], s["done"], s["skipped"], s["failed"], s["exit_code"]) == (2, 1, 0, 1, 1)
+    by = {r["input"]: r for r in s["results"]}
+    assert by[str(good)]["status"] == "done"
+    assert by[str(good)]["report"] == str(tmp_path / "g.satconv.json")
+    missing = by[str(tmp_path / "missing.tif")]
+    assert missing["status"] == "failed" and "no such file" in missing["message"]
+    assert missing["error_type"] == "InputError"
+
+
+def test_jobs_give_the_same_outputs_as_one_at_a_time(tmp_path):
+    ins = tmp_path / "in"
+    ins.mkdir()
+    for i in range(3):
+        scene(ins, f"j{i}.tif", 10 + i, (2, 64, 48))
+    one, many = tmp_path / "one", tmp_path / "many"
+    one.mkdir()
+    many.mkdir()
+    assert invoke("run", *sorted(ins.iterdir()), "--out-dir", one, "-q").exit_code == 0
+    proc = satconv("run", str(ins / "*.tif"), "--out-dir", many, "--jobs", 3, "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert listing(one) == listing(many)
+    for name in listing(one):
+        if name.endswith(".tif"):
+            with rasterio.open(one / name) as a, rasterio.open(many / name) as b:
+                np.testing.assert_array_equal(a.read(), b.read())
+                assert a.tags() == b.tags()
+
+
+def test_a_worker_process_that_dies_costs_its_input_only(tmp_path):
+    """--jobs workers run many inputs each; one killed mid-scene (as by the out-of-memory
+    killer) fails that input with one line, leaves nothing behind, and the others are done."""
+    ins = tmp_path / "in"
+    ins.mkdir()
+    rng = np.random.default_rng(2)
+    big = write_geotiff(ins / "big.tif", rng.integers(0, 65535, (1, 2500, 2500), np.uint16))
+    small = [scene(ins, f"s{i}.tif", i, (1, 60, 60))[0] for i in range(4)]
+    cfg = config.from_dict({"kernel": {"type": "custom",
+                                       "weights": np.round(rng.normal(size=(9, 9)), 2).tolist()},
+                            "tile_size": 128})
+    out = tmp_path / "out"
+    out.mkdir()
+    events: list = []
+    killed: list[int] = []
+
+    def emit(ev) -> None:
+        events.append(ev)
+        if ev.kind == "progress" and ev.input == str(big) and ev.fields["phase"] == "execute" \
+                and not killed:
+            with batch._LIVE_LOCK:
+                procs = list(batch._LIVE)
+            # the worker running big.tif is the one that has not answered for it yet
+            for proc in procs:
+                if proc.pid and _runs(proc.pid, "big"):
+                    killed.append(proc.pid)
+                    os.kill(proc.pid, 9)
+
+    opts = batch.RunOptions(out_dir=out, progress_every=5)
+    summary = batch.run_batch([str(big), *map(str, small)], cfg, opts, emit, jobs=2)
+    assert killed, "the scene finished before its worker could be killed"
+    by = {o.input: o for o in summary.outcomes}
+    assert by[str(big)].status == "failed"
+    assert by[str(big)].message == (f"{big}: the worker process died (signal SIGKILL); "
+                                    "nothing written")
+    assert all(by[str(s)].status == "done" for s in small)
+    assert summary.exit_code == 1
+    assert listing(out) == sorted(f"s{i}{ext}" for i in range(4)
+                                  for ext in (".satconv.json", ".satconv.tif", ".stride.tif"))
+
+
+def _runs(pid: int, name: str) -> bool:
+    """Whether process ``pid`` has a file of ``name`` open (its input or staged output)."""
+    try:
+        return any(name in os.readlink(f"/proc/{pid}/fd/{fd}")
+                   for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
+
+
+def test_sigterm_stops_a_batch_and_leaves_nothing(tmp_path):
+    """What cron or systemd does to a run it stops: every worker stops, each removes what it
+    had staged and its lock; exit 143; the interrupted inputs are named."""
+    rng = np.random.default_rng(4)
+    names = []
+    for i in range(2):
+        names.append(write_geotiff(tmp_path / f"b{i}.tif",
+                                   rng.integers(0, 65535, (1, 2500, 2500), np.uint16)))
+    cfg = tmp_path / "c.yaml"
+    weights = np.round(rng.normal(size=(9, 9)), 2).tolist()
+    cfg.write_text(f"kernel: {{type: custom, weights: {weights}}}\ntile_size: 128\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "satconv", "run", *map(str, names), "-c",
+                             str(cfg), "--out-dir", str(out), "--jobs", "2"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.monotonic()
+        while len([n for n in os.listdir(out) if n.endswith(".partial")]) < 2:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() - t0 < 60
+            time.sleep(0.005)
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    assert sorted(err.splitlines()) == sorted(f"satconv: {n}: terminated, nothing written"
+                                              for n in names)
+    assert listing(out) == []

@@ -1,0 +1,186 @@
+"""Issue 6: a batch on a real Dask cluster — a scheduler and two workers, each its own process,
+on loopback — gives outputs identical to a local run's."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+from satconv.scripts.cli import cli
+
+from .conftest import random_image, write_geotiff
+
+pytest.importorskip("distributed", reason="Dask distributed is not installed "
+                    "(pip install 'satconv[dask]')")
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+START_TIMEOUT = 60
+
+
+def _dask_command(*args: str) -> list[str]:
+    """``dask scheduler`` / ``dask worker`` (the ``dask`` command of this environment)."""
+    exe = BIN / "dask"
+    if exe.exists():
+        return [str(exe), *args]
+    found = shutil.which("dask")
+    if found is None:
+        pytest.skip("the dask command is not installed")
+    return [found, *args]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """``dask scheduler`` and two ``dask worker`` processes on 127.0.0.1; yields the
+    scheduler's address; everything is stopped afterwards, whatever happens."""
+    root = tmp_path_factory.mktemp("dask")
+    sched_file = root / "scheduler.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    procs: list[subprocess.Popen] = []
+    logs = []
+
+    def start(name: str, *args: str) -> None:
+        log = open(root / f"{name}.log", "w")  # noqa: SIM115 - closed in finally
+        logs.append(log)
+        procs.append(subprocess.Popen(_dask_command(*args), env=env, stdout=log,
+                                      stderr=subprocess.STDOUT, cwd=root))
+
+    try:
+        start("scheduler", "scheduler", "--host", "127.0.0.1", "--port", "0",
+              "--no-dashboard", "--scheduler-file", str(sched_file))
+        deadline = time.monotonic() + START_TIMEOUT
+        while not (sched_file.exists() and sched_file.stat().st_size):
+            assert procs[0].poll() is None, (root / "scheduler.log").read_text()
+            assert time.monotonic() < deadline, "the scheduler did not start"
+            time.sleep(0.1)
+        time.sleep(0.2)
+        address = json.loads(sched_file.read_text())["address"]
+        assert address.startswith("tcp://127.0.0.1:")
+        for i in (1, 2):
+            start(f"worker{i}", "worker", "--scheduler-file", str(sched_file), "--host",
+                  "127.0.0.1", "--nthreads", "1", "--no-dashboard", "--no-nanny",
+                  "--name", f"w{i}")
+        from distributed import Client
+
+        with Client(address, timeout=START_TIMEOUT) as client:
+            client.wait_for_workers(2, timeout=START_TIMEOUT)
+        yield address
+    finally:
+        for p in procs[::-1]:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for log in logs:
+            log.close()
+
+
+def invoke(*args: object):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def assert_identical(a_path: Path, b_path: Path) -> None:
+    with rasterio.open(a_path) as a, rasterio.open(b_path) as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+        np.testing.assert_array_equal(a.read_masks(), b.read_masks())
+        assert (a.crs, a.transform, a.shape, a.count, a.dtypes) == \
+            (b.crs, b.transform, b.shape, b.count, b.dtypes)
+        assert a.tags() == b.tags()  # version and config only: no timestamps in tags
+        assert str(a.nodata) == str(b.nodata)
+        assert a.descriptions == b.descriptions
+
+
+def reports_agree(a: Path, b: Path) -> None:
+    ra, rb = (json.loads(p.read_text()) for p in (a, b))
+    for key in ("config", "fingerprint", "plan", "scene"):
+        assert ra[key] == rb[key]
+    assert ra["execute"]["kernel_evaluations"] == rb["execute"]["kernel_evaluations"]
+
+
+def test_batch_on_dask_equals_local_run(cluster, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative names: the workers run in another folder
+    ins = tmp_path / "in"
+    ins.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(3):
+        data = random_image(rng, (2, 150 + 20 * i, 170), "uint16")
+        data[:, :40] = 0
+        write_geotiff(ins / f"s{i}.tif", data, nodata=0, descriptions=["red", "nir"])
+    (ins / "broken.tif").write_bytes(b"II*\x00" + b"\x00" * 64)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("tile_size: 32\nstrides: [1, 2, 4]\n")
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    local.mkdir()
+    remote.mkdir()
+    good = [ins / f"s{i}.tif" for i in range(3)]
+    assert invoke("run", *good, "-c", cfg, "--out-dir", local, "-q").exit_code == 0
+    result = invoke("run", "in/*.tif", "-c", "c.yaml", "--out-dir", "remote", "--scheduler",
+                    cluster, "--log-format", "json", "--summary", tmp_path / "summary.json")
+    assert result.exit_code == 1, result.stderr
+    events = [json.loads(ln) for ln in result.stderr.splitlines()]
+    assert events[0]["event"] == "batch_start" and events[0]["backend"] == "dask"
+    failed = [e for e in events if e["event"] == "failed"]
+    assert [e["input"] for e in failed] == ["in/broken.tif"]
+    assert failed[0]["error"].startswith("in/broken.tif: ")  # named as given
+    assert sorted(e["input"] for e in events if e["event"] == "done") == \
+        [f"in/s{i}.tif" for i in range(3)]
+    # progress travelled back from the workers
+    assert any(e["event"] == "progress" and e["input"] == "in/s0.tif" for e in events)
+    assert sorted(os.listdir(local)) == sorted(os.listdir(remote))
+    for i in range(3):
+        assert_identical(local / f"s{i}.satconv.tif", remote / f"s{i}.satconv.tif")
+        assert_identical(local / f"s{i}.stride.tif", remote / f"s{i}.stride.tif")
+        reports_agree(local / f"s{i}.satconv.json", remote / f"s{i}.satconv.json")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["done"], summary["failed"], summary["backend"]) == (3, 1, "dask")
+
+
+def test_one_scene_in_row_bands_on_dask_equals_local_run(cluster, tmp_path, monkeypatch):
+    rng = np.random.default_rng(9)
+    data = random_image(rng, (1, 700, 650), "int16")
+    scene = write_geotiff(tmp_path / "big.tif", data)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("tile_size: 32\nkernel: {type: gaussian, size: 5, sigma: 1.5}\n")
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    local.mkdir()
+    remote.mkdir()
+    assert invoke("run", scene, "-c", cfg, "--out-dir", local, "-q").exit_code == 0
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", cluster)  # the address from the environment
+    monkeypatch.chdir(tmp_path)
+    result = invoke("run", "big.tif", "-c", "c.yaml", "--out-dir", "remote", "--distribute",
+                    "bands")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((remote / "big.satconv.json").read_text())
+    assert report["execute"]["parts"] > 2  # several row-band tasks
+    assert_identical(local / "big.satconv.tif", remote / "big.satconv.tif")
+    assert_identical(local / "big.stride.tif", remote / "big.stride.tif")
+    reports_agree(local / "big.satconv.json", remote / "big.satconv.json")
+    assert sorted(os.listdir(remote)) == ["big.satconv.json", "big.satconv.tif",
+                                          "big.stride.tif"]
+
+
+def test_unreachable_scheduler_is_a_clear_error(tmp_path, monkeypatch):
+    from satconv import distributed
+
+    monkeypatch.setattr(distributed, "CONNECT_TIMEOUT", 2)
+    data = np.zeros((1, 10, 10), np.uint8)
+    scene = write_geotiff(tmp_path / "s.tif", data)
+    result = invoke("run", scene, "--scheduler", "tcp://127.0.0.1:9")
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "tcp://127.0.0.1:9" in lines[0] and "scheduler" in lines[0]
+    assert sorted(os.listdir(tmp_path)) == ["s.tif"]

@@ -1,0 +1,196 @@
+"""Issue 6: a run killed at any moment (SIGKILL) and run again ends with the outputs of an
+uninterrupted run; no finished-looking file exists in between; --resume continues from the
+finished row bands (part files and a checkpoint beside the staged output)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+from satconv import parts
+from satconv.scripts.cli import cli
+
+from .conftest import write_geotiff
+
+REPO = Path(__file__).resolve().parents[1]
+FINALS = ("big.satconv.tif", "big.stride.tif", "big.satconv.json")
+
+
+def popen(*args: object) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "satconv", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def invoke(*args: object):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    """A 1800 x 1800, 2-band scene, a 7x7 kernel on tiles of 128 (15 x 15 tiles, 4 parts), and
+    the outputs of one uninterrupted run (which also warms numba's cache)."""
+    root = tmp_path_factory.mktemp("resume")
+    rng = np.random.default_rng(6)
+    data = rng.integers(0, 65535, size=(2, 1800, 1800), dtype=np.uint16)
+    data[:, :300, :] = 1000  # flat water: coarse strides there, fine ones elsewhere
+    scene = write_geotiff(root / "big.tif", data)
+    weights = np.round(rng.normal(size=(7, 7)), 2).tolist()
+    cfg = root / "c.yaml"
+    cfg.write_text(f"kernel: {{type: custom, weights: {weights}}}\ntile_size: 128\n")
+    ref = root / "ref"
+    ref.mkdir()
+    t0 = time.monotonic()
+    result = invoke("run", scene, "-c", cfg, "--out-dir", ref, "-q")
+    assert result.exit_code == 0, result.stderr
+    return {"scene": scene, "cfg": cfg, "ref": ref, "seconds": time.monotonic() - t0,
+            "root": root}
+
+
+def assert_same_outputs(got: Path, ref: Path) -> None:
+    """Pixels, georeferencing, tags, nodata and the stride map equal; reports equal apart
+    from timings and memory."""
+    for name in ("big.satconv.tif", "big.stride.tif"):
+        with rasterio.open(got / name) as a, rasterio.open(ref / name) as b:
+            np.testing.assert_array_equal(a.read(), b.read())
+            np.testing.assert_array_equal(a.read_masks(), b.read_masks())
+            assert (a.crs, a.transform, a.dtypes) == (b.crs, b.transform, b.dtypes)
+            assert a.tags() == b.tags()
+            assert str(a.nodata) == str(b.nodata)
+    ra, rb = (json.loads((d / "big.satconv.json").read_text()) for d in (got, ref))
+    for key in ("config", "fingerprint", "plan", "scene"):
+        assert ra[key] == rb[key]
+    assert ra["execute"]["kernel_evaluations"] == rb["execute"]["kernel_evaluations"]
+
+
+def kill_during_run(out: Path, cfg: Path, scene: Path, after: float | None = None,
+                    parts_done: int | None = None, resume: bool = True,
+                    staged: bool = False) -> set[str]:
+    """Start a run into ``out``, SIGKILL it ``after`` seconds (or once ``parts_done`` part
+    files exist, or once its staged output exists), and return every name seen in ``out``
+    while it ran."""
+    args = ["run", scene, "-c", cfg, "--out-dir", out, "-q"] + (["--resume"] if resume else [])
+    proc = popen(*args)
+    seen: set[str] = set()
+    t0 = time.monotonic()
+    try:
+        while proc.poll() is None:
+            names = set(os.listdir(out))
+            seen |= names
+            done = [n for n in names if n.startswith(".big.satconv.tif.satconv-part-")
+                    and n.endswith(".tif")]
+            if (after is not None and time.monotonic() - t0 >= after) or \
+                    (parts_done is not None and len(done) >= parts_done) or \
+                    (staged and f".big.satconv.tif.{proc.pid}.partial" in names):
+                proc.send_signal(signal.SIGKILL)
+                break
+            assert time.monotonic() - t0 < 120
+            time.sleep(0.005)
+    finally:
+        proc.wait(timeout=60)
+        proc.stdout.close()
+        proc.stderr.close()
+    return seen
+
+
+def no_finished_looking_file(out: Path) -> bool:
+    names = set(os.listdir(out))
+    return not names & set(FINALS) or set(FINALS) <= names  # none, or a finished run's three
+
+
+def test_kill_after_some_bands_then_resume(big, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    kill_during_run(out, big["cfg"], big["scene"], parts_done=2)
+    left = set(os.listdir(out))
+    assert not left & set(FINALS), left
+    assert ".big.satconv.tif.satconv.ckpt" in left and ".big.satconv.tif.lock" in left
+    result = invoke("run", big["scene"], "-c", big["cfg"], "--out-dir", out, "--resume")
+    assert result.exit_code == 0, result.stderr
+    assert "took over the lock of a satconv run that is gone" in result.stderr
+    assert "resuming an interrupted run" in result.stderr
+    report = json.loads((out / "big.satconv.json").read_text())
+    assert report["execute"]["resumed_tiles"] >= 2 * 15
+    assert_same_outputs(out, big["ref"])
+    assert sorted(os.listdir(out)) == sorted(FINALS)  # parts, checkpoint, lock: all gone
+
+
+def test_sigkill_at_random_moments_then_rerun(big, tmp_path):
+    rng = random.Random(int(os.environ.get("SATCONV_KILL_SEED", "6")))
+    span = max(2.0, 1.5 * big["seconds"]) + 1.5  # interpreter start-up included
+    for i in range(3):
+        out = tmp_path / f"out{i}"
+        out.mkdir()
+        after = rng.uniform(0.2, span)
+        seen = kill_during_run(out, big["cfg"], big["scene"], after=after)
+        assert no_finished_looking_file(out), (after, sorted(os.listdir(out)))
+        assert any(n.endswith(".partial") for n in seen) or set(FINALS) <= seen, (after, seen)
+        result = invoke("run", big["scene"], "-c", big["cfg"], "--out-dir", out, "--resume",
+                        "--skip-existing", "-q")
+        assert result.exit_code == 0, (after, result.stderr)
+        assert_same_outputs(out, big["ref"])
+        assert sorted(os.listdir(out)) == sorted(FINALS), after
+
+
+def test_kill_without_resume_then_plain_rerun(big, tmp_path):
+    """A plain run killed: the rerun takes the stale lock over, removes the dead run's staged
+    files and writes everything again."""
+    out = tmp_path / "out"
+    out.mkdir()
+    seen = kill_during_run(out, big["cfg"], big["scene"], resume=False, staged=True)
+    assert not set(os.listdir(out)) & set(FINALS)
+    assert any(n.endswith(".partial") for n in seen)
+    result = invoke("run", big["scene"], "-c", big["cfg"], "--out-dir", out)
+    assert result.exit_code == 0, result.stderr
+    assert_same_outputs(out, big["ref"])
+    assert sorted(os.listdir(out)) == sorted(FINALS)
+
+
+def test_checkpoint_of_another_config_is_not_used(big, tmp_path, monkeypatch):
+    """Resume only continues the same input and config: a checkpoint made with another
+    kernel is discarded, and the result is that of the new config."""
+    out = tmp_path / "out"
+    out.mkdir()
+    calls = {"n": 0}
+    real = parts.PartsEngine.part_done
+
+    def crash_after_two(self, k, evaluations):
+        real(self, k, evaluations)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # as a Ctrl-C: the finished parts stay
+
+    monkeypatch.setattr(parts.PartsEngine, "part_done", crash_after_two)
+    other = tmp_path / "other.yaml"
+    other.write_text("kernel: {type: box, size: 5}\ntile_size: 128\n")
+    result = CliRunner().invoke(cli, ["run", str(big["scene"]), "-c", str(other), "--out-dir",
+                                      str(out), "--resume", "-q"])
+    assert result.exit_code == 130
+    assert "interrupted" in result.stderr and "kept for --resume" in result.stderr
+    assert (out / ".big.satconv.tif.satconv.ckpt").exists()
+    monkeypatch.setattr(parts.PartsEngine, "part_done", real)
+    result = invoke("run", big["scene"], "-c", big["cfg"], "--out-dir", out, "--resume")
+    assert result.exit_code == 0, result.stderr
+    assert "discarded what an interrupted run left" in result.stderr
+    assert json.loads((out / "big.satconv.json").read_text())["execute"]["resumed_tiles"] == 0
+    assert_same_outputs(out, big["ref"])
+
+
+def test_resume_without_checkpoint_equals_plain_run(big, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    result = invoke("run", big["scene"], "-c", big["cfg"], "--out-dir", out, "--resume", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert_same_outputs(out, big["ref"])
+    assert sorted(os.listdir(out)) == sorted(FINALS)
