@@ -17,39 +17,12 @@ from satconv import config
 from satconv.errors import ConfigError
 from satconv.scripts.cli import cli
 
+from .test_config import CONTRACT_YAML
+
 REPO = Path(__file__).resolve().parents[1]
 
 #: SPEC section 4, verbatim: these keys must keep working exactly as written.
-SPEC_CONTRACT = """\
-kernel:                 # one of: a named kernel ...
-  type: gaussian        # gaussian | box | sobel_x | sobel_y | laplacian | sharpen | custom
-  size: 5               # odd
-  sigma: 1.0            # gaussian only
-  # weights: [[0, 1, 0], [1, -4, 1], [0, 1, 0]]   # type: custom (odd square or rectangle)
-boundary: reflect       # reflect | mirror | nearest | constant | wrap
-cval: 0.0               # constant only
-tile_size: 256
-strides: [1, 2, 4]      # allowed strides (powers of two; tile_size a multiple of each)
-policy:
-  type: variance        # variance | budget | refine   (context combines with any)
-  window: 8
-  statistic: max        # max | mean | p90
-  thresholds: auto      # auto, or a list of variances, one per step from stride 1 up
-  # fraction: 0.3       # budget: share of the full-resolution compute to spend
-  # tolerance: 0.5      # refine: largest allowed reconstruction RMSE per tile, in output units
-  # tolerance_db: 40    # refine: or a PSNR target for the whole output (peak = its value
-                        #   range); tiles share the error budget, none below target - 5 dB
-context:                # optional
-  # mask: roi.tif       # non-zero pixels are regions of interest
-  # geometries: roi.geojson
-  # inside_stride: 1
-  # skip_outside: false
-reconstruction: bilinear  # bilinear | nearest
-output:
-  dtype: float32        # float32 | float64 | same
-  compress: deflate     # deflate | zstd | lzw | none
-  cog: false
-"""
+SPEC_CONTRACT = CONTRACT_YAML
 
 
 def write(tmp_path: Path, text: str | bytes, name: str = "c.yaml") -> Path:
