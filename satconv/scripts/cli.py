@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from .. import __version__, api, config
-from ..errors import SatconvError, UsageError
+from ..errors import ConfigError, SatconvError, UsageError
 
 
 def _progress_factory(enabled: bool, label: str) -> api.ProgressFactory:
@@ -76,11 +76,13 @@ def cli() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Worker threads per scene (default: all CPUs).")
+@click.option("--error-map", is_flag=True,
+              help="Also write OUT.error.tif: the estimated RMS error per tile.")
 @quiet_option
 @debug_option
 def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
         out_dir: str | None, plan_path: str | None, overwrite: bool, threads: int | None,
-        quiet: bool, debug: bool) -> None:
+        error_map: bool, quiet: bool, debug: bool) -> None:
     """Convolve INPUTS; write OUT.satconv.tif, OUT.stride.tif and OUT.satconv.json."""
     settings = _load_settings(config_path, debug)
     try:
@@ -102,6 +104,7 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
                 plan_path=Path(plan_path) if plan_path else None,
                 overwrite=overwrite, workers=threads,
                 progress=_progress_factory(show, Path(src).name),
+                error_map=error_map,
             )
         except SatconvError as err:
             _fail(err, debug)
@@ -135,16 +138,17 @@ def plan(input: str, config_path: str | None, output: str | None, overwrite: boo
     settings = _load_settings(config_path, debug)
     show = not quiet and sys.stderr.isatty()
     try:
-        info, the_plan = api.plan_scene(input, settings,
-                                        progress=_progress_factory(show, Path(input).name))
+        cmp = api.compare_scene(input, settings,
+                                progress=_progress_factory(show, Path(input).name))
+        info, the_plan = cmp.info, cmp.plan
         if output:
             api.write_plan(Path(output), info, the_plan, settings, overwrite)
     except SatconvError as err:
         _fail(err, debug)
-        sys.exit(1)
+        sys.exit(err.exit_code if isinstance(err, ConfigError) else 1)
     summary = the_plan.summary()
     click.echo(f"{input}: {info.width}x{info.height}, {info.count} band(s) {info.dtype}, "
-               f"tiles of {settings.tile_size}")
+               f"tiles of {settings.tile_size}, policy {settings.policy.type}")
     total = sum(the_plan.histogram().values())
     for stride, count in the_plan.histogram().items():
         label = "skipped" if stride == 0 else f"stride {stride}"
@@ -154,6 +158,27 @@ def plan(input: str, config_path: str | None, output: str | None, overwrite: boo
     if "predicted_rmse_overall" in summary:
         click.echo(f"  predicted RMS error: {summary['predicted_rmse_overall']:.4g} overall, "
                    f"{summary['predicted_rmse_max']:.4g} worst tile")
+    cap = summary.get("stride_cap", {})
+    if cap.get("capped"):
+        click.echo(f"  stride cap: {cap['max_stride']} on textured tiles ({cap['source']}); "
+                   f"strides {cap['capped']} only on flat tiles (config max_stride overrides)")
+    if settings.policy.type == "refine":
+        click.echo("  refine decides strides while executing; the strides above are the "
+                   "error model's prediction")
+    click.echo("  predicted by the error model (compute = kernel evaluations, PSNR: worst band, "
+               "peak = output range):")
+    click.echo(f"    {'plan':<36} {'compute':>8} {'PSNR':>9}")
+    for row in [*cmp.policies, *cmp.uniform]:
+        click.echo(f"    {row.label:<36} {100 * row.compute:7.2f}% {_db(row.psnr_db):>9}")
+    best = cmp.best_uniform
+    if best is not None:
+        click.echo(f"  best uniform stride as good as this plan ({_db(cmp.predicted.psnr_db)}): "
+                   f"{best.label.removeprefix('uniform ')}, {100 * best.compute:.2f}% compute "
+                   f"vs {100 * cmp.predicted.compute:.2f}%")
+
+
+def _db(value: float) -> str:
+    return "exact" if value == float("inf") else f"{value:.1f} dB"
 
 
 @cli.group(name="config")
