@@ -84,20 +84,17 @@ def to_output(values: np.ndarray, dtype: str, nodata: float) -> np.ndarray:
 
 
 def _tile_error(plan: Plan, tile: Tile, result: TileResult) -> np.ndarray:
-    """The estimated RMS error per band of an executed tile, as reported: the larger of the
-    estimate with the tile's check samples (what refinement decided by) and the one without
-    (coarse surplus and model, with the wider margin)."""
+    """The estimated RMS error per band of an executed tile: for a refined tile the estimate
+    its refinement stopped on (so never above its tolerance), else the one from the coarse
+    surplus and the model (``ErrorEstimator`` without checks: the wider margin)."""
     bands = result.values.shape[0]
     if plan.estimator is None or result.stride <= 1:
         return np.zeros(bands)
     nan = np.full(bands, np.nan)
-    coarse = nan if result.coarse is None else result.coarse
-    predicted = plan.predicted_at(tile.ty, tile.tx, result.stride)
-    unchecked = plan.estimator.estimate(result.stride, nan, coarse, predicted)
-    if result.centre is None:
-        return unchecked
-    return np.maximum(unchecked, plan.estimator.estimate(
-        result.stride, result.centre, coarse, predicted, result.full_checks))
+    return plan.estimator.estimate(
+        result.stride, nan if result.centre is None else result.centre,
+        nan if result.coarse is None else result.coarse,
+        plan.predicted_at(tile.ty, tile.tx, result.stride), result.full_checks)
 
 
 def _acceptor(plan: Plan, tile: Tile):  # noqa: ANN202 - convolve.Acceptor
