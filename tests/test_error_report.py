@@ -19,7 +19,7 @@ except ImportError:  # tests/ run as a plain folder
     import policy_support as ps
 
 BASE = {"kernel": {"type": "gaussian", "size": 13, "sigma": 2.0},
-        "strides": [1, 2, 4, 8, 16], "max_stride": 16, "tile_size": 64,
+        "strides": [1, 2, 4, 8, 16], "max_stride": 16, "tile_size": 128,
         "output": {"dtype": "float64"}}
 POLICIES = {"variance": {"type": "variance"},
             "budget": {"type": "budget", "fraction": 0.1},
@@ -28,9 +28,9 @@ POLICIES = {"variance": {"type": "variance"},
 
 def scene_of(name, tmp_path):
     if name == "sample":
-        return ps.crop(ps.sample_scene(), tmp_path / "sample.tif", (512, 1280, 512, 1536))
+        return ps.crop(ps.sample_scene(), tmp_path / "sample.tif", (0, 1280, 512, 2048))
     if name == "world.byte.tif":
-        return ps.crop(ps.shared_data() / name, tmp_path / "w.tif", (128, 768, 0, 1536))
+        return ps.crop(ps.shared_data() / name, tmp_path / "w.tif", (128, 896, 0, 2048))
     return ps.shared_data() / name
 
 
@@ -51,7 +51,7 @@ def test_estimates_are_at_or_above_the_measured_error(name, policy, method, tmp_
     api.run_scene(scene, s, output=tmp_path / "o.tif", error_map=True)
     x, valid = ps.read_scene(scene)
     ref = ps.dense(x, valid, kernels.gaussian(13, 2.0))
-    measured = ps.tile_rmse(ps.read_output(tmp_path / "o.tif"), ref, 64)
+    measured = ps.tile_rmse(ps.read_output(tmp_path / "o.tif"), ref, 128)
     with rasterio.open(tmp_path / "o.error.tif") as ds:
         estimate = np.moveaxis(ds.read(), 0, -1).astype(np.float64)
     strides = ps.read_band(tmp_path / "o.stride.tif")

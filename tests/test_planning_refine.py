@@ -91,6 +91,21 @@ def test_stopping_at_a_stride_gives_that_strides_result_plus_checks(stop):
         assert res.evaluations - res.checks == direct.evaluations
 
 
+def test_the_stride_map_is_the_executed_plan(tmp_path):
+    """The stride map of a refine run is what ran: executing it again with --plan gives the
+    same output, for the same evaluations less the check samples."""
+    rgb = ps.shared_data() / "RGB.byte.tif"
+    s = config.from_dict({**LOWPASS, "tile_size": 128, "reconstruction": "cubic",
+                          "policy": {"type": "refine", "tolerance_db": 40},
+                          "output": {"dtype": "float64"}})
+    a, rep_a = run(rgb, s, tmp_path / "a.tif")
+    b, rep_b = run(rgb, s, tmp_path / "b.tif", tmp_path / "a.stride.tif")
+    np.testing.assert_array_equal(a, b)
+    assert len(np.unique(ps.read_band(tmp_path / "a.stride.tif"))) >= 3
+    assert 0 < rep_a.execute["kernel_evaluations"] - rep_b.execute["kernel_evaluations"] \
+        < 0.2 * rep_b.execute["kernel_evaluations"]
+
+
 # ---------------------------------------------------------------- tolerance on real scenes
 
 
