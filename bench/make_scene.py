@@ -44,7 +44,8 @@ def write_scene(path: Path, size: int, bands: int, compress: str = "deflate") ->
             if r0 < size // 50:
                 img[: max(0, size // 50 - r0)] = 0
             for b in range(bands):
-                dst.write(np.where(img == 0, img, img + np.uint16(50 * b)), b + 1, window=Window(0, r0, size, h))
+                dst.write(np.where(img == 0, img, img + np.uint16(50 * b)), b + 1,
+                          window=Window(0, r0, size, h))
     os.replace(tmp, path)
 
 
