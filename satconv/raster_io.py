@@ -478,7 +478,7 @@ def write_error_map(path: Path, errors: np.ndarray, info: RasterInfo, tile_size:
 
 def stride_map_transform(transform: Affine, tile_size: int) -> Affine:
     """One stride-map pixel per tile: the input transform scaled by the tile size."""
-    return transform * Affine.scale(tile_size)
+    return transform @ Affine.scale(tile_size)
 
 
 def write_stride_map(path: Path, strides: np.ndarray, info: RasterInfo, tile_size: int,

@@ -39,11 +39,25 @@ def spent(report) -> float:
 
 @pytest.mark.parametrize("name", ["RGB.byte.tif", "world.byte.tif", "sample"])
 @pytest.mark.parametrize("fraction", [0.1, 0.3])
-def test_spends_the_budget_within_2_percent(name, fraction, tmp_path):
+@pytest.mark.parametrize("method", ["bilinear", "cubic"])
+def test_spends_the_budget_within_2_percent(name, fraction, method, tmp_path):
+    """Kernel evaluations counted by the executor, nodata collars and all (next to nodata,
+    pixels are computed exactly: the plan counts them)."""
     scene = scene_of(name, tmp_path)
-    s = config.from_dict({**BASE, "policy": {"type": "budget", "fraction": fraction}})
+    s = config.from_dict({**BASE, "reconstruction": method,
+                          "policy": {"type": "budget", "fraction": fraction}})
     rep = api.run_scene(scene, s, output=tmp_path / "b.tif")
     assert abs(spent(rep) / fraction - 1) <= 0.02, (spent(rep), rep.plan)
+
+
+def test_regions_of_interest_are_paid_from_the_budget(tmp_path):
+    rgb = ps.shared_data() / "RGB.byte.tif"
+    (tmp_path / "d.json").write_text('[{"bbox": [300, 300, 60, 60]}, {"bbox": [600, 90, 9, 9]}]')
+    s = config.from_dict({**BASE, "policy": {"type": "budget", "fraction": 0.3},
+                          "context": {"detections": str(tmp_path / "d.json")}})
+    rep = api.run_scene(rgb, s, output=tmp_path / "b.tif")
+    assert rep.plan["context"]["tiles_inside"] == 2
+    assert abs(spent(rep) / 0.3 - 1) <= 0.02, spent(rep)
 
 
 @pytest.mark.parametrize("name", ["RGB.byte.tif", "world.byte.tif", "sample"])

@@ -118,7 +118,7 @@ def write_plan(path, strides, scene, tile):
     with rasterio.open(scene) as ds:
         profile = {"driver": "GTiff", "width": strides.shape[1], "height": strides.shape[0],
                    "count": 1, "dtype": "uint8", "crs": ds.crs,
-                   "transform": ds.transform * rasterio.Affine.scale(tile)}
+                   "transform": ds.transform @ rasterio.Affine.scale(tile)}
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(strides.astype(np.uint8), 1)
     return path
@@ -234,6 +234,54 @@ def test_tolerance_db_compute_bars(db_runs, name, bar):
     else:
         cheapest = min(ev for p, ev in uniform.values() if p >= psnr)
         assert cheapest >= 1.5 * spent, (spent, uniform)
+
+
+# ---------------------------------------------------------------- kernel caps
+
+
+def half_flat(tmp_path):
+    """Left half constant, right half textured (tiles of 32)."""
+    rng = np.random.default_rng(5)
+    x = np.full((64, 128), 500.0, dtype=np.float32)
+    x[:, 64:] += (ndimage.gaussian_filter(rng.normal(size=(64, 64)), 1.5) * 300).astype(
+        np.float32)
+    return ps.write_tif(tmp_path / "half.tif", x)
+
+
+def test_derivative_kernels_are_capped_at_stride_1_except_on_constant_tiles(tmp_path):
+    scene = half_flat(tmp_path)
+    for policy in ({"type": "variance", "target_error": 0.5},
+                   {"type": "budget", "fraction": 0.6},
+                   {"type": "refine", "tolerance": 1e9}):
+        s = config.from_dict({"kernel": {"type": "sobel_x"}, "strides": [1, 2], "tile_size": 32,
+                              "policy": policy})
+        _, plan = api.plan_scene(scene, s)
+        assert plan.details["stride_cap"]["max_stride"] == 1
+        start = plan.refine.start if plan.refine is not None else plan.strides
+        assert (start[:, :2] == 2).all() and (start[:, 2:] == 1).all(), policy
+        if policy["type"] != "budget":  # (the budget would spend on stride 1 anyway)
+            lifted = config.from_dict({**s.to_dict(), "max_stride": "none"})
+            start = api.plan_scene(scene, lifted)[1]
+            start = start.refine.start if start.refine is not None else start.strides
+            assert (start == 2).all()
+
+
+def test_gaussian_cap_follows_sigma_and_config_overrides_it(tmp_path):
+    scene = half_flat(tmp_path)
+    for sigma, cap in ((1.0, 4), (2.0, 8), (4.0, 16)):
+        s = config.from_dict({"kernel": {"size": 4 * int(sigma) + 1 + 2 * int(sigma),
+                                         "sigma": sigma}, "strides": [1, 2, 4, 8, 16, 32],
+                              "tile_size": 32, "policy": {"type": "refine", "tolerance": 1e9}})
+        _, plan = api.plan_scene(scene, s)
+        assert plan.details["stride_cap"]["max_stride"] == cap
+        assert (plan.refine.start[:, 2:] == cap).all() and (plan.refine.start[:, :2] == 32).all()
+    s = config.from_dict({"kernel": {"size": 13, "sigma": 2.0}, "strides": [1, 2, 4, 8, 16],
+                          "tile_size": 32, "max_stride": 2,
+                          "policy": {"type": "refine", "tolerance": 1e9}})
+    _, plan = api.plan_scene(scene, s)
+    assert plan.details["stride_cap"] == {"max_stride": 2, "source": "config max_stride",
+                                          "capped": [4, 8, 16]}
+    assert (plan.refine.start[:, 2:] == 2).all()
 
 
 # ---------------------------------------------------------------- config
