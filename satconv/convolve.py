@@ -385,6 +385,59 @@ def _check_places(rpos: np.ndarray, cpos: np.ndarray, half_r: np.ndarray,
 Acceptor = Callable[[int, np.ndarray, np.ndarray, bool], bool]
 
 
+def _check(block: np.ndarray, vbs: list, kernel: PreparedKernel, grid: np.ndarray,
+           rpos: np.ndarray, cpos: np.ndarray, places: list[tuple[np.ndarray, np.ndarray]],
+           masks: list, method: str, min_fraction: float) -> tuple[list, np.ndarray]:
+    """Evaluate the check samples at ``places`` and the RMS surplus they show per band over
+    what interpolating ``grid`` predicts. Returns the checks as (rows, cols, values) blocks."""
+    bands = block.shape[0]
+    found = []
+    sums = np.zeros(bands)
+    counts = np.zeros(bands, dtype=np.int64)
+    for pr, pc in places:
+        vals = np.stack([_samples_at(block[b], vbs[b], kernel, pr, pc, min_fraction)
+                         for b in range(bands)])
+        found.append((pr, pc, vals))
+        for b in range(bands):
+            pred = _interpolate_at(grid[b], rpos, cpos, pr, pc, method)
+            sq, n = _surplus_sums(vals[b], pred, pr, pc, masks[b])
+            sums[b] += sq
+            counts[b] += n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rms = np.where(counts > 0, np.sqrt(sums / np.maximum(counts, 1)), np.nan)
+    return found, rms
+
+
+def _finer_grid(block: np.ndarray, vbs: list, kernel: PreparedKernel,
+                known_blocks: list, rf: np.ndarray, cf: np.ndarray,
+                min_fraction: float) -> tuple[np.ndarray, int]:
+    """The samples of every band at ``rf`` x ``cf``: those in ``known_blocks`` (rows, cols,
+    values) are reused, only the others are evaluated. Returns the grid and the evaluations."""
+    bands = block.shape[0]
+    new = np.full((bands, rf.size, cf.size), np.nan)
+    known = np.zeros((rf.size, cf.size), dtype=bool)
+    for pr, pc, vals in known_blocks:
+        # (the stride-1 grid has no closing sample: a coarser grid's is not carried over)
+        kr, kc = np.isin(pr, rf), np.isin(pc, cf)
+        if kr.any() and kc.any():
+            sel = np.ix_(np.searchsorted(rf, pr[kr]), np.searchsorted(cf, pc[kc]))
+            new[(slice(None), *sel)] = vals[:, kr][:, :, kc]
+            known[sel] = True
+    groups: dict[bytes, list[int]] = {}  # rows missing the same columns
+    for i in range(rf.size):
+        if not known[i].all():
+            groups.setdefault(np.packbits(~known[i]).tobytes(), []).append(i)
+    evaluations = 0
+    for members in groups.values():
+        rows = np.asarray(members, dtype=np.int64)
+        cols = np.flatnonzero(~known[members[0]])
+        for b in range(bands):
+            new[b][np.ix_(rows, cols)] = _samples_at(block[b], vbs[b], kernel, rf[rows],
+                                                     cf[cols], min_fraction)
+        evaluations += rows.size * cols.size * bands
+    return new, evaluations
+
+
 def refine_tile(
     read: Reader,
     tile: Tile,
@@ -400,18 +453,16 @@ def refine_tile(
 ) -> TileResult:
     """Convolve one tile at the coarsest of ``strides`` that ``accept`` allows.
 
-    The tile starts at the coarsest stride. At each stride, check samples halfway between the
-    samples (a regular sub-lattice of the cell centres, at least ``checks`` of them where the
-    tile has that many cells) are compared with what interpolating
-    the samples predicts there; with the coarse surplus of the samples themselves, ``accept``
-    decides whether the tile stops. If not, the tile moves to the next finer stride: its grid
-    contains the samples and the checks already computed, and only the missing positions are
-    evaluated. The finest stride is accepted without checks. Nothing is computed twice: the
-    evaluations are the final grid's samples plus the last level's checks (and the pixels
-    next to invalid data that are always computed exactly).
+    The tile starts at the coarsest stride. At each stride, check samples on the half-stride
+    grid (``_check_places``) are compared with what interpolating the samples predicts there;
+    with the coarse surplus of the samples themselves, ``accept`` decides whether the tile
+    stops. If not, the tile moves to the next finer stride: its grid contains the samples and
+    the checks already computed, and only the missing positions are evaluated. The finest
+    stride is accepted without checks. Nothing is computed twice: the evaluations are the
+    final grid's samples plus the last level's checks (and the pixels next to invalid data
+    that are always computed exactly).
     """
     order = sorted(strides, reverse=True)
-    lattice = checks
     ts = tile_samples(tile, order[0], height, width, kernel, mode)
     block, valid = read(ts.src_rows, ts.src_cols)
     h, w = tile.height, tile.width
@@ -422,65 +473,30 @@ def refine_tile(
     grid = np.stack([_samples_at(block[b], vbs[b], kernel, rpos, cpos, min_fraction)
                      for b in range(bands)])
     evaluations = grid[0].size * bands
-    centre = np.full(bands, np.nan)
-    coarse = np.full(bands, np.nan)
     level = 0
     while True:
         stride = order[level]
         coarse = np.array([_coarse_surplus(grid[b], rpos, cpos, h, w, method, masks[b])
                            for b in range(bands)])
         if level == len(order) - 1:
-            centre = np.full(bands, np.nan)
-            full = False
-            checked = 0
+            centre, full, checked = np.full(bands, np.nan), False, 0
             break
         half_r = sample_positions(tile.row0, tile.row1, height, stride // 2) - tile.row0
         half_c = sample_positions(tile.col0, tile.col1, width, stride // 2) - tile.col0
-        places, full = _check_places(rpos, cpos, half_r, half_c, h, w, lattice)
-        found = []
-        checked = 0
-        sums = np.zeros(bands)
-        counts = np.zeros(bands, dtype=np.int64)
-        for pr, pc in places:
-            vals = np.stack([_samples_at(block[b], vbs[b], kernel, pr, pc, min_fraction)
-                             for b in range(bands)])
-            evaluations += vals[0].size * bands
-            checked += vals[0].size * bands
-            found.append((pr, pc, vals))
-            for b in range(bands):
-                pred = _interpolate_at(grid[b], rpos, cpos, pr, pc, method)
-                sq, n = _surplus_sums(vals[b], pred, pr, pc, masks[b])
-                sums[b] += sq
-                counts[b] += n
-        with np.errstate(invalid="ignore", divide="ignore"):
-            centre = np.where(counts > 0, np.sqrt(sums / np.maximum(counts, 1)), np.nan)
+        places, full = _check_places(rpos, cpos, half_r, half_c, h, w, checks)
+        found, centre = _check(block, vbs, kernel, grid, rpos, cpos, places, masks, method,
+                               min_fraction)
+        checked = sum(v[0].size for _, _, v in found) * bands
+        evaluations += checked
         if accept(stride, centre, coarse, full):
             break
         level += 1
-        finer = order[level]
-        rf = sample_positions(tile.row0, tile.row1, height, finer) - tile.row0
-        cf = sample_positions(tile.col0, tile.col1, width, finer) - tile.col0
-        new = np.full((bands, rf.size, cf.size), np.nan)
-        known = np.zeros((rf.size, cf.size), dtype=bool)
-        for pr, pc, vals in [(rpos, cpos, grid), *found]:
-            # (the stride-1 grid has no closing sample: a coarser grid's is not carried over)
-            kr, kc = np.isin(pr, rf), np.isin(pc, cf)
-            if kr.any() and kc.any():
-                sel = np.ix_(np.searchsorted(rf, pr[kr]), np.searchsorted(cf, pc[kc]))
-                new[(slice(None), *sel)] = vals[:, kr][:, :, kc]
-                known[sel] = True
-        groups: dict[bytes, list[int]] = {}
-        for i in range(rf.size):
-            if not known[i].all():
-                groups.setdefault(np.packbits(~known[i]).tobytes(), []).append(i)
-        for members in groups.values():
-            rows = np.asarray(members, dtype=np.int64)
-            cols = np.flatnonzero(~known[members[0]])
-            for b in range(bands):
-                new[b][np.ix_(rows, cols)] = _samples_at(block[b], vbs[b], kernel, rf[rows],
-                                                         cf[cols], min_fraction)
-            evaluations += rows.size * cols.size * bands
-        grid, rpos, cpos = new, rf, cf
+        rf = sample_positions(tile.row0, tile.row1, height, order[level]) - tile.row0
+        cf = sample_positions(tile.col0, tile.col1, width, order[level]) - tile.col0
+        grid, n = _finer_grid(block, vbs, kernel, [(rpos, cpos, grid), *found], rf, cf,
+                              min_fraction)
+        evaluations += n
+        rpos, cpos = rf, cf
     out = np.empty((bands, h, w), dtype=np.float64)
     for b in range(bands):
         out[b], n = _finish_band(grid[b], block[b], vbs[b], kernel, rpos, cpos, h, w, method,
