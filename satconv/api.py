@@ -290,7 +290,9 @@ def error_report(stats: ExecuteStats, grid: TileGrid) -> dict[str, object]:
                 "psnr_db": min(finite) if finite else None}
 
     out: dict[str, object] = {
-        "method": "hierarchical surplus of the executed samples, with the error model",
+        "method": "estimated per tile from the executed samples' hierarchical surpluses and "
+                  "the error model, meant to be at or above the error (refined tiles: the "
+                  "estimate refinement stopped on; other tiles: a wider margin)",
         "peak_per_band": [None if not np.isfinite(p) else round(float(p), 6) for p in peak],
         "overall": block(strides > 0),
         "per_stride": {str(int(s)): block(strides == s) for s in np.unique(strides) if s > 0},
