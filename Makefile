@@ -26,7 +26,7 @@ test: install
 	$(BIN)/ruff check satconv tests sample_data bench
 	$(BIN)/python -m pytest -q
 
-bench: install
+bench: install $(SAMPLE)
 	$(BIN)/python bench/run.py
 
 lint: install

@@ -1,8 +1,13 @@
-"""``make bench``: quality of the default plan on the reference scenes against the dense
-result, then speed ratios against references measured in the same run (``speed.py``).
+"""``make bench``: every benchmark in one run, each printing markdown tables.
 
-Writes bench/results/quality.json, speed.md and speed.json. Nothing here is a test and nothing
-asserts a timing.
+1. The default plan's quality on the reference scenes against the dense result
+   (bench/results/quality.json).
+2. ``policies.py``: the stride policies against the dense result on the sample scene and
+   ``../shared/data/world.byte.tif`` (the figures of issue 4), cubic and bilinear.
+3. ``speed.py``: speed ratios against references measured in the same run (OpenCV, scipy, a
+   rasterio + scipy script, the I/O floor; bench/results/speed.md and speed.json).
+
+Nothing here is a test and nothing asserts a timing.
 """
 
 from __future__ import annotations
@@ -10,15 +15,22 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
+HERE = ROOT / "bench"
+sys.path.insert(0, str(HERE))
 
 from quality import measure  # noqa: E402
 
 from satconv import config  # noqa: E402
+
+POLICY_RUNS = [
+    ["policies.py", "--reconstruction", "cubic"],
+    ["policies.py", "--reconstruction", "bilinear"],
+]
 
 
 def shared_data() -> Path | None:
@@ -29,7 +41,7 @@ def shared_data() -> Path | None:
     return None
 
 
-def main() -> None:
+def quality() -> None:
     settings = config.load(ROOT / "configs" / "landsat-gaussian.yaml")
     scenes = [ROOT / "sample_data" / "sample_scene.tif"]
     data = shared_data()
@@ -48,10 +60,18 @@ def main() -> None:
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "quality.json").write_text(json.dumps(rows, indent=2) + "\n")
-    if "--quality-only" not in sys.argv:
-        import speed
 
-        speed.main()
+
+def main() -> None:
+    print("## default plan quality\n", flush=True)
+    quality()
+    for script, *args in POLICY_RUNS:
+        print(f"\n## bench/{script} {' '.join(args)}\n", flush=True)
+        subprocess.run([sys.executable, str(HERE / script), *args], check=True)
+    print("\n## speed\n", flush=True)
+    import speed
+
+    speed.main()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,17 @@ from . import __version__, fingerprint, raster_io
 from .config import Settings
 from .errors import OutputError
 from .pipeline import ExecuteOptions, ExecuteStats, compute_dtype, execute
-from .planning import Plan, load_plan, make_plan, uniform_plan
+from .planning import (
+    Plan,
+    compare,
+    load_plan,
+    make_plan,
+    plan_from_stats,
+    scan_scene,
+    uniform_plan,
+)
+from .planning.inputs import plan_inputs
+from .planning.refine import output_peak
 from .report import RunReport, peak_memory_mb
 from .tiling import TileGrid
 
@@ -40,11 +50,18 @@ class Engine(Protocol):
 
 @dataclass(frozen=True)
 class OutputPaths:
-    """The three files of a run."""
+    """The three files of a run (four with the error map)."""
 
     raster: Path
     stride_map: Path
     report: Path
+    error_map: Path | None = None
+
+    def with_error_map(self) -> OutputPaths:
+        """The same outputs plus ``*.error.tif`` beside the stride map."""
+        name = self.stride_map.name.removesuffix(".stride.tif") + ".error.tif"
+        return OutputPaths(self.raster, self.stride_map, self.report,
+                           self.stride_map.with_name(name))
 
     @classmethod
     def for_input(cls, src: Path, output: Path | None = None,
@@ -62,7 +79,8 @@ class OutputPaths:
                    folder / f"{stem}.satconv.json")
 
     def all(self) -> list[Path]:
-        return [self.report, self.raster, self.stride_map]
+        extra = [self.error_map] if self.error_map is not None else []
+        return [self.report, self.raster, self.stride_map, *extra]
 
 
 def _no_progress(phase: str, total: int) -> Callable[[int], None]:
@@ -113,6 +131,42 @@ def plan_scene(
     return info, plan
 
 
+@dataclass(frozen=True)
+class PlanComparison:
+    """``satconv plan``: the configured plan, every policy's and every uniform stride's
+    predicted compute and error, and the cheapest uniform stride as good as the plan."""
+
+    info: raster_io.RasterInfo
+    plan: Plan
+    policies: list[compare.Prediction]
+    uniform: list[compare.Prediction]
+    predicted: compare.Prediction
+    best_uniform: compare.Prediction | None
+
+
+def compare_scene(
+    src: str | Path,
+    settings: Settings,
+    workers: int | None = None,
+    progress: ProgressFactory = _no_progress,
+) -> PlanComparison:
+    """Plan one scene and predict every policy on it (one pass over the scene)."""
+    with raster_io.gdal_env(), raster_io.open_input(src, input_policy(settings)) as ds:
+        info = raster_io.describe(ds)
+    grid = TileGrid(info.height, info.width, settings.tile_size)
+    ny, nx = grid.shape
+    with raster_io.gdal_env():
+        stats = scan_scene(info, settings, workers, progress("plan", ny * nx))
+        inp = plan_inputs(info, settings, stats)
+        plan = plan_from_stats(info, settings, stats, inp)
+        policies, uniform = compare.compare(info, settings, stats, inp)
+    peak = output_peak(inp)
+    predicted = compare.predict("configured", inp, plan.strides,
+                                plan.details["predicted_evaluations_fraction"], peak)
+    return PlanComparison(info, plan, policies, uniform, predicted,
+                          compare.best_uniform(uniform, predicted.psnr_db))
+
+
 def write_plan(path: Path, info: raster_io.RasterInfo, plan: Plan, settings: Settings,
                overwrite: bool = False) -> None:
     """Write a stride map on its own (``satconv plan -o``), atomically."""
@@ -141,10 +195,12 @@ def run_scene(
     workers: int | None = None,
     progress: ProgressFactory = _no_progress,
     engine: Engine | None = None,
+    error_map: bool = False,
 ) -> RunReport:
-    """Plan (or load a plan for) one scene, execute it, and commit its three outputs.
+    """Plan (or load a plan for) one scene, execute it, and commit its three outputs (four
+    with ``error_map``: the estimated RMS error per tile, beside the stride map).
 
-    Either all three outputs appear at their final names, or none does: they are written under
+    Either all outputs appear at their final names, or none does: they are written under
     temporary names and renamed only when every one is complete. ``engine`` replaces planning
     and execution (``satconv.parts``).
     """
@@ -152,6 +208,8 @@ def run_scene(
     name = str(src)  # as given: Path() would fold "s3://b/k" into "s3:/b/k"
     src = Path(src)
     paths = OutputPaths.for_input(src, output, out_dir)
+    if error_map:
+        paths = paths.with_error_map()
     with raster_io.gdal_env():
         with raster_io.open_input(name, input_policy(settings)) as ds:
             info = raster_io.describe(ds)
@@ -204,13 +262,20 @@ def run_scene(
             finally:
                 if body != raster_tmp:
                     body.unlink(missing_ok=True)
-            raster_io.write_stride_map(staged.temp(paths.stride_map), plan.strides, info,
+            executed = stats.strides if stats.strides is not None else plan.strides
+            raster_io.write_stride_map(staged.temp(paths.stride_map), executed, info,
                                        settings.tile_size, tags, cog=settings.output.cog)
+            if paths.error_map is not None and stats.errors is not None:
+                raster_io.write_error_map(staged.temp(paths.error_map), stats.errors, info,
+                                          settings.tile_size, tags)
             t_exec = time.perf_counter()
+            outputs = {"raster": str(paths.raster), "stride_map": str(paths.stride_map),
+                       "report": str(paths.report)}
+            if paths.error_map is not None:
+                outputs["error_map"] = str(paths.error_map)
             report = RunReport(
                 input=str(src),
-                outputs={"raster": str(paths.raster), "stride_map": str(paths.stride_map),
-                         "report": str(paths.report)},
+                outputs=outputs,
                 config=settings.to_dict(),
                 scene={"width": info.width, "height": info.height, "bands": info.count,
                        "data_bands": list(info.bands), "validity": info.mask,
@@ -220,7 +285,9 @@ def run_scene(
                 execute={"tiles": stats.tiles, "kernel_evaluations": stats.evaluations,
                          "evaluations_per_pixel": round(
                              stats.evaluations / max(stats.pixels, 1), 6),
+                         **_executed(stats),
                          "output_dtype": out_dtype, "output_nodata": _json_num(opts.out_nodata)},
+                error=error_report(stats, plan.grid),
                 timings={"plan": round(t_plan - t0, 3), "execute": round(t_exec - t_plan, 3),
                          "total": round(time.perf_counter() - t0, 3)},
                 peak_memory_mb=peak_memory_mb(),
@@ -231,6 +298,72 @@ def run_scene(
             report.write(staged.temp(paths.report))
             staged.commit()
     return report
+
+
+def _executed(stats: ExecuteStats) -> dict[str, object]:
+    """Per-stride tile counts and the compute share of the strides actually executed."""
+    if stats.strides is None:
+        return {}
+    values, counts = np.unique(stats.strides, return_counts=True)
+    return {"tiles_per_stride": {str(int(v)): int(c) for v, c in
+                                 zip(values, counts, strict=True)}}
+
+
+def _psnr(peak: float, rmse: float) -> float | None:
+    if not np.isfinite(rmse) or not np.isfinite(peak) or peak <= 0:
+        return None
+    return round(float(10 * np.log10(peak * peak / rmse / rmse)), 3) if rmse > 0 else None
+
+
+def _rms(errors: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Pixel-weighted RMS over tiles, per band (NaN where no pixel)."""
+    e = np.where(np.isfinite(errors), errors, 0.0)
+    w = weights.astype(np.float64)
+    total = w.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, np.sqrt((w * e * e).sum(axis=0) / total), np.nan)
+
+
+def error_report(stats: ExecuteStats, grid: TileGrid) -> dict[str, object]:
+    """The run's estimated error: per band and stride the RMS over valid pixels and the PSNR
+    (peak = the band's output value range in this run; PSNR null where the estimate is 0),
+    and the worst tile. Estimates come from the executed samples (``ErrorEstimator``)."""
+    if stats.errors is None or stats.valid is None or stats.strides is None:
+        return {}
+    peak = stats.vmax - stats.vmin
+    errs = stats.errors.reshape(-1, stats.errors.shape[-1])
+    valid = stats.valid.reshape(errs.shape)
+    strides = stats.strides.reshape(-1)
+
+    def block(sel: np.ndarray) -> dict[str, object]:
+        rmse = _rms(errs[sel], valid[sel])
+        psnr = [_psnr(p, r) for p, r in zip(peak, rmse, strict=True)]
+        finite = [p for p in psnr if p is not None]
+        return {"tiles": int(sel.sum()),
+                "rmse_per_band": [None if not np.isfinite(r) else round(float(r), 6)
+                                  for r in rmse],
+                "psnr_db_per_band": psnr,
+                "psnr_db": min(finite) if finite else None}
+
+    out: dict[str, object] = {
+        "method": "estimated per tile from the executed samples' hierarchical surpluses and "
+                  "the error model, meant to be at or above the error (refined tiles: the "
+                  "estimate refinement stopped on; other tiles: a wider margin)",
+        "peak_per_band": [None if not np.isfinite(p) else round(float(p), 6) for p in peak],
+        "overall": block(strides > 0),
+        "per_stride": {str(int(s)): block(strides == s) for s in np.unique(strides) if s > 0},
+    }
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.where(peak > 0, errs / peak, np.nan)
+    rel = np.where(valid > 0, rel, np.nan)
+    if np.isfinite(rel).any():
+        i, b = np.unravel_index(int(np.nanargmax(rel)), rel.shape)
+        ty, tx = divmod(int(i), grid.shape[1])
+        out["worst_tile"] = {"tile": [ty, tx], "band": int(b) + 1,
+                             "stride": int(strides[i]),
+                             "rmse": round(float(errs[i, b]), 6),
+                             "psnr_db": _psnr(float(peak[b]), float(errs[i, b]))}
+    return out
 
 
 def _json_num(v: float | None) -> float | str | None:

@@ -250,9 +250,11 @@ class RunOptions:
     lock_timeout: float | None = None
     progress_every: int = 0
     debug: bool = False
+    error_map: bool = False
 
     def paths(self, src: str) -> OutputPaths:
-        return OutputPaths.for_input(Path(src), self.output, self.out_dir)
+        paths = OutputPaths.for_input(Path(src), self.output, self.out_dir)
+        return paths.with_error_map() if self.error_map else paths
 
 
 @dataclass(frozen=True)
@@ -389,7 +391,8 @@ def run_one(src: str, settings: Settings, opts: RunOptions, emit: Emit = ignore,
                 parts.discard(paths.raster)
             report = run_scene(src, settings, output=opts.output, out_dir=opts.out_dir,
                                plan_path=opts.plan_path, overwrite=opts.overwrite,
-                               workers=opts.threads, progress=progress, engine=engine)
+                               workers=opts.threads, progress=progress, engine=engine,
+                               error_map=opts.error_map)
             if engine is not None:
                 engine.cleanup()
         return Outcome(src, "done", report.summary_line(), report=str(paths.report),

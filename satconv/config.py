@@ -13,7 +13,15 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from . import kernels
 from .errors import ConfigError
@@ -83,8 +91,8 @@ class PolicyConfig(_Strict):
     statistic: Literal["max", "mean", "p90"] = "mean"
     thresholds: Literal["auto"] | list[float] = "auto"
     fraction: float | None = Field(None, gt=0, le=1)
-    tolerance: float | None = Field(None, gt=0)
-    tolerance_db: float | None = Field(None, gt=0)
+    tolerance: float | None = Field(None, gt=0, allow_inf_nan=False)
+    tolerance_db: float | None = Field(None, gt=0, le=200, allow_inf_nan=False)
     target_error: float = Field(
         0.01, gt=0, lt=1,
         description="thresholds auto: predicted RMS error of the whole scene, as a share of "
@@ -101,14 +109,53 @@ class PolicyConfig(_Strict):
                 raise ValueError("thresholds must not increase (one per step from stride 1 up)")
         return v
 
+    @model_validator(mode="after")
+    def _policy_needs(self) -> PolicyConfig:
+        if self.type == "budget" and self.fraction is None:
+            raise ValueError("type budget needs policy.fraction (the share of the "
+                             "full-resolution compute to spend, e.g. 0.3)")
+        if self.type == "refine":
+            if self.tolerance is None and self.tolerance_db is None:
+                raise ValueError("type refine needs policy.tolerance (RMS error per tile, in "
+                                 "output units) or policy.tolerance_db (PSNR target)")
+            if self.tolerance is not None and self.tolerance_db is not None:
+                raise ValueError("type refine takes policy.tolerance or policy.tolerance_db, "
+                                 "not both")
+        return self
+
 
 class ContextConfig(_Strict):
-    """context: regions of interest that force a stride."""
+    """context: regions of interest that force a stride.
+
+    ``mask``: a raster whose non-zero pixels are regions of interest (any grid or CRS).
+    ``geometries``: a GeoJSON file of polygons or boxes (any CRS; ``crs`` member, else
+    EPSG:4326 as GeoJSON says). ``detections``: a JSON list of object detections, each with a
+    pixel-space ``bbox`` (``bbox_format`` xywh as COCO, or xyxy). Relative paths are relative
+    to the config file's folder.
+    """
 
     mask: str | None = None
     geometries: str | None = None
-    inside_stride: int = Field(1, ge=1)
+    detections: str | None = None
+    bbox_format: Literal["xywh", "xyxy"] = "xywh"
+    inside_stride: int = Field(1, ge=1, le=128)
     skip_outside: bool = False
+    _base_dir: Path | None = PrivateAttr(None)
+
+    @field_validator("inside_stride")
+    @classmethod
+    def _power_of_two(cls, v: int) -> int:
+        if v & (v - 1):
+            raise ValueError(f"inside_stride {v} is not a power of two")
+        return v
+
+    def path(self, value: str) -> Path:
+        """A path from the config, relative to the config file's folder when it is relative."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() or self._base_dir is None else self._base_dir / p
+
+    def sources(self) -> list[str]:
+        return [k for k in ("mask", "geometries", "detections") if getattr(self, k)]
 
 
 class OutputConfig(_Strict):
@@ -177,9 +224,14 @@ class Settings(_Strict):
     cval: float = 0.0
     tile_size: int = Field(256, ge=1, le=65536)
     strides: list[int] = Field(default_factory=lambda: [1, 2, 4])
+    max_stride: Literal["auto", "none"] | int = Field(
+        "auto",
+        description="auto: cap strides by the kernel's frequency response (kernels.safe_stride); "
+        "none: no cap; or a stride to cap at",
+    )
     policy: PolicyConfig = PolicyConfig()
     context: ContextConfig | None = None
-    reconstruction: Literal["bilinear", "nearest"] = "bilinear"
+    reconstruction: Literal["bilinear", "nearest", "cubic"] = "bilinear"
     min_valid_fraction: float = Field(0.5, ge=0, le=1)
     output: OutputConfig = OutputConfig()
     input: InputConfig = InputConfig()
@@ -233,11 +285,21 @@ class Settings(_Strict):
             raise ValueError("strides must not repeat")
         return sorted(v)
 
+    @field_validator("max_stride")
+    @classmethod
+    def _max_stride(cls, v: str | int) -> str | int:
+        if isinstance(v, int) and (v < 1 or v & (v - 1)):
+            raise ValueError(f"max_stride {v} is not a power of two (or auto, none)")
+        return v
+
     @model_validator(mode="after")
     def _fits(self) -> Settings:
         for s in self.strides:
             if self.tile_size % s:
                 raise ValueError(f"tile_size {self.tile_size} is not a multiple of stride {s}")
+        if self.context is not None and self.context.inside_stride not in self.strides:
+            raise ValueError(f"context.inside_stride {self.context.inside_stride} is not one of "
+                             f"strides {self.strides}")
         t = self.policy.thresholds
         if isinstance(t, list) and len(t) != len(self.strides) - 1:
             raise ValueError(
@@ -464,7 +526,10 @@ def load(path: str | Path | None) -> Settings:
         line = raw[:err.start].count(b"\n") + 1
         raise ConfigError(f"{p}: line {line}: config is not UTF-8 text") from None
     data, lines = parse_yaml(text, str(p))
-    return from_dict(data, str(p), lines)
+    settings = from_dict(data, str(p), lines)
+    if settings.context is not None:  # its paths are relative to the config's folder
+        settings.context._base_dir = p.resolve().parent
+    return settings
 
 
 def default_yaml() -> str:

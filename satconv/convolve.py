@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import kernels
-from .core import conv, reconstruct
+from .core import conv, reconstruct, surplus
 from .tiling import Tile, boundary_index, sample_positions
 
 #: read(rows, cols) -> (data (bands, len(rows), len(cols)), valid bool or None); index -1 means
@@ -98,10 +98,23 @@ class TileSamples:
 @dataclass(frozen=True)
 class TileResult:
     """A filtered tile (bands, h, w), NaN where the output is nodata, and the number of kernel
-    evaluations it cost (samples plus pixels computed exactly next to invalid data)."""
+    evaluations it cost (samples plus pixels computed exactly next to invalid data).
+
+    When asked for, the tile also reports what its samples say about its error, per band (NaN
+    where there was nothing to measure): ``coarse``, the RMS surplus of its samples over the
+    grid of twice its stride, and ``centre``, the RMS surplus of check samples halfway between
+    its samples (refinement only; ``full_checks``: at every such point, not only at a lattice
+    of cell centres; ``checks``: the evaluations those check samples took, part of
+    ``evaluations``). ``stride`` is the stride the tile was executed at.
+    """
 
     values: np.ndarray
     evaluations: int
+    stride: int = 0
+    coarse: np.ndarray | None = None
+    centre: np.ndarray | None = None
+    full_checks: bool = False
+    checks: int = 0
 
 
 def tile_samples(
@@ -205,12 +218,15 @@ def _correlate(band: np.ndarray, kernel: PreparedKernel, rows: np.ndarray, col0:
                                ncols)
 
 
+_RECONSTRUCT = {"bilinear": reconstruct.bilinear, "nearest": reconstruct.nearest,
+                "cubic": reconstruct.cubic}
+
+
 def _reconstruct(samples: np.ndarray, rpos: np.ndarray, cpos: np.ndarray, h: int, w: int,
                  method: str) -> np.ndarray:
     if rpos[-1] == rpos.size - 1 == h - 1 and cpos[-1] == cpos.size - 1 == w - 1:
         return samples
-    fn = reconstruct.bilinear if method == "bilinear" else reconstruct.nearest
-    return fn(samples, rpos, cpos, h, w)
+    return _RECONSTRUCT[method](samples, rpos, cpos, h, w)
 
 
 def reconstruct_tile(
@@ -229,6 +245,27 @@ def _touches_invalid(valid: np.ndarray, kh: int, kw: int, h: int, w: int) -> np.
     return count > 0
 
 
+def _finish_band(samples: np.ndarray, band: np.ndarray, vb: np.ndarray | None,
+                 kernel: PreparedKernel, rpos: np.ndarray, cpos: np.ndarray, h: int, w: int,
+                 method: str, min_fraction: float,
+                 masks: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, int]:
+    """Reconstruct one band of a tile from its samples; next to invalid data, compute exactly
+    every valid pixel that interpolation would get wrong. Returns the values (NaN = nodata)
+    and the kernel evaluations that took. ``masks`` is ``_interpolated``'s, when known."""
+    values = _reconstruct(samples, rpos, cpos, h, w, method)
+    if vb is None:
+        return values, 0
+    centre, served = masks if masks is not None else _interpolated(vb, kernel, h, w)
+    n = 0
+    if values is not samples:
+        rr, cc = np.nonzero(centre & (~served | np.isnan(values)))
+        values[rr, cc] = conv.correlate_masked_points(
+            band, vb, kernel.positive, kernel.negative, rr, cc, min_fraction)
+        n = rr.size
+    values[~centre] = np.nan
+    return values, n
+
+
 def convolve_tile(
     read: Reader,
     tile: Tile,
@@ -239,37 +276,282 @@ def convolve_tile(
     mode: str,
     method: str = "bilinear",
     min_fraction: float = 0.5,
+    surplus: bool = False,
 ) -> TileResult:
     """Convolve one tile at ``stride``.
 
     Every sample equals the (normalised) dense convolution of the whole image at that pixel;
     with stride 1 the tile equals the dense result up to float rounding. NaN marks nodata.
+    With ``surplus``, also measure the coarse surplus of the samples (no extra evaluations).
     """
     ts = tile_samples(tile, stride, height, width, kernel, mode)
     block, valid = read(ts.src_rows, ts.src_cols)
     h, w = tile.height, tile.width
-    kh, kw = kernel.weights.shape
-    out = np.empty((block.shape[0], h, w), dtype=block.dtype)
+    bands = block.shape[0]
+    out = np.empty((bands, h, w), dtype=block.dtype)
+    coarse = np.full(bands, np.nan) if surplus else None
     nsamples = ts.rpos.size * ts.cpos.size
     evaluations = 0
-    for b in range(block.shape[0]):
+    for b in range(bands):
         band = block[b]
         vb = None if valid is None or valid[b].all() else valid[b]
         if vb is None:
-            out[b] = _reconstruct(_band_samples(band, kernel, ts.rpos, ts.cpos, stride),
-                                  ts.rpos, ts.cpos, h, w, method)
-            evaluations += nsamples
-            continue
-        samples = _masked_samples(band, vb, kernel, ts.rpos, ts.cpos, stride, min_fraction)
-        values = _reconstruct(samples, ts.rpos, ts.cpos, h, w, method)
+            samples = _band_samples(band, kernel, ts.rpos, ts.cpos, stride)
+        else:
+            samples = _masked_samples(band, vb, kernel, ts.rpos, ts.cpos, stride, min_fraction)
         evaluations += nsamples
-        centre = vb[kernel.ry:kernel.ry + h, kernel.rx:kernel.rx + w]
-        if values is not samples:
-            redo = centre & (_touches_invalid(vb, kh, kw, h, w) | np.isnan(values))
-            rr, cc = np.nonzero(redo)
-            values[rr, cc] = conv.correlate_masked_points(
-                band, vb, kernel.positive, kernel.negative, rr, cc, min_fraction)
-            evaluations += rr.size
-        values[~centre] = np.nan
-        out[b] = values
-    return TileResult(out, evaluations)
+        masks = None
+        if coarse is not None and stride > 1:
+            masks = _interpolated(vb, kernel, h, w)
+            coarse[b] = _coarse_surplus(samples, ts.rpos, ts.cpos, h, w, method, masks)
+        out[b], n = _finish_band(samples, band, vb, kernel, ts.rpos, ts.cpos, h, w, method,
+                                 min_fraction, masks)
+        evaluations += n
+    return TileResult(out, evaluations, stride, coarse)
+
+
+# ---------------------------------------------------------------- surpluses and refinement
+#
+# Sample grids are nested: every position of the stride-2s grid of a tile is also on its
+# stride-s grid (both are multiples from the tile's origin, closed by the same last sample).
+# The difference between a sample and what interpolating the coarser grid predicts at its
+# position is its *surplus*; their RMS measures the coarser grid's reconstruction error.
+
+def _interpolated(vb: np.ndarray | None, kernel: PreparedKernel, h: int,
+                  w: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """For a masked band: (valid output pixels, pixels that interpolation serves: valid and with
+    a window free of invalid data; the others are computed exactly). None when all is valid."""
+    if vb is None:
+        return None
+    kh, kw = kernel.weights.shape
+    centre = vb[kernel.ry:kernel.ry + h, kernel.rx:kernel.rx + w]
+    return centre, centre & ~_touches_invalid(vb, kh, kw, h, w)
+
+
+def _surplus_sums(values: np.ndarray, predicted: np.ndarray, rows: np.ndarray,
+                  cols: np.ndarray, masks: tuple[np.ndarray, np.ndarray] | None,
+                  points: np.ndarray | None = None) -> tuple[float, int]:
+    """Sum of squares of the interpolation error ``values - predicted`` over the valid output
+    pixels at ``rows`` x ``cols`` (restricted to ``points`` when given), zero where the
+    executor computes the pixel exactly (next to invalid data), and how many pixels."""
+    ok = np.isfinite(values)
+    if points is not None:
+        ok &= points
+    if masks is not None:
+        sel = np.ix_(rows, cols)
+        ok &= masks[0][sel]
+        used = ok & masks[1][sel] & np.isfinite(predicted)
+    else:
+        used = ok & np.isfinite(predicted)
+    diff = values[used] - predicted[used]
+    return float(np.sum(diff * diff)), int(ok.sum())
+
+
+def _interpolate_at(samples: np.ndarray, rpos: np.ndarray, cpos: np.ndarray,
+                    rows: np.ndarray, cols: np.ndarray, method: str) -> np.ndarray:
+    code = reconstruct.METHOD_CODES[method]
+    ridx, rw = reconstruct.axis_taps(rpos, rows.astype(np.float64), code)
+    cidx, cw = reconstruct.axis_taps(cpos, cols.astype(np.float64), code)
+    return reconstruct.resample(samples, ridx, rw, cidx, cw)
+
+
+_NO_MASK = np.zeros((0, 0), dtype=bool)
+
+
+def _coarse_surplus(samples: np.ndarray, rpos: np.ndarray, cpos: np.ndarray, h: int, w: int,
+                    method: str, masks: tuple[np.ndarray, np.ndarray] | None) -> float:
+    """RMS surplus of a band's samples over the grid of every other sample (twice the stride):
+    the reconstruction error the tile would have at twice its stride, measured for free."""
+    nr, nc = int(np.count_nonzero(rpos < h)), int(np.count_nonzero(cpos < w))  # in the tile
+    centre, served = masks if masks is not None else (_NO_MASK, _NO_MASK)
+    sq, n = surplus.coarse_sums(np.ascontiguousarray(samples), rpos, cpos, nr, nc,
+                                reconstruct.METHOD_CODES[method], centre, served)
+    return float(np.sqrt(sq / n)) if n else float("nan")
+
+
+def _arithmetic_runs(idx: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Split increasing positions into runs of equal steps: (offset, count, start, step)."""
+    runs = []
+    i, n = 0, idx.size
+    while i < n:
+        j = i + 1
+        if j < n:
+            step = int(idx[j] - idx[i])
+            while j + 1 < n and idx[j + 1] - idx[j] == step:
+                j += 1
+            j += 1
+        else:
+            step = 1
+        runs.append((i, j - i, int(idx[i]), step))
+        i = j
+    return runs
+
+
+def _samples_at(band: np.ndarray, vb: np.ndarray | None, kernel: PreparedKernel,
+                rows: np.ndarray, cols: np.ndarray, min_fraction: float) -> np.ndarray:
+    """(Normalised) convolution of one band at ``rows`` x ``cols`` (tile-local positions).
+    A float32 band is shifted by its centre pixel first, as in ``_band_samples``."""
+    out = np.empty((rows.size, cols.size), dtype=band.dtype)
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    offset = 0.0
+    if vb is None and band.dtype == np.float32:
+        offset = float(band[band.shape[0] // 2, band.shape[1] // 2])
+        band = band - np.float32(offset)
+    for off, count, start, step in _arithmetic_runs(cols):
+        if vb is None:
+            out[:, off:off + count] = _correlate(band, kernel, rows, start, step, count)
+        else:
+            out[:, off:off + count] = conv.correlate_masked_grid(
+                band, vb, kernel.positive, kernel.negative, rows, start, step, count,
+                min_fraction)
+    if offset:
+        out += np.float32(offset * kernel.weights.sum())
+    return out
+
+
+def _check_places(rpos: np.ndarray, cpos: np.ndarray, half_r: np.ndarray,
+                  half_c: np.ndarray, h: int, w: int,
+                  checks: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], bool]:
+    """Where to check a tile's samples: blocks of (rows, cols) on the half-stride grid, inside
+    the tile, and whether they are all of its points off the sample grid (cell centres and edge
+    midpoints: when there are at most ``checks`` of them) rather than a regular sub-lattice of
+    cell centres (at least ``checks`` of them where the tile has that many cells)."""
+    odd_r = half_r[~np.isin(half_r, rpos) & (half_r < h)]
+    odd_c = half_c[~np.isin(half_c, cpos) & (half_c < w)]
+    in_c = half_c[half_c < w]
+    even_r = rpos[rpos < h]
+    if odd_r.size * in_c.size + even_r.size * odd_c.size <= checks:
+        places = [(odd_r, in_c), (even_r, odd_c)]
+        return [(r, c) for r, c in places if r.size and c.size], True
+    if not (odd_r.size and odd_c.size):
+        return [], False
+    m = 1
+    while (odd_r.size // (2 * m)) * (odd_c.size // (2 * m)) >= checks:
+        m *= 2
+    return [(odd_r[m // 2::m], odd_c[m // 2::m])], False
+
+
+#: accept(stride, checks, coarse, full) -> whether the tile may stop at ``stride``, given per
+#: band the RMS surplus at the check points and the RMS coarse surplus (NaN where unmeasured);
+#: ``full``: the checks were every half-stride point of the tile, not a lattice of centres.
+Acceptor = Callable[[int, np.ndarray, np.ndarray, bool], bool]
+
+
+def _check(block: np.ndarray, vbs: list, kernel: PreparedKernel, grid: np.ndarray,
+           rpos: np.ndarray, cpos: np.ndarray, places: list[tuple[np.ndarray, np.ndarray]],
+           masks: list, method: str, min_fraction: float) -> tuple[list, np.ndarray]:
+    """Evaluate the check samples at ``places`` and the RMS surplus they show per band over
+    what interpolating ``grid`` predicts. Returns the checks as (rows, cols, values) blocks."""
+    bands = block.shape[0]
+    found = []
+    sums = np.zeros(bands)
+    counts = np.zeros(bands, dtype=np.int64)
+    for pr, pc in places:
+        vals = np.stack([_samples_at(block[b], vbs[b], kernel, pr, pc, min_fraction)
+                         for b in range(bands)])
+        found.append((pr, pc, vals))
+        for b in range(bands):
+            pred = _interpolate_at(grid[b], rpos, cpos, pr, pc, method)
+            sq, n = _surplus_sums(vals[b], pred, pr, pc, masks[b])
+            sums[b] += sq
+            counts[b] += n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rms = np.where(counts > 0, np.sqrt(sums / np.maximum(counts, 1)), np.nan)
+    return found, rms
+
+
+def _finer_grid(block: np.ndarray, vbs: list, kernel: PreparedKernel,
+                known_blocks: list, rf: np.ndarray, cf: np.ndarray,
+                min_fraction: float) -> tuple[np.ndarray, int]:
+    """The samples of every band at ``rf`` x ``cf``: those in ``known_blocks`` (rows, cols,
+    values) are reused, only the others are evaluated. Returns the grid and the evaluations."""
+    bands = block.shape[0]
+    new = np.full((bands, rf.size, cf.size), np.nan)
+    known = np.zeros((rf.size, cf.size), dtype=bool)
+    for pr, pc, vals in known_blocks:
+        # (the stride-1 grid has no closing sample: a coarser grid's is not carried over)
+        kr, kc = np.isin(pr, rf), np.isin(pc, cf)
+        if kr.any() and kc.any():
+            sel = np.ix_(np.searchsorted(rf, pr[kr]), np.searchsorted(cf, pc[kc]))
+            new[(slice(None), *sel)] = vals[:, kr][:, :, kc]
+            known[sel] = True
+    groups: dict[bytes, list[int]] = {}  # rows missing the same columns
+    for i in range(rf.size):
+        if not known[i].all():
+            groups.setdefault(np.packbits(~known[i]).tobytes(), []).append(i)
+    evaluations = 0
+    for members in groups.values():
+        rows = np.asarray(members, dtype=np.int64)
+        cols = np.flatnonzero(~known[members[0]])
+        for b in range(bands):
+            new[b][np.ix_(rows, cols)] = _samples_at(block[b], vbs[b], kernel, rf[rows],
+                                                     cf[cols], min_fraction)
+        evaluations += rows.size * cols.size * bands
+    return new, evaluations
+
+
+def refine_tile(
+    read: Reader,
+    tile: Tile,
+    strides: list[int],
+    height: int,
+    width: int,
+    kernel: PreparedKernel,
+    mode: str,
+    accept: Acceptor,
+    method: str = "bilinear",
+    min_fraction: float = 0.5,
+    checks: int = 32,
+) -> TileResult:
+    """Convolve one tile at the coarsest of ``strides`` that ``accept`` allows.
+
+    The tile starts at the coarsest stride. At each stride, check samples on the half-stride
+    grid (``_check_places``) are compared with what interpolating the samples predicts there;
+    with the coarse surplus of the samples themselves, ``accept`` decides whether the tile
+    stops. If not, the tile moves to the next finer stride: its grid contains the samples and
+    the checks already computed, and only the missing positions are evaluated. The finest
+    stride is accepted without checks. Nothing is computed twice: the evaluations are the
+    final grid's samples plus the last level's checks (and the pixels next to invalid data
+    that are always computed exactly).
+    """
+    order = sorted(strides, reverse=True)
+    ts = tile_samples(tile, order[0], height, width, kernel, mode)
+    block, valid = read(ts.src_rows, ts.src_cols)
+    h, w = tile.height, tile.width
+    bands = block.shape[0]
+    vbs = [None if valid is None or valid[b].all() else valid[b] for b in range(bands)]
+    masks = [_interpolated(vb, kernel, h, w) for vb in vbs]
+    rpos, cpos = ts.rpos, ts.cpos
+    grid = np.stack([_samples_at(block[b], vbs[b], kernel, rpos, cpos, min_fraction)
+                     for b in range(bands)])
+    evaluations = grid[0].size * bands
+    level = 0
+    while True:
+        stride = order[level]
+        coarse = np.array([_coarse_surplus(grid[b], rpos, cpos, h, w, method, masks[b])
+                           for b in range(bands)])
+        if level == len(order) - 1:
+            centre, full, checked = np.full(bands, np.nan), False, 0
+            break
+        half_r = sample_positions(tile.row0, tile.row1, height, stride // 2) - tile.row0
+        half_c = sample_positions(tile.col0, tile.col1, width, stride // 2) - tile.col0
+        places, full = _check_places(rpos, cpos, half_r, half_c, h, w, checks)
+        found, centre = _check(block, vbs, kernel, grid, rpos, cpos, places, masks, method,
+                               min_fraction)
+        checked = sum(v[0].size for _, _, v in found) * bands
+        evaluations += checked
+        if accept(stride, centre, coarse, full):
+            break
+        level += 1
+        rf = sample_positions(tile.row0, tile.row1, height, order[level]) - tile.row0
+        cf = sample_positions(tile.col0, tile.col1, width, order[level]) - tile.col0
+        grid, n = _finer_grid(block, vbs, kernel, [(rpos, cpos, grid), *found], rf, cf,
+                              min_fraction)
+        evaluations += n
+        rpos, cpos = rf, cf
+    out = np.empty((bands, h, w), dtype=np.float64)
+    for b in range(bands):
+        out[b], n = _finish_band(grid[b], block[b], vbs[b], kernel, rpos, cpos, h, w, method,
+                                 min_fraction, masks[b])
+        evaluations += n
+    return TileResult(out, evaluations, order[level], coarse, centre, full, checked)

@@ -7,6 +7,7 @@ Every kernel is a 2-D float64 array with odd height and width. Kernels follow
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -76,3 +77,42 @@ def separate(kernel: np.ndarray, rtol: float = 1e-10) -> Separable | None:
         return None
     return Separable(col, row)
 
+
+
+#: ``safe_stride``: the share of a kernel's response energy a stride may fold back.
+FOLD_LIMIT = 0.5
+
+
+def fold_back(kernel: np.ndarray, stride: int, n: int = 1024) -> float:
+    """Share of the kernel's frequency-response energy (``|K(f)|^2`` over the whole band, the
+    response to white input) outside the band a stride-``stride`` grid can represent
+    (``|fx|, |fy| < 1 / (2 * stride)``): what sampling at that stride folds back (aliases)."""
+    k = np.asarray(kernel, dtype=np.float64)
+    if stride <= 1:
+        return 0.0
+    power = np.abs(np.fft.fft2(k, s=(n, n))) ** 2
+    total = power.sum()
+    if total == 0:
+        return 0.0
+    f = np.abs(np.fft.fftfreq(n))
+    inside = (f[:, None] < 0.5 / stride) & (f[None, :] < 0.5 / stride)
+    return float(power[~inside].sum() / total)
+
+
+def safe_stride(kernel: np.ndarray, limit: int = 128) -> int:
+    """The largest power-of-two stride (up to ``limit``) that folds back at most
+    ``FOLD_LIMIT`` of the kernel's response energy: beyond it, striding a textured tile keeps
+    less of the filtered signal than it aliases. A Gaussian of sigma s is safe up to about
+    4 s (it folds back under 1% up to stride s); derivative kernels (Sobel, Laplacian,
+    sharpen) respond mostly at high frequencies and are not safe at any stride above 1."""
+    k = np.ascontiguousarray(kernel, dtype=np.float64)
+    return _safe_stride(k.tobytes(), k.shape, limit)
+
+
+@lru_cache(maxsize=32)
+def _safe_stride(kbytes: bytes, shape: tuple[int, int], limit: int) -> int:
+    kernel = np.frombuffer(kbytes, dtype=np.float64).reshape(shape)
+    s = 1
+    while 2 * s <= limit and fold_back(kernel, 2 * s) <= FOLD_LIMIT:
+        s *= 2
+    return s

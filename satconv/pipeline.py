@@ -11,7 +11,7 @@ from functools import partial
 import numpy as np
 
 from . import raster_io
-from .convolve import PreparedKernel, convolve_tile
+from .convolve import PreparedKernel, TileResult, convolve_tile, refine_tile
 from .parallel import map_tiles
 from .planning import Plan
 from .raster_io import RasterInfo
@@ -35,11 +35,30 @@ class ExecuteOptions:
 
 @dataclass(frozen=True)
 class ExecuteStats:
-    """What the execute pass did: tiles, kernel evaluations, and pixel-bands in the scene."""
+    """What the execute pass did: tiles, kernel evaluations, and pixel-bands in the scene;
+    per tile the stride executed and the estimated RMS error per band (NaN where skipped) and
+    the valid output pixels per band; per band the output's value range."""
 
     tiles: int
     evaluations: int
     pixels: int
+    strides: np.ndarray | None = None
+    errors: np.ndarray | None = None
+    valid: np.ndarray | None = None
+    vmin: np.ndarray | None = None
+    vmax: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class _Done:
+    data: np.ndarray
+    mask: np.ndarray
+    evaluations: int
+    stride: int
+    error: np.ndarray
+    valid: np.ndarray
+    vmin: np.ndarray
+    vmax: np.ndarray
 
 
 def compute_dtype(in_dtype: str, out_dtype: str) -> str:
@@ -85,19 +104,63 @@ def to_output(values: np.ndarray, dtype: str, nodata: float | None) -> np.ndarra
     return out
 
 
+def _tile_error(plan: Plan, tile: Tile, result: TileResult) -> np.ndarray:
+    """The estimated RMS error per band of an executed tile: for a refined tile the estimate
+    its refinement stopped on (so never above its tolerance), else the one from the coarse
+    surplus and the model (``ErrorEstimator`` without checks: the wider margin)."""
+    bands = result.values.shape[0]
+    if plan.estimator is None or result.stride <= 1:
+        return np.zeros(bands)
+    nan = np.full(bands, np.nan)
+    return plan.estimator.estimate(
+        result.stride, nan if result.centre is None else result.centre,
+        nan if result.coarse is None else result.coarse,
+        plan.predicted_at(tile.ty, tile.tx, result.stride), result.full_checks)
+
+
+def _acceptor(plan: Plan, tile: Tile):  # noqa: ANN202 - convolve.Acceptor
+    rule, estimator = plan.refine, plan.estimator
+    assert rule is not None and estimator is not None
+
+    def accept(stride: int, centre: np.ndarray, coarse: np.ndarray, full: bool) -> bool:
+        est = estimator.estimate(stride, centre, coarse,
+                                 plan.predicted_at(tile.ty, tile.tx, stride), full)
+        return bool(np.all(est <= rule.tolerance[rule.strides.index(stride)]))
+
+    return accept
+
+
 def _process(ds: object, tile_stride: tuple[Tile, int], info: RasterInfo,
-             pk: PreparedKernel, opts: ExecuteOptions) -> tuple[np.ndarray, np.ndarray, int]:
+             pk: PreparedKernel, opts: ExecuteOptions, plan: Plan) -> _Done:
     tile, stride = tile_stride
+    nb = info.data_count
     if stride == 0:
-        shape = (info.data_count, tile.height, tile.width)
+        shape = (nb, tile.height, tile.width)
         fill = 0 if opts.out_nodata is None else opts.out_nodata
-        return (np.full(shape, fill, dtype=opts.out_dtype),
-                np.zeros(shape[1:], dtype=bool), 0)
+        return _Done(np.full(shape, fill, dtype=opts.out_dtype),
+                     np.zeros(shape[1:], dtype=bool), 0, 0, np.full(nb, np.nan),
+                     np.zeros(nb, dtype=np.int64), np.full(nb, np.nan), np.full(nb, np.nan))
     read = partial(raster_io.read_indexed, ds, info, cval=opts.cval, dtype=opts.compute_dtype)
-    result = convolve_tile(read, tile, stride, info.height, info.width, pk, opts.boundary,
-                           opts.reconstruction, opts.min_valid_fraction)
-    mask = ~np.isnan(result.values).all(axis=0)
-    return to_output(result.values, opts.out_dtype, opts.out_nodata), mask, result.evaluations
+    rule = plan.refine
+    if rule is not None and not rule.fixed[tile.ty, tile.tx]:
+        result = refine_tile(read, tile, rule.strides_for(tile.ty, tile.tx), info.height,
+                             info.width, pk, opts.boundary, _acceptor(plan, tile),
+                             opts.reconstruction, opts.min_valid_fraction, rule.checks)
+    else:
+        result = convolve_tile(read, tile, stride, info.height, info.width, pk, opts.boundary,
+                               opts.reconstruction, opts.min_valid_fraction,
+                               surplus=plan.estimator is not None)
+    values = result.values
+    finite = ~np.isnan(values)
+    count = finite.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore"):
+        lo = np.where(count > 0, np.nanmin(np.where(finite, values, np.inf), axis=(1, 2)),
+                      np.nan)
+        hi = np.where(count > 0, np.nanmax(np.where(finite, values, -np.inf), axis=(1, 2)),
+                      np.nan)
+    return _Done(to_output(values, opts.out_dtype, opts.out_nodata), finite.any(axis=0),
+                 result.evaluations, result.stride, _tile_error(plan, tile, result), count,
+                 lo, hi)
 
 
 def execute(
@@ -108,19 +171,39 @@ def execute(
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ExecuteStats:
-    """Convolve every tile of ``plan`` and write it to the open output ``dst``."""
+    """Convolve every tile of ``plan`` and write it to the open output ``dst``.
+
+    Tiles of a ``refine`` plan start at their starting stride and are refined as their
+    samples demand; the strides returned are the ones executed.
+    """
     pk = PreparedKernel.from_kernel(opts.kernel)
     grid = plan.grid
-    items = [(t, int(plan.strides[t.ty, t.tx])) for t in grid.tiles()]
-    fn = partial(_process, info=info, pk=pk, opts=opts)
+    start = plan.refine.start if plan.refine is not None else plan.strides
+    items = [(t, int(start[t.ty, t.tx])) for t in grid.tiles()]
+    fn = partial(_process, info=info, pk=pk, opts=opts, plan=plan)
+    nb = info.data_count
+    strides = np.zeros(grid.shape, dtype=np.int64)
+    errors = np.full(grid.shape + (nb,), np.nan)
+    valid = np.zeros(grid.shape + (nb,), dtype=np.int64)
+    vmin = np.full(nb, np.inf)
+    vmax = np.full(nb, -np.inf)
     evaluations = 0
-    for (tile, _), (data, mask, n) in map_tiles(info.path, items, fn, workers):
-        raster_io.write_tile(dst, data, tile.row0, tile.col0,
-                             mask if opts.write_mask else None)
-        evaluations += n
+    for (tile, _), done in map_tiles(info.path, items, fn, workers):
+        raster_io.write_tile(dst, done.data, tile.row0, tile.col0,
+                             done.mask if opts.write_mask else None)
+        evaluations += done.evaluations
+        at = (tile.ty, tile.tx)
+        strides[at] = done.stride
+        errors[at] = done.error
+        valid[at] = done.valid
+        vmin = np.fmin(vmin, done.vmin)
+        vmax = np.fmax(vmax, done.vmax)
         if progress:
             progress(1)
-    return ExecuteStats(len(items), evaluations, info.height * info.width * info.data_count)
+    vmin[~np.isfinite(vmin)] = np.nan
+    vmax[~np.isfinite(vmax)] = np.nan
+    return ExecuteStats(len(items), evaluations, info.height * info.width * nb, strides,
+                        errors, valid, vmin, vmax)
 
 
 def compute_tiles(
@@ -132,9 +215,11 @@ def compute_tiles(
 ) -> Iterator[tuple[Tile, np.ndarray, np.ndarray, int]]:
     """Convolve ``tiles`` (any subset of the plan's grid) and yield ``(tile, data, mask,
     kernel evaluations)`` in completion order, for a caller that writes them itself (part
-    files of a resumable or distributed run: ``satconv.parts``)."""
+    files of a resumable or distributed run: ``satconv.parts``). A ``refine`` plan's tiles
+    are refined as in ``execute``; the strides they end on are not returned."""
     pk = PreparedKernel.from_kernel(opts.kernel)
-    items = [(t, int(plan.strides[t.ty, t.tx])) for t in tiles]
-    fn = partial(_process, info=info, pk=pk, opts=opts)
-    for (tile, _), (data, mask, n) in map_tiles(info.path, items, fn, workers):
-        yield tile, data, mask, n
+    start = plan.refine.start if plan.refine is not None else plan.strides
+    items = [(t, int(start[t.ty, t.tx])) for t in tiles]
+    fn = partial(_process, info=info, pk=pk, opts=opts, plan=plan)
+    for (tile, _), done in map_tiles(info.path, items, fn, workers):
+        yield tile, done.data, done.mask, done.evaluations

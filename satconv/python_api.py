@@ -200,9 +200,10 @@ def plan(input: PathLike, config: ConfigLike = None, *, output: PathLike | None 
     kwargs: dict[str, Any] = {"workers": _threads(threads)}
     if progress is not None:
         kwargs["progress"] = progress
-    info, the_plan = api.plan_scene(os.fspath(input), settings, **kwargs)
+    cmp = api.compare_scene(os.fspath(input), settings, **kwargs)
+    info, the_plan = cmp.info, cmp.plan
     summary = the_plan.summary()
-    psnr = summary.get("predicted_psnr_db")
+    psnr = cmp.predicted.psnr_db if np.isfinite(cmp.predicted.psnr_db) else None
     result = PlanResult(
         input=os.fspath(input), width=info.width, height=info.height, bands=info.data_count,
         dtype=info.dtype, tile_size=settings.tile_size, strides=the_plan.strides.copy(),

@@ -809,6 +809,108 @@ def to_cog(src: Path, dst: Path, compress: str, tile_size: int, dtype: str,
     verify_output(dst)
 
 
+# ---------------------------------------------------------------- context and error maps
+
+
+#: Regions of interest read from a mask raster are passed on as runs of at most this many
+#: pixels along a row, so a run's reprojected footprint stays close to its bounding box.
+MASK_RUN = 32
+
+
+def mask_footprints(path: str | os.PathLike[str], info: RasterInfo,
+                    block_rows: int = 256) -> Iterator[np.ndarray]:
+    """The footprints of a mask raster's regions of interest (valid, non-zero pixels) in the
+    scene's pixel coordinates, as arrays ``(4, n)`` of ``row0, col0, row1, col1``.
+
+    The mask may have any grid and CRS: each run of pixels' corners are reprojected into the
+    scene's CRS and pixel grid and the run's bounding box is given (slightly larger than the
+    run where the grids are rotated against each other, never smaller). A mask without a CRS
+    must have the scene's own pixel grid (same width and height).
+    """
+    from rasterio.warp import transform as warp_transform
+
+    p = Path(path)
+    with open_input(p) as ds:
+        same_grid = ds.crs is None or info.crs is None
+        if same_grid and (ds.crs is not None or info.crs is not None
+                          or (ds.height, ds.width) != (info.height, info.width)):
+            raise InputError(f"{p}: a mask without a CRS must have the scene's size "
+                             f"{info.width}x{info.height} (or both need a CRS)")
+        inverse = ~info.transform
+        for r0 in range(0, ds.height, block_rows):
+            r1 = min(r0 + block_rows, ds.height)
+            window = Window(0, r0, ds.width, r1 - r0)
+            try:
+                data = ds.read(1, window=window)
+                ok = ds.read_masks(1, window=window) > 0
+            except RasterioError as err:
+                raise InputError(f"{p}: read failed ({_first_line(err)})") from None
+            roi = ok & (data != 0)
+            if data.dtype.kind == "f":
+                roi &= ~np.isnan(data)
+            rows, c0, c1 = _row_runs(roi, MASK_RUN)
+            if rows.size == 0:
+                continue
+            rows = rows + r0
+            if same_grid:
+                yield np.stack([rows, c0, rows + 1, c1]).astype(np.float64)
+                continue
+            # the runs' four corners: mask pixel -> mask CRS -> scene CRS -> scene pixel
+            cc = np.concatenate([c0, c1, c0, c1]).astype(np.float64)
+            rr = np.concatenate([rows, rows, rows + 1, rows + 1]).astype(np.float64)
+            xs, ys = ds.transform @ (cc, rr)
+            xs, ys = warp_transform(ds.crs, info.crs, np.asarray(xs), np.asarray(ys))
+            pc, pr = inverse @ (np.asarray(xs), np.asarray(ys))
+            pc = np.asarray(pc).reshape(4, -1)
+            pr = np.asarray(pr).reshape(4, -1)
+            yield np.stack([pr.min(axis=0), pc.min(axis=0), pr.max(axis=0), pc.max(axis=0)])
+
+
+def _row_runs(roi: np.ndarray, longest: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs of True along each row, split to at most ``longest``: (row, col0, col1)."""
+    padded = np.zeros((roi.shape[0], roi.shape[1] + 2), dtype=np.int8)
+    padded[:, 1:-1] = roi
+    d = np.diff(padded, axis=1)
+    rs, starts = np.nonzero(d == 1)
+    _, stops = np.nonzero(d == -1)
+    if rs.size == 0:
+        return rs, starts, stops
+    pieces = -(-(stops - starts) // longest)
+    row = np.repeat(rs, pieces)
+    first = np.repeat(starts, pieces)
+    offset = np.arange(row.size) - np.repeat(np.cumsum(pieces) - pieces, pieces)
+    c0 = first + offset * longest
+    c1 = np.minimum(c0 + longest, np.repeat(stops, pieces))
+    return row, c0, c1
+
+
+def write_error_map(path: Path, errors: np.ndarray, info: RasterInfo, tile_size: int,
+                    tags: dict[str, str]) -> None:
+    """Write the estimated RMS error per tile ``(ny, nx, bands)`` as a float32 GeoTIFF on the
+    stride map's grid, one band per data band (NaN = skipped tile)."""
+    ny, nx, nb = errors.shape
+    profile = {
+        "driver": "GTiff",
+        "width": nx,
+        "height": ny,
+        "count": nb,
+        "dtype": "float32",
+        "crs": info.crs,
+        "transform": stride_map_transform(info.transform, tile_size),
+        "nodata": float("nan"),
+        **profiles.stride_map_options(),
+    }
+    try:
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(np.moveaxis(errors, -1, 0).astype(np.float32))
+            for i, band in enumerate(info.bands, start=1):
+                name = info.descriptions[band - 1] or f"band {band}"
+                dst.set_band_description(i, f"estimated RMS error, {name}")
+            dst.update_tags(**tags, UNITS="output units (RMS per tile)")
+    except RasterioError as err:
+        raise OutputError(f"{path}: cannot write error map ({_first_line(err)})") from None
+
+
 # ---------------------------------------------------------------- stride map
 
 #: Block edge of a stride map written as a COG (one pixel per tile: small).

@@ -28,6 +28,7 @@ class RunReport:
     scene: dict[str, Any]
     plan: dict[str, Any]
     execute: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     peak_memory_mb: float = 0.0
     satconv_version: str = __version__
@@ -44,6 +45,7 @@ class RunReport:
             "fingerprint": self.fingerprint,
             "plan": self.plan,
             "execute": self.execute,
+            "error": self.error,
             "timings_s": self.timings,
             "peak_memory_mb": self.peak_memory_mb,
         }
@@ -53,11 +55,14 @@ class RunReport:
 
     def summary_line(self) -> str:
         """``scene.tif: 12 tiles (1:4 2:6 4:2), compute 38.5% of full resolution, 1.2 s``."""
-        tiles = self.plan.get("tiles_per_stride", {})
+        tiles = self.execute.get("tiles_per_stride") or self.plan.get("tiles_per_stride", {})
         per = " ".join(f"{k}:{v}" for k, v in tiles.items())
-        frac = 100 * self.plan.get("compute_fraction", 0.0)
+        frac = 100 * self.execute.get("evaluations_per_pixel",
+                                      self.plan.get("compute_fraction", 0.0))
         total = self.timings.get("total", 0.0)
+        psnr = self.error.get("overall", {}).get("psnr_db") if self.error else None
+        err = f", estimated PSNR {psnr:.1f} dB" if psnr is not None else ""
         return (
             f"{self.input}: {sum(tiles.values())} tiles (stride:tiles {per}), "
-            f"compute {frac:.1f}% of full resolution, {total:.1f} s"
+            f"compute {frac:.1f}% of full resolution{err}, {total:.1f} s"
         )

@@ -104,3 +104,28 @@ def contiguous_runs(idx: np.ndarray) -> list[tuple[int, int]]:
         return []
     breaks = np.flatnonzero(np.diff(u) != 1) + 1
     return [(int(seg[0]), int(seg[-1]) + 1) for seg in np.split(u, breaks)]
+
+
+def tiles_touched(row0: np.ndarray, col0: np.ndarray, row1: np.ndarray, col1: np.ndarray,
+                  grid: TileGrid) -> np.ndarray:
+    """Which tiles the boxes ``[row0, row1) x [col0, col1)`` (pixel coordinates, fractional
+    allowed) overlap: a ``grid.shape`` bool array. Boxes outside the image are ignored; a box
+    that only meets a tile along its border does not touch it."""
+    eps = 1e-6
+    r0 = np.maximum(np.asarray(row0, dtype=np.float64), 0.0)
+    c0 = np.maximum(np.asarray(col0, dtype=np.float64), 0.0)
+    r1 = np.minimum(np.asarray(row1, dtype=np.float64), grid.height)
+    c1 = np.minimum(np.asarray(col1, dtype=np.float64), grid.width)
+    keep = (r1 - r0 > eps) & (c1 - c0 > eps)
+    ny, nx = grid.shape
+    marks = np.zeros((ny + 1, nx + 1), dtype=np.int64)
+    if keep.any():
+        ty0 = np.floor(r0[keep] / grid.size).astype(np.int64)
+        tx0 = np.floor(c0[keep] / grid.size).astype(np.int64)
+        ty1 = np.ceil(r1[keep] / grid.size - eps).astype(np.int64)
+        tx1 = np.ceil(c1[keep] / grid.size - eps).astype(np.int64)
+        np.add.at(marks, (ty0, tx0), 1)
+        np.add.at(marks, (ty0, tx1), -1)
+        np.add.at(marks, (ty1, tx0), -1)
+        np.add.at(marks, (ty1, tx1), 1)
+    return np.cumsum(np.cumsum(marks, axis=0), axis=1)[:ny, :nx] > 0

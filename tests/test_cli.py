@@ -345,11 +345,12 @@ def test_jobs_option(make_scene, tmp_path):
 
 
 @pytest.mark.parametrize("command", ["run", "plan"])
-def test_unavailable_policy_is_a_configuration_error(make_scene, write_config, command):
+def test_policy_missing_its_parameter_is_a_configuration_error(make_scene, write_config,
+                                                                command):
     scene, _ = make_scene(20, 20)
-    cfg = write_config("policy: {type: budget, fraction: 0.3}\n")
+    cfg = write_config("policy: {type: budget}\n")
     result = invoke(command, scene, "-c", cfg)
-    assert "policy.type" in result.stderr
+    assert "policy" in result.stderr and "fraction" in result.stderr
     assert result.exit_code == 2
 
 

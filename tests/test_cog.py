@@ -17,7 +17,7 @@ from satconv.scripts.cli import cli
 
 from .conftest import write_geotiff
 
-CONFIG = ("tile_size: 256\nkernel: {{type: gaussian, size: 3}}\n"
+CONFIG = ("tile_size: 256\nkernel: {{type: gaussian, size: 3}}\nmax_stride: none\n"
           "output: {{cog: {cog}, dtype: {dtype}}}\n")
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from satconv import api, config, kernels
 from satconv.core.stats import window_variance
-from satconv.errors import ConfigError, PlanError
+from satconv.errors import PlanError
 from satconv.planning import allocate, error_model, load_plan, variance
 from satconv.planning.plan import Plan
 from satconv.tiling import TileGrid
@@ -301,13 +301,6 @@ def test_plan_compute_fraction_and_histogram_by_hand():
     assert plan.compute_fraction() == pytest.approx(expected, rel=1e-12)
     assert plan.histogram() == {0: 1, 1: 1, 2: 1, 4: 1}
     assert plan.tile_pixels().tolist() == [[1024, 576], [256, 144]]
-
-
-def test_unavailable_policies_are_refused_clearly(write_tif):
-    path = write_tif(np.zeros((1, 8, 8), dtype=np.uint8))
-    for pol in ({"type": "budget", "fraction": 0.3}, {"type": "refine", "tolerance": 0.5}):
-        with pytest.raises(ConfigError, match="policy.type"):
-            api.plan_scene(path, config.from_dict({"policy": pol}))
 
 
 # ---------------------------------------------------------------- saved plans

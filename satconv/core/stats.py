@@ -7,8 +7,10 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
-def window_variance(x: np.ndarray, valid: np.ndarray, win: int, min_count: int) -> np.ndarray:
-    """Population variance of the valid pixels in each non-overlapping ``win`` x ``win`` window.
+def window_moments(x: np.ndarray, valid: np.ndarray, win: int,
+                   min_count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and population variance of the valid pixels in each non-overlapping ``win`` x
+    ``win`` window.
 
     Windows are anchored at (0, 0); the last row and column of windows may be partial.
     A window with fewer than ``min_count`` valid pixels gets NaN. Sums are centred on the
@@ -17,6 +19,7 @@ def window_variance(x: np.ndarray, valid: np.ndarray, win: int, min_count: int) 
     h, w = x.shape
     ny = (h + win - 1) // win
     nx = (w + win - 1) // win
+    mean = np.full((ny, nx), np.nan)
     out = np.full((ny, nx), np.nan)
     for by in range(ny):
         r0 = by * win
@@ -42,4 +45,12 @@ def window_variance(x: np.ndarray, valid: np.ndarray, win: int, min_count: int) 
                 m = s1 / n
                 var = s2 / n - m * m
                 out[by, bx] = var if var > 0.0 else 0.0
-    return out
+                mean[by, bx] = ref + m
+    return mean, out
+
+
+@njit(cache=True, nogil=True)
+def window_variance(x: np.ndarray, valid: np.ndarray, win: int, min_count: int) -> np.ndarray:
+    """Population variance of the valid pixels in each non-overlapping ``win`` x ``win`` window
+    (``window_moments``' second half)."""
+    return window_moments(x, valid, win, min_count)[1]

@@ -1,7 +1,10 @@
 """Planning: choose a stride for every tile, behind one ``make_plan``.
 
-The plan pass reads each tile once (no halo), summarises it, and then the policy maps the
-summaries to strides. One module per policy; ``plan`` holds the result type.
+The plan pass reads each tile once (no halo) and summarises it (``scan``); ``inputs`` turns the
+summaries into per-stride predicted errors and costs, applies the kernel's stride cap and the
+context's forced and skipped tiles; then one policy chooses the strides of the free tiles:
+``variance`` (thresholds on the window variance), ``budget`` (least error within a compute
+budget) or ``refine`` (error-controlled, decided at execution). ``plan`` holds the result type.
 """
 
 from __future__ import annotations
@@ -12,14 +15,17 @@ import numpy as np
 
 from .. import raster_io
 from ..config import Settings
-from ..errors import ConfigError, PlanError
-from ..parallel import map_tiles
+from ..errors import PlanError
 from ..raster_io import RasterInfo
-from ..tiling import Tile, TileGrid
-from . import variance
+from ..tiling import TileGrid
+from . import budget, refine, variance
+from .error_model import ErrorEstimator
+from .inputs import PlanInputs, plan_inputs
 from .plan import Plan
+from .scan import SceneStats, scene_stats
 
-__all__ = ["Plan", "make_plan", "load_plan", "uniform_plan"]
+__all__ = ["Plan", "PlanInputs", "SceneStats", "make_plan", "load_plan", "plan_from_stats",
+           "scan_scene", "uniform_plan"]
 
 
 def uniform_plan(grid: TileGrid, stride: int) -> Plan:
@@ -29,34 +35,13 @@ def uniform_plan(grid: TileGrid, stride: int) -> Plan:
                 {"policy": "uniform", "stride": stride})
 
 
-def _scene_stats(
-    info: RasterInfo, settings: Settings, workers: int | None,
-    progress: Callable[[int], None] | None,
-) -> tuple[TileGrid, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    grid = TileGrid(info.height, info.width, settings.tile_size)
-    ny, nx = grid.shape
-    nb = info.data_count
-    stat = np.full((ny, nx, nb), np.nan)
-    vmin = np.full((ny, nx, nb), np.nan)
-    vmax = np.full((ny, nx, nb), np.nan)
-    nvalid = np.zeros((ny, nx), dtype=np.int64)
-    pol = settings.policy
-
-    def summarise(ds: object, tile: Tile) -> variance.TileStats:
-        data, valid = raster_io.read_window_valid(ds, info, tile.row0, tile.row1, tile.col0,
-                                                  tile.col1)
-        if valid is None:
-            valid = np.ones(data.shape, dtype=bool)
-        return variance.tile_stats(data, valid, pol.window, pol.statistic)
-
-    for tile, ts in map_tiles(info.path, grid.tiles(), summarise, workers):
-        stat[tile.ty, tile.tx] = ts.statistic
-        vmin[tile.ty, tile.tx] = ts.vmin
-        vmax[tile.ty, tile.tx] = ts.vmax
-        nvalid[tile.ty, tile.tx] = ts.valid
-        if progress:
-            progress(1)
-    return grid, stat, vmin, vmax, nvalid
+def scan_scene(info: RasterInfo, settings: Settings, workers: int | None = None,
+               progress: Callable[[int], None] | None = None) -> SceneStats:
+    """The plan pass: every tile read once and summarised."""
+    reach = {"nearest": 1, "bilinear": 1, "cubic": 2}[settings.reconstruction]
+    return scene_stats(info, settings.tile_size, settings.policy.window,
+                       settings.policy.statistic, settings.kernel.array().shape,
+                       tuple(settings.strides), reach, workers, progress)
 
 
 def make_plan(
@@ -69,43 +54,40 @@ def make_plan(
 
     Tiles without a single valid pixel get stride 0: their output is all nodata.
     """
-    if settings.policy.type != "variance":
-        raise ConfigError(f"policy.type: {settings.policy.type} is not available yet")
-    if settings.context is not None:
-        raise ConfigError("context: regions of interest are not available yet")
-    kernel = settings.kernel.array()
-    grid, stat, vmin, vmax, nvalid = _scene_stats(info, settings, workers, progress)
-    band_range = np.zeros(info.data_count)
-    for b in range(info.data_count):
-        hi, lo = vmax[..., b], vmin[..., b]
-        if np.isfinite(hi).any():
-            band_range[b] = np.nanmax(hi) - np.nanmin(lo)
-    strides = settings.strides
-    method = settings.reconstruction
-    details: dict[str, object] = {"policy": "variance", "statistic": settings.policy.statistic,
-                                  "window": settings.policy.window}
-    weights = nvalid.astype(np.float64)
-    if settings.policy.thresholds == "auto":
-        vp = variance.plan_auto(stat, weights, kernel, strides, band_range,
-                                settings.policy.target_error, method, settings.policy.window)
-        details["thresholds"] = "auto"
-        details["target_error"] = settings.policy.target_error
-        details["tolerance_per_band"] = [round(float(t), 6) for t in vp.tolerance]
+    return plan_from_stats(info, settings, scan_scene(info, settings, workers, progress))
+
+
+def plan_from_stats(info: RasterInfo, settings: Settings, stats: SceneStats,
+                    inp: PlanInputs | None = None) -> Plan:
+    """The configured policy's plan for a scene already scanned."""
+    inp = inp if inp is not None else plan_inputs(info, settings, stats)
+    pol = settings.policy
+    rule = None
+    if pol.type == "variance":
+        chosen, details = variance.plan(inp, pol.thresholds, pol.target_error, pol.statistic)
+    elif pol.type == "budget":
+        assert pol.fraction is not None
+        chosen, details = budget.plan(inp, pol.fraction)
     else:
-        vp = variance.plan_explicit(stat, settings.policy.thresholds, kernel, strides, method,
-                                    settings.policy.window)
-        details["thresholds"] = list(settings.policy.thresholds)
-    details["thresholds_per_band"] = {
-        str(s): [None if not np.isfinite(v) else round(float(v), 6) for v in vp.thresholds[s]]
-        for s in strides
-    }
-    details["scene_range_per_band"] = [float(r) for r in band_range]
-    chosen = vp.strides.copy()
-    chosen[nvalid == 0] = 0
-    rmse = np.where(nvalid == 0, np.nan, vp.predicted_rmse)
-    details["predicted_psnr_db"] = variance.predicted_psnr(
-        stat, weights, chosen, kernel, strides, band_range, method, settings.policy.window)
-    return Plan(chosen, grid, "policy", rmse, details)
+        chosen, rule, details = refine.plan(inp, pol.tolerance, pol.tolerance_db)
+    strides = inp.with_fixed(chosen)
+    details["stride_cap"] = {"max_stride": inp.cap, "source": inp.cap_source,
+                             "capped": [s for s in inp.strides if s > inp.cap]}
+    if inp.context is not None:
+        details["context"] = inp.context.details
+    rmse = inp.rmse_of(strides)
+    worst = np.where(strides == 0, np.nan, rmse.max(axis=-1) if rmse.shape[-1] else 0.0)
+    details["predicted_evaluations_fraction"] = round(
+        inp.cost_of(strides) + (refine.checks_fraction(inp, strides) if rule else 0.0), 6)
+    # error estimates take the model's word on what lies around the tile too
+    model = np.maximum(inp.predicted, inp.reach_predicted)
+    return Plan(strides, inp.grid, "policy", worst, details, model, inp.strides,
+                _estimator(settings), rule)
+
+
+def _estimator(settings: Settings) -> ErrorEstimator:
+    return ErrorEstimator.for_kernel(settings.kernel.array(), settings.strides,
+                                     settings.reconstruction, settings.policy.window)
 
 
 def load_plan(path: str, info: RasterInfo, settings: Settings) -> Plan:
@@ -118,4 +100,5 @@ def load_plan(path: str, info: RasterInfo, settings: Settings) -> Plan:
         raise PlanError(
             f"{path}: stride map uses {bad}, allowed strides are {settings.strides} (and 0)"
         )
-    return Plan(strides, grid, str(path), None, {"policy": "file"})
+    return Plan(strides, grid, str(path), None, {"policy": "file"},
+                estimator=_estimator(settings))

@@ -11,6 +11,7 @@ budget, and the result is exactly a variance-threshold plan.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 
 import numpy as np
@@ -58,7 +59,7 @@ def cost(weights: np.ndarray, chosen: np.ndarray) -> float:
     return float((weights / chosen.astype(np.float64) ** 2).sum() / total) if total else 0.0
 
 
-def _search(ok: Callable[[float], bool], want_small: bool) -> float:
+def search(ok: Callable[[float], bool], want_small: bool) -> float:
     """Bisection on a log scale for the multiplier where the monotone ``ok`` flips."""
     lo, hi = 1e-12, 1e15
     for _ in range(200):
@@ -72,14 +73,22 @@ def _search(ok: Callable[[float], bool], want_small: bool) -> float:
     return hi if want_small else lo
 
 
-def for_error(u: np.ndarray, weights: np.ndarray, strides: list[int],
-              gains: dict[int, float], target_mse: float) -> dict[int, float]:
-    """Thresholds of the cheapest plan whose predicted scene MSE is at most ``target_mse``."""
+def multiplier_for_error(u: np.ndarray, weights: np.ndarray, strides: list[int],
+                         gains: dict[int, float], target_mse: float) -> float:
+    """The multiplier of the cheapest plan whose predicted scene MSE is at most
+    ``target_mse``."""
     def ok(lam: float) -> bool:
         limits = thresholds(strides, gains, lam)
         return predicted_mse(u, weights, choose(u, limits), gains) <= target_mse
 
-    return thresholds(strides, gains, _search(ok, want_small=True))
+    return search(ok, want_small=True)
+
+
+def for_error(u: np.ndarray, weights: np.ndarray, strides: list[int],
+              gains: dict[int, float], target_mse: float) -> dict[int, float]:
+    """Thresholds of the cheapest plan whose predicted scene MSE is at most ``target_mse``."""
+    return thresholds(strides, gains,
+                      multiplier_for_error(u, weights, strides, gains, target_mse))
 
 
 def for_budget(u: np.ndarray, weights: np.ndarray, strides: list[int],
@@ -88,4 +97,65 @@ def for_budget(u: np.ndarray, weights: np.ndarray, strides: list[int],
     def ok(lam: float) -> bool:
         return cost(weights, choose(u, thresholds(strides, gains, lam))) <= fraction
 
-    return thresholds(strides, gains, _search(ok, want_small=False))
+    return thresholds(strides, gains, search(ok, want_small=False))
+
+
+def for_budget_table(cost: np.ndarray, error: np.ndarray, feasible: np.ndarray,
+                     budget: float) -> np.ndarray:
+    """The least-error choice of one option per row whose total cost is at most ``budget``.
+
+    ``cost`` and ``error`` are ``(tiles, options)`` tables (a tile's compute and predicted
+    squared error, weighted by its pixels, for each stride); ``feasible`` says which options a
+    tile may take. For a multiplier ``lam`` every tile takes the option minimising
+    ``cost + lam * error``; ``lam`` is found by bisection so the total cost stays within the
+    budget. The rest of the budget then goes, step by step, to the upgrades that remove the
+    most error per unit of compute (the Lagrangian alone moves in jumps where many tiles
+    share a statistic). Returns the chosen option per tile; where even the cheapest options
+    exceed the budget, the cheapest.
+    """
+    big = np.where(feasible, 0.0, np.inf)
+    rows = np.arange(cost.shape[0])
+
+    def pick(lam: float) -> np.ndarray:
+        return np.argmin(cost + lam * error + big, axis=1)
+
+    def ok(lam: float) -> bool:
+        return float(cost[rows, pick(lam)].sum()) <= budget
+
+    cheapest = np.argmin(np.where(feasible, cost, np.inf), axis=1)
+    if float(cost[rows, cheapest].sum()) > budget:
+        return cheapest
+    lam = search(ok, want_small=False)
+    choice = pick(lam) if ok(lam) else cheapest
+    left = budget - float(cost[rows, choice].sum())
+
+    def best_move(i: int) -> tuple[float, int] | None:
+        dc = cost[i] - cost[i, choice[i]]
+        de = error[i, choice[i]] - error[i]
+        fit = feasible[i] & (de > 0) & (dc > 0) & (dc <= left)
+        if not fit.any():
+            return None
+        ratio = np.where(fit, de / np.where(fit, dc, 1.0), -np.inf)
+        k = int(np.argmax(ratio))
+        return float(ratio[k]), k
+
+    heap = []
+    for i in range(cost.shape[0]):
+        move = best_move(i)
+        if move is not None:
+            heap.append((-move[0], i, move[1], int(choice[i])))
+    heapq.heapify(heap)
+    while heap:
+        _, i, k, was = heapq.heappop(heap)
+        dc = float(cost[i, k] - cost[i, choice[i]])
+        if was != choice[i] or dc > left:
+            move = best_move(i)
+            if move is not None:
+                heapq.heappush(heap, (-move[0], i, move[1], int(choice[i])))
+            continue
+        left -= dc
+        choice[i] = k
+        move = best_move(i)
+        if move is not None:
+            heapq.heappush(heap, (-move[0], i, move[1], k))
+    return choice

@@ -17,11 +17,12 @@ overstate it, which makes them conservative.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
-from ..core.reconstruct import bilinear, nearest
+from ..core.reconstruct import METHOD_CODES, axis_taps, resample
 from ..core.stats import window_variance
 
 FIELD_SIZE = 512
@@ -49,27 +50,83 @@ def _circular_convolve(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return np.real(np.fft.ifft2(np.fft.fft2(x) * np.fft.fft2(kp)))
 
 
-@lru_cache(maxsize=64)
-def _gain(kbytes: bytes, shape: tuple[int, int], stride: int, method: str, window: int) -> float:
+@dataclass(frozen=True)
+class StrideModel:
+    """What the natural-image model predicts for one kernel, reconstruction and stride.
+
+    ``gain``: mean squared error per unit of mean windowed input variance (``g_s``).
+    ``centre_ratio``: RMS error over all pixels over the RMS error at the cell centres (the
+    points halfway between samples in both directions, where interpolation errs most).
+    ``half_ratio``: the same over the RMS error at every half-stride point off the sample grid
+    (cell centres and edge midpoints).
+    ``coarse_ratio``: RMS error at stride ``s`` over the RMS *surplus* at stride ``2s``: the
+    difference between the stride-``s`` samples that are not on the ``2s`` grid and what
+    interpolating the ``2s`` grid predicts there.
+    The two ratios turn surpluses measured on a tile into unbiased estimates of its error.
+    """
+
+    gain: float
+    centre_ratio: float
+    coarse_ratio: float
+    half_ratio: float = 1.0
+
+
+def _reconstruct_at(samples: np.ndarray, pos: np.ndarray, query: np.ndarray,
+                    method: str) -> np.ndarray:
+    idx, w = axis_taps(pos, query.astype(np.float64), METHOD_CODES[method])
+    return resample(samples, idx, w, idx, w)
+
+
+@lru_cache(maxsize=128)
+def _model(kbytes: bytes, shape: tuple[int, int], stride: int, method: str,
+           window: int) -> StrideModel:
     kernel = np.frombuffer(kbytes, dtype=np.float64).reshape(shape)
-    n = max(FIELD_SIZE, 8 * stride, 4 * max(shape))
-    n = -(-n // stride) * stride
+    n = max(FIELD_SIZE, 16 * stride, 4 * max(shape))
+    n = -(-n // (2 * stride)) * 2 * stride
     x = _field(n)
     y = _circular_convolve(x, kernel)
     v = window_variance(x, np.ones(x.shape, dtype=np.bool_), window, 2).mean()
-    pos = np.arange(0, n + 1, stride, dtype=np.int64)
-    samples = y[np.ix_(pos % n, pos % n)]
-    recon = (bilinear if method == "bilinear" else nearest)(samples, pos, pos, n, n)
-    return float(np.mean((recon - y) ** 2) / v)
+    every = np.arange(n, dtype=np.int64)
+
+    def error(s: int) -> np.ndarray:
+        pos = np.arange(0, n + 1, s, dtype=np.int64)
+        return _reconstruct_at(y[np.ix_(pos % n, pos % n)], pos, every, method) - y
+
+    err = error(stride)
+    mse = float(np.mean(err**2))
+    half = stride // 2
+    centre = float(np.mean(err[half::stride, half::stride] ** 2)) if half else 0.0
+    on_half = np.zeros((n, n), dtype=bool)
+    if half:
+        on_half[::half, ::half] = True
+        on_half[::stride, ::stride] = False
+    halfway = float(np.mean(err[on_half] ** 2)) if half else 0.0
+    coarse = error(2 * stride)
+    on_fine = np.zeros((n, n), dtype=bool)
+    on_fine[::stride, ::stride] = True
+    on_fine[:: 2 * stride, :: 2 * stride] = False
+    surplus = float(np.mean(coarse[on_fine] ** 2))
+    return StrideModel(
+        gain=mse / v,
+        centre_ratio=float(np.sqrt(mse / centre)) if centre > 0 else 1.0,
+        coarse_ratio=float(np.sqrt(mse / surplus)) if surplus > 0 else 1.0,
+        half_ratio=float(np.sqrt(mse / halfway)) if halfway > 0 else 1.0,
+    )
+
+
+def stride_model(kernel: np.ndarray, stride: int, method: str = "bilinear",
+                 window: int = 8) -> StrideModel:
+    """The model's figures for ``kernel`` at ``stride`` (cached; stride 1 is exact)."""
+    if stride == 1:
+        return StrideModel(0.0, 1.0, 0.0)
+    k = np.ascontiguousarray(kernel, dtype=np.float64)
+    return _model(k.tobytes(), k.shape, int(stride), method, int(window))
 
 
 def stride_gain(kernel: np.ndarray, stride: int, method: str = "bilinear",
                 window: int = 8) -> float:
     """Mean squared reconstruction error per unit of mean windowed input variance."""
-    if stride == 1:
-        return 0.0
-    k = np.ascontiguousarray(kernel, dtype=np.float64)
-    return _gain(k.tobytes(), k.shape, int(stride), method, int(window))
+    return stride_model(kernel, stride, method, window).gain
 
 
 def output_scale(kernel: np.ndarray) -> float:
@@ -80,3 +137,63 @@ def output_scale(kernel: np.ndarray) -> float:
     if total > 1e-12 * float(np.abs(k).sum()):
         return total
     return float(k[k > 0].sum())
+
+
+# ---------------------------------------------------------------- estimates from samples
+
+#: Estimates are multiplied by this margin: the surpluses are measured on a sample of the
+#: tile's pixels, and an estimate is meant to stay at or above the error it estimates.
+SAFETY = 1.15
+#: The plan's prediction (window variance x stride gain) still counts for this share: it sees
+#: every input pixel, so a feature that falls between all samples and checks is not missed.
+MODEL_SHARE = 0.5
+#: Without check samples (tiles of the variance and budget policies, or of a saved plan) the
+#: estimate rests on the coarse surplus and the model alone: both count in full, with a wider
+#: margin. (Measured on the reference scenes: at or above the error in over 90% of tiles.)
+UNCHECKED_SAFETY = 1.5
+
+
+@dataclass(frozen=True)
+class ErrorEstimator:
+    """Turns what a tile's samples say into an estimate of its RMS error, per band.
+
+    Inputs per band: the RMS surplus at the cell centres (refinement checks, halfway between
+    samples), the RMS surplus of the samples over the grid of twice the stride (free), and the
+    plan's model prediction. Each is turned into an estimate of the error over all pixels with
+    the ratios the natural-image model gives for the kernel and the reconstruction
+    (``StrideModel``), and the largest counts, times ``SAFETY`` (``UNCHECKED_SAFETY`` for a
+    band without check samples).
+    """
+
+    centre_ratio: dict[int, float]
+    coarse_ratio: dict[int, float]
+    half_ratio: dict[int, float]
+    safety: float = SAFETY
+    model_share: float = MODEL_SHARE
+    unchecked_safety: float = UNCHECKED_SAFETY
+
+    @classmethod
+    def for_kernel(cls, kernel: np.ndarray, strides: list[int], method: str,
+                   window: int = 8) -> ErrorEstimator:
+        models = {s: stride_model(kernel, s, method, window) for s in strides}
+        return cls({s: m.centre_ratio for s, m in models.items()},
+                   {s: m.coarse_ratio for s, m in models.items()},
+                   {s: m.half_ratio for s, m in models.items()})
+
+    def estimate(self, stride: int, centre: np.ndarray, coarse: np.ndarray,
+                 predicted: np.ndarray | None = None, full: bool = False) -> np.ndarray:
+        """Estimated RMS error per band at ``stride`` (0 at stride 1: exact) from the RMS
+        surplus at the check points (``full``: every half-stride point, else cell centres),
+        the coarse surplus and the model's prediction. NaN inputs are ignored; with nothing to
+        go on the estimate is 0."""
+        centre = np.asarray(centre, dtype=np.float64)
+        if stride == 1:
+            return np.zeros(centre.shape)
+        checked = np.isfinite(centre)
+        ratio = (self.half_ratio if full else self.centre_ratio)[stride]
+        parts = [ratio * centre, self.coarse_ratio[stride] * coarse]
+        if predicted is not None:
+            share = np.where(checked, self.model_share, 1.0)
+            parts.append(share * np.asarray(predicted, dtype=np.float64))
+        stack = np.stack([np.where(np.isfinite(p), p, 0.0) for p in parts])
+        return np.where(checked, self.safety, self.unchecked_safety) * stack.max(axis=0)

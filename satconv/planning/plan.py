@@ -7,7 +7,34 @@ from typing import Any
 
 import numpy as np
 
-from ..tiling import TileGrid
+from ..tiling import TileGrid, sample_positions
+from .error_model import ErrorEstimator
+
+
+def sample_counts(grid: TileGrid, stride: int) -> np.ndarray:
+    """Samples each tile computes at ``stride`` (its grid plus the closing samples)."""
+    ny, nx = grid.shape
+    rows = np.array([sample_positions(grid.tile(t, 0).row0, grid.tile(t, 0).row1, grid.height,
+                                      stride).size for t in range(ny)])
+    cols = np.array([sample_positions(grid.tile(0, t).col0, grid.tile(0, t).col1, grid.width,
+                                      stride).size for t in range(nx)])
+    return np.outer(rows, cols)
+
+
+@dataclass(frozen=True)
+class RefineRule:
+    """What the executor needs to refine tiles: per tile the stride to start from and whether
+    it is fixed (forced by context: no refinement), and per stride and band the RMS error a
+    tile may keep when it stops at that stride (``strides`` ascending)."""
+
+    strides: tuple[int, ...]
+    start: np.ndarray
+    fixed: np.ndarray
+    tolerance: np.ndarray
+    checks: int = 32
+
+    def strides_for(self, ty: int, tx: int) -> list[int]:
+        return [s for s in self.strides if s <= self.start[ty, tx]]
 
 
 @dataclass(frozen=True)
@@ -16,6 +43,10 @@ class Plan:
 
     ``predicted_rmse`` is the predicted RMS reconstruction error per tile in output units
     (the worst band), NaN where nothing was predicted (a plan read from a file).
+    ``predicted`` holds the model's RMS error per tile, allowed stride (``model_strides``) and
+    band; ``estimator`` turns what the executed samples say into error estimates; ``refine``
+    is set when strides are decided at execution (the ``refine`` policy: ``strides`` are then
+    the starting strides).
     """
 
     strides: np.ndarray
@@ -23,6 +54,16 @@ class Plan:
     source: str
     predicted_rmse: np.ndarray | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    predicted: np.ndarray | None = None
+    model_strides: tuple[int, ...] = ()
+    estimator: ErrorEstimator | None = None
+    refine: RefineRule | None = None
+
+    def predicted_at(self, ty: int, tx: int, stride: int) -> np.ndarray | None:
+        """The model's RMS error per band for tile (ty, tx) at ``stride``, if predicted."""
+        if self.predicted is None or stride not in self.model_strides:
+            return None
+        return self.predicted[ty, tx, self.model_strides.index(stride)]
 
     def histogram(self) -> dict[int, int]:
         """Tiles per stride, stride 0 (skipped) included when present."""

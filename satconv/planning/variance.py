@@ -10,21 +10,28 @@ scene is ``target_error`` times each band's output value range, at the least com
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..core.stats import window_variance
+from ..core.stats import window_moments
 from . import allocate, error_model
+
+if TYPE_CHECKING:
+    from .inputs import PlanInputs
 
 
 @dataclass(frozen=True)
 class TileStats:
-    """Per band: the aggregated window variance, and the valid minimum and maximum."""
+    """Per band: the aggregated window variance, the valid minimum and maximum, and the
+    smallest and largest window mean."""
 
     statistic: np.ndarray
     vmin: np.ndarray
     vmax: np.ndarray
     valid: int
+    mean_min: np.ndarray | None = None
+    mean_max: np.ndarray | None = None
 
 
 def tile_stats(data: np.ndarray, valid: np.ndarray, window: int, statistic: str) -> TileStats:
@@ -33,6 +40,8 @@ def tile_stats(data: np.ndarray, valid: np.ndarray, window: int, statistic: str)
     stat = np.full(bands, np.nan)
     vmin = np.full(bands, np.nan)
     vmax = np.full(bands, np.nan)
+    mmin = np.full(bands, np.nan)
+    mmax = np.full(bands, np.nan)
     min_count = max(2, (window * window) // 4)
     for b in range(bands):
         ok = valid[b]
@@ -41,7 +50,9 @@ def tile_stats(data: np.ndarray, valid: np.ndarray, window: int, statistic: str)
         x = data[b].astype(np.float64, copy=False)
         vals = x[ok]
         vmin[b], vmax[b] = vals.min(), vals.max()
-        var = window_variance(x, ok, window, min_count)
+        means, var = window_moments(x, ok, window, min_count)
+        means = means[np.isfinite(means)]
+        mmin[b], mmax[b] = (means.min(), means.max()) if means.size else (vmin[b], vmax[b])
         var = var[np.isfinite(var)]
         if var.size == 0:
             stat[b] = float(np.var(vals))
@@ -51,7 +62,7 @@ def tile_stats(data: np.ndarray, valid: np.ndarray, window: int, statistic: str)
             stat[b] = var.mean()
         else:
             stat[b] = np.percentile(var, 90)
-    return TileStats(stat, vmin, vmax, int(valid.any(axis=0).sum()))
+    return TileStats(stat, vmin, vmax, int(valid.any(axis=0).sum()), mmin, mmax)
 
 
 def normalised(stat: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -107,13 +118,28 @@ def _rmse(stat: np.ndarray, chosen: np.ndarray, gains: dict[int, float]) -> np.n
     return np.sqrt(np.maximum(worst, 0.0) * g)
 
 
-def predicted_psnr(stat: np.ndarray, weights: np.ndarray, chosen: np.ndarray,
-                   kernel: np.ndarray, strides: list[int], band_range: np.ndarray, method: str,
-                   window: int) -> float | None:
-    """Predicted PSNR of the whole output (peak = each band's output range, the worst band
-    standing for every tile), or None when nothing is predicted to differ."""
-    peak = band_range * error_model.output_scale(kernel)
-    gains = {s: error_model.stride_gain(kernel, s, method, window) for s in strides}
-    gains[0] = 0.0
-    mse = allocate.predicted_mse(normalised(stat, peak * peak), weights, chosen, gains)
-    return None if mse <= 0 else round(float(-10 * np.log10(mse)), 2)
+def plan(inp: PlanInputs, thresholds: str | list[float], target_error: float,
+         statistic: str) -> tuple[np.ndarray, dict[str, object]]:
+    """Strides for the free tiles of a scene, and what the plan reports about them."""
+    stat = inp.stats.statistic
+    band_range = inp.stats.band_range()
+    details: dict[str, object] = {"policy": "variance", "statistic": statistic,
+                                  "window": inp.window}
+    if thresholds == "auto":
+        vp = plan_auto(stat, inp.weights, inp.kernel, list(inp.allowed), band_range,
+                       target_error, inp.method, inp.window)
+        details["thresholds"] = "auto"
+        details["target_error"] = target_error
+        details["tolerance_per_band"] = [round(float(t), 6) for t in vp.tolerance]
+    else:
+        vp = plan_explicit(stat, list(thresholds), inp.kernel, list(inp.strides), inp.method,
+                           inp.window)
+        details["thresholds"] = list(thresholds)
+    details["thresholds_per_band"] = {
+        str(s): [None if not np.isfinite(v) else round(float(v), 6) for v in vp.thresholds[s]]
+        for s in vp.thresholds
+    }
+    details["scene_range_per_band"] = [float(r) for r in band_range]
+    top = max(inp.allowed)
+    chosen = np.where(inp.flat, inp.strides[-1], np.minimum(vp.strides, top))
+    return chosen, details

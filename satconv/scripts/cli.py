@@ -129,6 +129,8 @@ def cli() -> None:
               show_default=True,
               help="With --scheduler: a task per scene, or per row band of one scene (auto: "
                    "bands for a single input).")
+@click.option("--error-map", is_flag=True,
+              help="Also write OUT.error.tif: the estimated RMS error per tile.")
 @quicklook_option
 @quiet_option
 @debug_option
@@ -137,7 +139,7 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
         skip_existing: bool, resume: bool, jobs: int, threads: int | None,
         timeout: float | None, on_lock: str, lock_timeout: float | None, log_format: str,
         progress_every: int, summary_path: str | None, scheduler: str | None,
-        distribute: str, quicklook: bool, quiet: bool, debug: bool) -> None:
+        distribute: str, error_map: bool, quicklook: bool, quiet: bool, debug: bool) -> None:
     """Convolve INPUTS; write OUT.satconv.tif, OUT.stride.tif and OUT.satconv.json.
 
     INPUTS are files or quoted glob patterns ('scenes/*.tif'); --from-list adds more.
@@ -173,7 +175,8 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
         output=Path(output) if output else None, out_dir=Path(out_dir) if out_dir else None,
         plan_path=Path(plan_path) if plan_path else None, overwrite=overwrite,
         skip_existing=skip_existing, resume=resume, threads=threads, on_lock=on_lock,
-        lock_timeout=lock_timeout, progress_every=1 if bars else progress_every, debug=debug)
+        lock_timeout=lock_timeout, progress_every=1 if bars else progress_every, debug=debug,
+        error_map=error_map)
     if quicklook:
         try:
             for src in sources:
@@ -243,8 +246,9 @@ def plan(input: str, config_path: str | None, output: str | None, overwrite: boo
     settings = _load_settings(config_path, debug)
     show = not quiet and sys.stderr.isatty()
     try:
-        info, the_plan = api.plan_scene(input, settings,
-                                        progress=_progress_factory(show, Path(input).name))
+        cmp = api.compare_scene(input, settings,
+                                progress=_progress_factory(show, Path(input).name))
+        info, the_plan = cmp.info, cmp.plan
         if output:
             api.write_plan(Path(output), info, the_plan, settings, overwrite)
     except SatconvError as err:
@@ -252,19 +256,37 @@ def plan(input: str, config_path: str | None, output: str | None, overwrite: boo
         sys.exit(err.exit_code)
     summary = the_plan.summary()
     click.echo(f"{input}: {info.width}x{info.height}, {info.count} band(s) {info.dtype}, "
-               f"tiles of {settings.tile_size}")
+               f"tiles of {settings.tile_size}, policy {settings.policy.type}")
     total = sum(the_plan.histogram().values())
     for stride, count in the_plan.histogram().items():
         label = "skipped" if stride == 0 else f"stride {stride}"
         click.echo(f"  {label:>10}: {count:6d} tiles ({100 * count / total:5.1f}%)")
     click.echo(f"  predicted compute: {100 * summary['compute_fraction']:.1f}% of full "
                "resolution")
-    if summary.get("predicted_psnr_db") is not None:
-        click.echo(f"  predicted PSNR: {summary['predicted_psnr_db']:.1f} dB against the "
-                   "full-resolution result")
     if "predicted_rmse_overall" in summary:
         click.echo(f"  predicted RMS error: {summary['predicted_rmse_overall']:.4g} overall, "
-                   f"{summary['predicted_rmse_max']:.4g} worst tile (output units)")
+                   f"{summary['predicted_rmse_max']:.4g} worst tile")
+    cap = summary.get("stride_cap", {})
+    if cap.get("capped"):
+        click.echo(f"  stride cap: {cap['max_stride']} on textured tiles ({cap['source']}); "
+                   f"strides {cap['capped']} only on flat tiles (config max_stride overrides)")
+    if settings.policy.type == "refine":
+        click.echo("  refine decides strides while executing; the strides above are the "
+                   "error model's prediction")
+    click.echo("  predicted by the error model (compute = kernel evaluations, PSNR: worst band, "
+               "peak = output range):")
+    click.echo(f"    {'plan':<36} {'compute':>8} {'PSNR':>9}")
+    for row in [*cmp.policies, *cmp.uniform]:
+        click.echo(f"    {row.label:<36} {100 * row.compute:7.2f}% {_db(row.psnr_db):>9}")
+    best = cmp.best_uniform
+    if best is not None:
+        click.echo(f"  best uniform stride as good as this plan ({_db(cmp.predicted.psnr_db)}): "
+                   f"{best.label.removeprefix('uniform ')}, {100 * best.compute:.2f}% compute "
+                   f"vs {100 * cmp.predicted.compute:.2f}%")
+
+
+def _db(value: float) -> str:
+    return "exact" if value == float("inf") else f"{value:.1f} dB"
 
 
 @cli.group(name="config")

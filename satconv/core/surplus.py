@@ -1,0 +1,84 @@
+"""Hierarchical surpluses: how far a grid of samples is from what interpolating every other
+sample predicts. Arrays in, arrays out."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .reconstruct import axis_taps
+
+
+@njit(cache=True, nogil=True)
+def coarse_sums(samples: np.ndarray, rpos: np.ndarray, cpos: np.ndarray, nr: int, nc: int,
+                method: int, centre: np.ndarray, served: np.ndarray) -> tuple[float, int]:
+    """Sum of squared surpluses of ``samples`` (at ``rpos`` x ``cpos``) over the grid of every
+    other sample (indices 0, 2, 4, ... and always the last), and how many points count.
+
+    Only the first ``nr`` rows and ``nc`` columns are scored (those inside the tile), and of
+    them only the points off the coarse grid. With masks (``centre``: valid output pixels,
+    ``served``: pixels interpolation serves, tile-local; empty arrays = all valid), a point
+    counts when its pixel is valid output and adds its surplus only when interpolation would
+    serve it (others are computed exactly: no error). NaN samples and predictions add
+    nothing. ``method`` is a ``reconstruct`` method code.
+    """
+    n_r, n_c = samples.shape
+    ir = np.empty((n_r + 1) // 2 + 1, dtype=np.int64)
+    k = 0
+    for i in range(0, n_r, 2):
+        ir[k] = i
+        k += 1
+    if ir[k - 1] != n_r - 1:
+        ir[k] = n_r - 1
+        k += 1
+    ir = ir[:k]
+    ic = np.empty((n_c + 1) // 2 + 1, dtype=np.int64)
+    k = 0
+    for j in range(0, n_c, 2):
+        ic[k] = j
+        k += 1
+    if ic[k - 1] != n_c - 1:
+        ic[k] = n_c - 1
+        k += 1
+    ic = ic[:k]
+    on_r = np.zeros(n_r, dtype=np.bool_)
+    on_r[ir] = True
+    on_c = np.zeros(n_c, dtype=np.bool_)
+    on_c[ic] = True
+    cidx, cw = axis_taps(cpos[ic], cpos[:nc].astype(np.float64), method)
+    ridx, rw = axis_taps(rpos[ir], rpos[:nr].astype(np.float64), method)
+    horiz = np.zeros((ir.size, nc))
+    for a in range(ir.size):
+        row = samples[ir[a]]
+        for c in range(nc):
+            acc = 0.0
+            for t in range(4):
+                wt = cw[c, t]
+                if wt != 0.0:
+                    acc += wt * row[ic[cidx[c, t]]]
+            horiz[a, c] = acc
+    masked = centre.shape[0] > 0
+    total = 0.0
+    count = 0
+    for r in range(nr):
+        for c in range(nc):
+            if on_r[r] and on_c[c]:
+                continue
+            value = samples[r, c]
+            if np.isnan(value):
+                continue
+            if masked and not centre[rpos[r], cpos[c]]:
+                continue
+            count += 1
+            if masked and not served[rpos[r], cpos[c]]:
+                continue
+            pred = 0.0
+            for t in range(4):
+                wt = rw[r, t]
+                if wt != 0.0:
+                    pred += wt * horiz[ridx[r, t], c]
+            if np.isnan(pred):
+                continue
+            d = value - pred
+            total += d * d
+    return total, count

@@ -1,0 +1,174 @@
+"""The plan pass: read the scene tile by tile (no halo) and summarise every tile per band.
+
+What every policy needs: the aggregated window variance (the error model's input), the value
+range, the range of window means (for the output's value range), the valid pixels, and, per
+stride, how many valid pixels the executor will compute exactly because invalid data is near:
+within a kernel's reach, or under a sample that is nodata (interpolation cannot use it). Those
+count in the compute a plan will spend.
+
+Each tile is read with the kernel's halo. The policies' statistic is the tile's own (SPEC:
+"windowed variance inside each tile"); the same statistic over tile and halo (``reach``) also
+sees what lies within a kernel radius outside the tile, which shapes the tile's output too (a
+coastline just past its border): error estimates use it. A tile whose valid data is one
+constant over tile and halo (``still``) has a constant output: any stride is exact there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import raster_io
+from ..parallel import map_tiles
+from ..raster_io import RasterInfo
+from ..tiling import Tile, TileGrid
+from . import variance
+
+
+@dataclass(frozen=True)
+class SceneStats:
+    """Per tile ``(ny, nx)`` and band ``(..., bands)`` summaries of a scene."""
+
+    grid: TileGrid
+    statistic: np.ndarray
+    reach: np.ndarray
+    vmin: np.ndarray
+    vmax: np.ndarray
+    mean_min: np.ndarray
+    mean_max: np.ndarray
+    nvalid: np.ndarray
+    exact: np.ndarray
+    still: np.ndarray
+
+    @property
+    def bands(self) -> int:
+        return self.statistic.shape[-1]
+
+    def band_range(self) -> np.ndarray:
+        """Each band's valid value range over the scene (0 for a band without data)."""
+        return _span(self.vmin, self.vmax)
+
+    def mean_range(self) -> np.ndarray:
+        """Each band's range of window means over the scene: a smoothing kernel's output range
+        (a slight underestimate for kernels narrower than the window)."""
+        return _span(self.mean_min, self.mean_max)
+
+    def flat(self) -> np.ndarray:
+        """Tiles whose valid data is constant in every band: no stride loses anything there."""
+        s = np.where(np.isnan(self.statistic), 0.0, self.statistic)
+        return (s <= 0).all(axis=-1)
+
+
+def _span(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    out = np.zeros(lo.shape[-1])
+    for b in range(lo.shape[-1]):
+        if np.isfinite(hi[..., b]).any():
+            out[b] = float(np.nanmax(hi[..., b]) - np.nanmin(lo[..., b]))
+    return out
+
+
+def _cells_using(bad: np.ndarray, reach: int, axis: int) -> np.ndarray:
+    """Along ``axis``: cell ``i`` (between samples ``i`` and ``i + 1``) interpolates samples
+    ``i - reach + 1 .. i + reach``; which cells use a bad sample. (The last sample keeps an
+    entry of its own, for the pixels on it.)"""
+    out = bad.copy()
+    n = bad.shape[axis]
+    for t in range(-(reach - 1), reach + 1):
+        if t == 0 or abs(t) >= n:
+            continue
+        src = [slice(None)] * bad.ndim
+        dst = [slice(None)] * bad.ndim
+        if t > 0:
+            src[axis], dst[axis] = slice(t, None), slice(None, n - t)
+        else:
+            src[axis], dst[axis] = slice(None, n + t), slice(-t, None)
+        out[tuple(dst)] |= bad[tuple(src)]
+    return out
+
+
+def _exact_pixels(valid: np.ndarray, kernel_shape: tuple[int, int], strides: tuple[int, ...],
+                  reach: int) -> np.ndarray:
+    """Per stride, the valid pixels (all bands) of a tile that the executor computes exactly:
+    those whose kernel window holds an invalid pixel, and those whose interpolation uses a
+    sample at an invalid pixel (``reach`` samples away along each axis: 1 for bilinear, 2 for
+    cubic; the grid's closing sample is taken at the tile's last pixel). Stride 1 computes
+    every pixel as a sample: nothing extra."""
+    kh, kw = kernel_shape
+    ry, rx = kh // 2, kw // 2
+    out = np.zeros(len(strides), dtype=np.int64)
+    if valid.all():
+        return out
+    if len(valid) > 1 and all(np.array_equal(valid[0], v) for v in valid[1:]):  # one mask
+        return _exact_pixels(valid[:1], kernel_shape, strides, reach) * valid.shape[0]
+    for ok in valid:
+        if ok.all():
+            continue
+        h, w = ok.shape
+        acc = np.zeros((h + 2 * ry + 1, w + 2 * rx + 1), dtype=np.int64)
+        acc[1:, 1:] = np.cumsum(np.cumsum(np.pad(~ok, ((ry, ry), (rx, rx))), axis=0), axis=1)
+        near = (acc[kh:kh + h, kw:kw + w] - acc[:h, kw:kw + w] - acc[kh:kh + h, :w]
+                + acc[:h, :w]) > 0
+        for k, s in enumerate(strides):
+            if s == 1:
+                continue
+            rows = np.unique(np.append(np.arange(0, h, s), h - 1))
+            cols = np.unique(np.append(np.arange(0, w, s), w - 1))
+            bad = _cells_using(_cells_using(~ok[np.ix_(rows, cols)], reach, 0), reach, 1)
+            ci = np.clip(np.searchsorted(rows, np.arange(h), side="right") - 1, 0,
+                         bad.shape[0] - 1)
+            cj = np.clip(np.searchsorted(cols, np.arange(w), side="right") - 1, 0,
+                         bad.shape[1] - 1)
+            spoiled = bad[np.ix_(ci, cj)]
+            out[k] += int((ok & (near | spoiled)).sum())
+    return out
+
+
+def scene_stats(
+    info: RasterInfo, tile_size: int, window: int, statistic: str,
+    kernel_shape: tuple[int, int], strides: tuple[int, ...], reach: int,
+    workers: int | None = None, progress: Callable[[int], None] | None = None,
+) -> SceneStats:
+    """Summarise every tile of the scene (tiles in parallel, one read each)."""
+    grid = TileGrid(info.height, info.width, tile_size)
+    ny, nx = grid.shape
+    nb = info.data_count
+    arrays = {k: np.full((ny, nx, nb), np.nan) for k in
+              ("statistic", "reach", "vmin", "vmax", "mean_min", "mean_max")}
+    nvalid = np.zeros((ny, nx), dtype=np.int64)
+    exact = np.zeros((ny, nx, len(strides)), dtype=np.int64)
+    still = np.zeros((ny, nx), dtype=bool)
+    halo = max(kernel_shape) // 2
+
+    def summarise(ds: object, tile: Tile) -> tuple[variance.TileStats, variance.TileStats,
+                                                   np.ndarray]:
+        r0, c0 = max(tile.row0 - halo, 0), max(tile.col0 - halo, 0)
+        r1, c1 = min(tile.row1 + halo, info.height), min(tile.col1 + halo, info.width)
+        data, valid = raster_io.read_window_valid(ds, info, r0, r1, c0, c1)
+        if valid is None:
+            valid = np.ones(data.shape, dtype=bool)
+        inner = (slice(None), slice(tile.row0 - r0, tile.row1 - r0),
+                 slice(tile.col0 - c0, tile.col1 - c0))
+        # (contiguous copies: numba compiles anew for strided views, in every process)
+        own = variance.tile_stats(np.ascontiguousarray(data[inner]),
+                                  np.ascontiguousarray(valid[inner]), window, statistic)
+        around = variance.tile_stats(data, valid, window, statistic)
+        near = _exact_pixels(valid[inner], kernel_shape, strides, reach)
+        return own, around, near
+
+    for tile, (ts, around, near) in map_tiles(info.path, grid.tiles(), summarise, workers):
+        at = (tile.ty, tile.tx)
+        arrays["statistic"][at] = ts.statistic
+        arrays["reach"][at] = around.statistic
+        lo, hi = around.vmin, around.vmax
+        still[at] = bool(np.all(np.isnan(lo) | (lo == hi)))
+        arrays["vmin"][at] = ts.vmin
+        arrays["vmax"][at] = ts.vmax
+        arrays["mean_min"][at] = ts.mean_min
+        arrays["mean_max"][at] = ts.mean_max
+        nvalid[at] = ts.valid
+        exact[at] = near
+        if progress:
+            progress(1)
+    return SceneStats(grid, nvalid=nvalid, exact=exact, still=still, **arrays)

@@ -1,0 +1,189 @@
+"""Context: regions of interest from a mask raster, GeoJSON geometries (any CRS) and
+detection boxes force the inside stride on every tile they touch; skip_outside skips the rest.
+Expected tiles are derived here from pixel boxes, with GDAL's coordinate transforms only."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from click.testing import CliRunner
+from rasterio.warp import transform as warp_transform
+
+from satconv import api, config
+from satconv.errors import ConfigError, InputError
+from satconv.scripts.cli import cli
+
+try:
+    from . import policy_support as ps
+except ImportError:  # tests/ run as a plain folder
+    import policy_support as ps
+
+TILE = 64
+
+
+def tiles_of(row0, row1, col0, col1, tile=TILE):
+    """Tiles a pixel box [row0, row1) x [col0, col1) overlaps."""
+    return {(ty, tx) for ty in range(row0 // tile, (row1 - 1) // tile + 1)
+            for tx in range(col0 // tile, (col1 - 1) // tile + 1)}
+
+
+def lonlat_ring(path, row0, row1, col0, col1):
+    """The pixel box's corners as a closed lon/lat ring (GDAL transform of the scene's CRS)."""
+    with rasterio.open(path) as ds:
+        cols = [col0, col1, col1, col0, col0]
+        rows = [row0, row0, row1, row1, row0]
+        xs, ys = rasterio.transform.xy(ds.transform, rows, cols, offset="ul")
+        lon, lat = warp_transform(ds.crs, "EPSG:4326", xs, ys)
+    return [[float(a), float(b)] for a, b in zip(lon, lat, strict=True)]
+
+
+def run(scene, tmp_path, cfg, name="out"):
+    s = config.load(cfg) if not isinstance(cfg, config.Settings) else cfg
+    out = tmp_path / f"{name}.tif"
+    report = api.run_scene(scene, s, output=out, overwrite=True)
+    return ps.read_band(tmp_path / f"{name}.stride.tif"), out, report
+
+
+def write_yaml(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# boxes placed at least 5 pixels from any tile border (no reprojection rounding can move them
+# to another tile): pixel rows/cols in RGB.byte.tif (791 x 718, UTM 18N)
+POLY_BOX = (70, 120, 200, 300)        # rows 70-120, cols 200-300 -> tiles (1, 3..4)
+DETECTION = (520, 400, 90, 30)        # x, y, w, h -> rows 400-430, cols 520-610: (6, 8..9)
+
+
+@pytest.fixture
+def rgb():
+    return ps.shared_data() / "RGB.byte.tif"
+
+
+def test_geojson_in_4326_lands_on_the_right_tiles_of_a_utm_scene(rgb, tmp_path):
+    geo = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {},
+         "geometry": {"type": "Polygon", "coordinates": [lonlat_ring(rgb, *POLY_BOX)]}}]}
+    (tmp_path / "roi.geojson").write_text(json.dumps(geo))
+    x, y, w, h = DETECTION
+    (tmp_path / "dets.json").write_text(json.dumps([{"bbox": [x, y, w, h], "score": 0.9,
+                                                     "category": "ship"}]))
+    cfg = write_yaml(tmp_path / "c.yaml", f"tile_size: {TILE}\nstrides: [1, 2, 4]\n"
+                     "context: {geometries: roi.geojson, detections: dets.json}\n")
+    strides, _, report = run(rgb, tmp_path, cfg)
+    want = tiles_of(*POLY_BOX) | tiles_of(y, y + h, x, x + w)
+    got = {tuple(t) for t in np.argwhere(strides == 1)}
+    assert want <= got
+    # tiles that are 1 for another reason are textured; every wanted tile is forced, and the
+    # plan reports exactly the tiles the regions touch
+    assert report.plan["context"]["tiles_inside"] == len(want)
+    assert report.plan["context"]["geometries"]["tiles"] == len(tiles_of(*POLY_BOX))
+    assert report.plan["context"]["detections"]["tiles"] == 2
+
+
+def test_regions_force_the_stride_with_every_policy(rgb, tmp_path):
+    """A scene whose policy alone puts every tile coarse: the region's tiles get 1 anyway."""
+    geo = {"type": "Polygon", "coordinates": [lonlat_ring(rgb, *POLY_BOX)]}
+    (tmp_path / "roi.geojson").write_text(json.dumps(geo))
+    want = tiles_of(*POLY_BOX)
+    for i, policy in enumerate(["{type: variance, target_error: 0.5}",
+                                "{type: budget, fraction: 0.05}",
+                                "{type: refine, tolerance: 1000}"]):
+        cfg = write_yaml(tmp_path / f"c{i}.yaml",
+                         f"tile_size: {TILE}\nstrides: [1, 2, 4]\npolicy: {policy}\n"
+                         "context: {geometries: roi.geojson}\n")
+        strides, _, _ = run(rgb, tmp_path, cfg, f"out{i}")
+        assert {tuple(t) for t in np.argwhere(strides == 1)} == want, policy
+        assert (strides[strides > 0] >= 1).all()
+
+
+def test_skip_outside_skips_tiles_and_writes_nodata(rgb, tmp_path):
+    x, y, w, h = DETECTION
+    (tmp_path / "d.json").write_text(json.dumps({"detections": [{"bbox": [x, y, x + w, y + h]}]}))
+    cfg = write_yaml(tmp_path / "c.yaml",
+                     f"tile_size: {TILE}\ncontext: {{detections: d.json, bbox_format: xyxy, "
+                     "skip_outside: true}\noutput: {dtype: float64}\n")
+    strides, out, _ = run(rgb, tmp_path, cfg)
+    want = tiles_of(y, y + h, x, x + w)
+    assert {tuple(t) for t in np.argwhere(strides > 0)} == want
+    assert (strides[tuple(np.array(sorted(want)).T)] == 1).all()
+    values = ps.read_output(out)
+    inside = np.zeros(values.shape[1:], dtype=bool)
+    for ty, tx in want:
+        inside[ty * TILE:(ty + 1) * TILE, tx * TILE:(tx + 1) * TILE] = True
+    assert np.isnan(values[:, ~inside]).all()
+    data, valid = ps.read_scene(rgb)
+    ref = ps.dense(data, valid, config.load(cfg).kernel.array())
+    np.testing.assert_allclose(values[:, inside], ref[:, inside], rtol=1e-9, atol=1e-6)
+
+
+def test_mask_raster_on_the_scene_grid(tmp_path):
+    scene = ps.write_tif(tmp_path / "flat.tif", np.full((200, 300), 1000, dtype=np.float32))
+    mask = np.zeros((200, 300), dtype=np.uint8)
+    mask[70, 130] = 1           # one pixel: tile (1, 2)
+    mask[150:160, 10:20] = 255  # tile (2, 0)
+    ps.write_tif(tmp_path / "roi.tif", mask)
+    cfg = write_yaml(tmp_path / "c.yaml", f"tile_size: {TILE}\ncontext: {{mask: roi.tif}}\n")
+    strides, _, _ = run(scene, tmp_path, cfg)
+    assert {tuple(t) for t in np.argwhere(strides == 1)} == {(1, 2), (2, 0)}
+    assert (strides[strides != 1] == 4).all()   # flat elsewhere: the coarsest stride
+
+
+def test_mask_raster_in_another_crs_and_grid(tmp_path):
+    """A mask in EPSG:4326 with coarse pixels over a UTM 33N scene: its region is reprojected
+    onto the tile grid."""
+    transform = Affine(10.0, 0.0, 399960.0, 0.0, -10.0, 5200020.0)
+    scene = ps.write_tif(tmp_path / "s.tif", np.full((256, 384), 7, dtype=np.float32),
+                         transform=transform)
+    # the region: scene pixels rows 75-115, cols 200-250 -> tiles (1, 3)
+    lonlat = np.array(lonlat_ring(scene, 75, 115, 200, 250))
+    west, south = lonlat.min(axis=0)
+    east, north = lonlat.max(axis=0)
+    # one mask pixel = the lon/lat bounding box (slightly larger than the pixel box)
+    m = np.zeros((3, 3), dtype=np.uint8)
+    m[1, 1] = 1
+    px, py = east - west, north - south
+    ps.write_tif(tmp_path / "roi.tif", m, crs="EPSG:4326",
+                 transform=Affine(px, 0, west - px, 0, -py, north + py))
+    cfg = write_yaml(tmp_path / "c.yaml", f"tile_size: {TILE}\ncontext: {{mask: roi.tif}}\n")
+    strides, _, _ = run(scene, tmp_path, cfg)
+    assert {tuple(t) for t in np.argwhere(strides == 1)} == tiles_of(75, 115, 200, 250)
+
+
+def test_relative_paths_resolve_against_the_config_folder(rgb, tmp_path, monkeypatch):
+    folder = tmp_path / "cfg"
+    folder.mkdir()
+    x, y, w, h = DETECTION
+    (folder / "d.json").write_text(json.dumps([[x, y, w, h]]))
+    cfg = write_yaml(folder / "c.yaml", f"tile_size: {TILE}\ncontext: {{detections: d.json}}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = CliRunner().invoke(cli, ["run", str(rgb), "-c", str(cfg), "-o",
+                                      str(tmp_path / "o.tif"), "-q"])
+    assert result.exit_code == 0, result.output
+    strides = ps.read_band(tmp_path / "o.stride.tif")
+    assert tiles_of(y, y + h, x, x + w) <= {tuple(t) for t in np.argwhere(strides == 1)}
+
+
+def test_bad_context_inputs_fail_with_one_line(rgb, tmp_path):
+    with pytest.raises(ConfigError, match=r"context.inside_stride"):
+        config.from_dict({"strides": [1, 2], "context": {"inside_stride": 4}})
+    cases = {
+        "missing.geojson": None,
+        "bad.json": "{not json",
+        "nobox.json": json.dumps([{"score": 1.0}]),
+        "point.geojson": json.dumps({"type": "Topology"}),
+    }
+    for name, text in cases.items():
+        if text is not None:
+            (tmp_path / name).write_text(text)
+        key = "detections" if name.endswith(".json") else "geometries"
+        cfg = write_yaml(tmp_path / f"{name}.yaml", f"context: {{{key}: {name}}}\n")
+        with pytest.raises(InputError) as info:
+            api.plan_scene(rgb, config.load(cfg))
+        assert name in str(info.value) and "\n" not in str(info.value)
