@@ -79,7 +79,7 @@ class PreparedKernel:
                 for sign in (1.0, -1.0)
             )
         sep = kernels.separate(flipped)
-        if sep is None or min(k.shape) < 3:
+        if sep is None or min(k.shape) < 5:  # below 5x5 the direct passes are faster
             return cls(flipped, None, None, pos, neg, parts)
         return cls(flipped, np.ascontiguousarray(sep.column), np.ascontiguousarray(sep.row),
                    pos, neg, parts)
