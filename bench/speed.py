@@ -74,7 +74,7 @@ def core(size: int = 4096) -> list[dict]:
 
             def run(blocks=blocks, pk=pk, workers=1, stride=1) -> None:
                 def one(item):
-                    _band_samples(item[0], pk, item[1], item[1], stride)
+                    _band_samples(item[0], pk, item[1], item[1])
                 if workers == 1:
                     for b in blocks:
                         one(b)

@@ -122,13 +122,18 @@ def plan_scene(
     progress: ProgressFactory = _no_progress,
 ) -> tuple[raster_io.RasterInfo, Plan]:
     """Plan one scene: a stride per tile, without convolving."""
+    info, ntiles = _describe(src, settings)
+    with raster_io.gdal_env():
+        plan = make_plan(info, settings, workers, progress("plan", ntiles))
+    return info, plan
+
+
+def _describe(src: str | Path, settings: Settings) -> tuple[raster_io.RasterInfo, int]:
+    """Open ``src`` under the configured input policy: its summary and its number of tiles."""
     with raster_io.gdal_env(), raster_io.open_input(src, input_policy(settings)) as ds:
         info = raster_io.describe(ds)
-    grid = TileGrid(info.height, info.width, settings.tile_size)
-    ny, nx = grid.shape
-    with raster_io.gdal_env():
-        plan = make_plan(info, settings, workers, progress("plan", ny * nx))
-    return info, plan
+    ny, nx = TileGrid(info.height, info.width, settings.tile_size).shape
+    return info, ny * nx
 
 
 @dataclass(frozen=True)
@@ -151,12 +156,9 @@ def compare_scene(
     progress: ProgressFactory = _no_progress,
 ) -> PlanComparison:
     """Plan one scene and predict every policy on it (one pass over the scene)."""
-    with raster_io.gdal_env(), raster_io.open_input(src, input_policy(settings)) as ds:
-        info = raster_io.describe(ds)
-    grid = TileGrid(info.height, info.width, settings.tile_size)
-    ny, nx = grid.shape
+    info, ntiles = _describe(src, settings)
     with raster_io.gdal_env():
-        stats = scan_scene(info, settings, workers, progress("plan", ny * nx))
+        stats = scan_scene(info, settings, workers, progress("plan", ntiles))
         inp = plan_inputs(info, settings, stats)
         plan = plan_from_stats(info, settings, stats, inp)
         policies, uniform = compare.compare(info, settings, stats, inp)

@@ -132,12 +132,6 @@ def tile_samples(
     return TileSamples(rows - tile.row0, cols - tile.col0, src_rows, src_cols)
 
 
-def _grid_split(cpos: np.ndarray, stride: int) -> int:
-    """How many of ``cpos`` lie on the regular grid (the rest is the closing sample)."""
-    n = cpos.size
-    return n - 1 if n > 1 and cpos[-1] - cpos[-2] != stride else n
-
-
 def convolve_samples(
     block: np.ndarray, kernel: PreparedKernel, rpos: np.ndarray, cpos: np.ndarray, stride: int
 ) -> np.ndarray:
@@ -146,13 +140,13 @@ def convolve_samples(
     ``cpos`` is a regular grid of ``stride`` from 0, optionally closed by one extra position.
     Returns ``(bands, len(rpos), len(cpos))`` in the block's type.
     """
-    return np.stack([_band_samples(block[b], kernel, rpos, cpos, stride)
+    return np.stack([_band_samples(block[b], kernel, rpos, cpos)
                      for b in range(block.shape[0])])
 
 
 def _band_samples(band: np.ndarray, kernel: PreparedKernel, rpos: np.ndarray,
-                  cpos: np.ndarray, stride: int) -> np.ndarray:
-    """Plain convolution of an all-valid band at the samples, in the band's type.
+                  cpos: np.ndarray) -> np.ndarray:
+    """Plain convolution of an all-valid band at ``rpos`` x ``cpos``, in the band's type.
 
     In float32 the block is first shifted by its centre pixel (added back times the kernel's
     sum): the sums then carry only the local variation, so an offset-heavy scene (uint16
@@ -163,16 +157,15 @@ def _band_samples(band: np.ndarray, kernel: PreparedKernel, rpos: np.ndarray,
         offset = float(band[band.shape[0] // 2, band.shape[1] // 2])
         if offset:
             band = band - np.float32(offset)
-    out = _grid_samples(band, kernel, rpos, cpos, stride)
+    out = _at_runs(band, kernel, rpos, cpos)
     if offset:
         out += np.float32(offset * kernel.weights.sum())
     return out
 
 
 def _masked_samples(band: np.ndarray, valid: np.ndarray, kernel: PreparedKernel,
-                    rpos: np.ndarray, cpos: np.ndarray, stride: int,
-                    min_fraction: float) -> np.ndarray:
-    """Normalised convolution over the valid pixels at the samples, NaN where undefined.
+                    rpos: np.ndarray, cpos: np.ndarray, min_fraction: float) -> np.ndarray:
+    """Normalised convolution over the valid pixels at ``rpos`` x ``cpos``, NaN where undefined.
 
     Each kernel part is applied to ``X*M`` and to ``M`` with the same (vectorised, separable
     where possible) correlation as plain data, in float64; the rules are those of
@@ -187,8 +180,8 @@ def _masked_samples(band: np.ndarray, valid: np.ndarray, kernel: PreparedKernel,
     for part, sign in zip(kernel.parts, (1.0, -1.0), strict=True):
         if part is None:
             continue
-        den = _grid_samples(m, part, rpos, cpos, stride)
-        num = _grid_samples(xm, part, rpos, cpos, stride)
+        den = _at_runs(m, part, rpos, cpos)
+        num = _at_runs(xm, part, rpos, cpos)
         psum = float(part.weights.sum())
         has = den > 0.0
         defined &= has
@@ -198,13 +191,14 @@ def _masked_samples(band: np.ndarray, valid: np.ndarray, kernel: PreparedKernel,
     return np.where(defined, value, np.nan).astype(band.dtype, copy=False)
 
 
-def _grid_samples(band: np.ndarray, kernel: PreparedKernel, rpos: np.ndarray,
-                  cpos: np.ndarray, stride: int) -> np.ndarray:
-    n_grid = _grid_split(cpos, stride)
-    out = _correlate(band, kernel, rpos, 0, stride, n_grid)
-    if n_grid < cpos.size:
-        out = np.concatenate([out, _correlate(band, kernel, rpos, int(cpos[-1]), 1, 1)], axis=1)
-    return out
+def _at_runs(band: np.ndarray, kernel: PreparedKernel, rows: np.ndarray,
+             cols: np.ndarray) -> np.ndarray:
+    """Correlation at ``rows`` x ``cols`` (increasing), one call per run of equal steps: a
+    tile's sample grid is one run, plus at most its closing column."""
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    parts = [_correlate(band, kernel, rows, start, step, count)
+             for _, count, start, step in _arithmetic_runs(cols)]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
 
 def _correlate(band: np.ndarray, kernel: PreparedKernel, rows: np.ndarray, col0: int,
@@ -296,9 +290,9 @@ def convolve_tile(
         band = block[b]
         vb = None if valid is None or valid[b].all() else valid[b]
         if vb is None:
-            samples = _band_samples(band, kernel, ts.rpos, ts.cpos, stride)
+            samples = _band_samples(band, kernel, ts.rpos, ts.cpos)
         else:
-            samples = _masked_samples(band, vb, kernel, ts.rpos, ts.cpos, stride, min_fraction)
+            samples = _masked_samples(band, vb, kernel, ts.rpos, ts.cpos, min_fraction)
         evaluations += nsamples
         masks = None
         if coarse is not None and stride > 1:
@@ -389,24 +383,11 @@ def _arithmetic_runs(idx: np.ndarray) -> list[tuple[int, int, int, int]]:
 
 def _samples_at(band: np.ndarray, vb: np.ndarray | None, kernel: PreparedKernel,
                 rows: np.ndarray, cols: np.ndarray, min_fraction: float) -> np.ndarray:
-    """(Normalised) convolution of one band at ``rows`` x ``cols`` (tile-local positions).
-    A float32 band is shifted by its centre pixel first, as in ``_band_samples``."""
-    out = np.empty((rows.size, cols.size), dtype=band.dtype)
-    rows = np.ascontiguousarray(rows, dtype=np.int64)
-    offset = 0.0
-    if vb is None and band.dtype == np.float32:
-        offset = float(band[band.shape[0] // 2, band.shape[1] // 2])
-        band = band - np.float32(offset)
-    for off, count, start, step in _arithmetic_runs(cols):
-        if vb is None:
-            out[:, off:off + count] = _correlate(band, kernel, rows, start, step, count)
-        else:
-            out[:, off:off + count] = conv.correlate_masked_grid(
-                band, vb, kernel.positive, kernel.negative, rows, start, step, count,
-                min_fraction)
-    if offset:
-        out += np.float32(offset * kernel.weights.sum())
-    return out
+    """(Normalised) convolution of one band at ``rows`` x ``cols`` (tile-local positions),
+    computed exactly as a tile's own samples are."""
+    if vb is None:
+        return _band_samples(band, kernel, rows, cols)
+    return _masked_samples(band, vb, kernel, rows, cols, min_fraction)
 
 
 def _check_places(rpos: np.ndarray, cpos: np.ndarray, half_r: np.ndarray,

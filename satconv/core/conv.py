@@ -144,37 +144,6 @@ def _masked_at(block, valid, pos_w, neg_w, r, c, pos_sum, neg_sum, abs_sum, min_
 
 
 @njit(cache=True, nogil=True)
-def correlate_masked_grid(
-    block: np.ndarray,
-    valid: np.ndarray,
-    pos_w: np.ndarray,
-    neg_w: np.ndarray,
-    rows: np.ndarray,
-    col0: int,
-    step: int,
-    ncols: int,
-    min_fraction: float,
-) -> np.ndarray:
-    """Normalised correlation over valid pixels at ``rows`` x ``col0 + step * arange(ncols)``.
-
-    The kernel is split into its positive part ``pos_w`` and the magnitude of its negative part
-    ``neg_w``; each part is renormalised by the share of its weight that falls on valid pixels,
-    so where every pixel is valid the result equals plain correlation. A sample is NaN when the
-    valid share of the total absolute weight is below ``min_fraction``, or when a non-empty part
-    has no valid pixel at all.
-    """
-    pos_sum = pos_w.sum()
-    neg_sum = neg_w.sum()
-    abs_sum = pos_sum + neg_sum
-    out = np.empty((rows.shape[0], ncols), dtype=np.float64)
-    for i in range(rows.shape[0]):
-        for j in range(ncols):
-            out[i, j] = _masked_at(block, valid, pos_w, neg_w, rows[i], col0 + j * step,
-                                   pos_sum, neg_sum, abs_sum, min_fraction)
-    return out
-
-
-@njit(cache=True, nogil=True)
 def correlate_masked_points(
     block: np.ndarray,
     valid: np.ndarray,
@@ -190,9 +159,8 @@ def correlate_masked_points(
     ``neg_w``; each part is renormalised by the share of its weight that falls on valid pixels,
     so where every pixel is valid the result equals plain correlation. A point is NaN when the
     valid share of the total absolute weight is below ``min_fraction``, or when a non-empty part
-    has no valid pixel at all. (Tiles' sample grids go through ``convolve._masked_samples``,
-    which applies the same rules with the vectorised kernels; ``correlate_masked_grid`` serves
-    the refine policy's check samples.)
+    has no valid pixel at all. (Sample grids go through ``convolve._masked_samples``, which
+    applies the same rules with the vectorised kernels.)
     """
     pos_sum = pos_w.sum()
     neg_sum = neg_w.sum()
