@@ -365,6 +365,13 @@ def _coarse_surplus(samples: np.ndarray, rpos: np.ndarray, cpos: np.ndarray, h: 
 
 def _arithmetic_runs(idx: np.ndarray) -> list[tuple[int, int, int, int]]:
     """Split increasing positions into runs of equal steps: (offset, count, start, step)."""
+    n = idx.size
+    if n > 2:  # a tile's grid: one run, or one run closed by a last position
+        d = np.diff(idx)
+        if (d == d[0]).all():
+            return [(0, n, int(idx[0]), int(d[0]))]
+        if (d[:-1] == d[0]).all():
+            return [(0, n - 1, int(idx[0]), int(d[0])), (n - 1, 1, int(idx[-1]), 1)]
     runs = []
     i, n = 0, idx.size
     while i < n:

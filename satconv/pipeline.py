@@ -12,6 +12,7 @@ import numpy as np
 
 from . import raster_io
 from .convolve import PreparedKernel, TileResult, convolve_tile, refine_tile
+from .core import encode
 from .parallel import map_tiles
 from .planning import Plan
 from .raster_io import RasterInfo
@@ -74,34 +75,37 @@ def to_output(values: np.ndarray, dtype: str, nodata: float | None) -> np.ndarra
     nodata written where NaN, and no valid value left equal to the nodata value.
 
     A valid value that lands on the nodata value moves towards the type's interior: one unit
-    for integers; for floats, by 2**-20 of its magnitude (at least the smallest normal number),
-    which is beyond the few units in the last place within which GDAL reads a float as nodata.
+    for integers; for floats, a value within 2**-20 of the nodata value's magnitude (at least
+    the smallest normal number) moves twice that far from it, well beyond the few units in the
+    last place within which GDAL reads a float as nodata.
+    A float result already in the output type with NaN (or no) nodata is returned as is.
     """
-    invalid = np.isnan(values)
     kind = np.dtype(dtype).kind
     if kind in "iu":
         lim = np.iinfo(dtype)
-        out = np.clip(np.rint(np.where(invalid, 0, values)), lim.min, lim.max).astype(dtype)
-    else:
-        out = values.astype(dtype)
-    if nodata is None or np.isnan(nodata):
-        if nodata is not None:
-            out[invalid] = nodata
+        out = np.empty(values.shape, dtype=dtype)
+        encode.encode_int(values, out, float(lim.min), float(lim.max),
+                          0.0 if nodata is None else float(nodata), nodata is not None)
         return out
-    clash = ~invalid & (out == nodata)
-    if kind not in "iu":
-        fin = np.finfo(dtype)
-        step = max(abs(nodata) * 2.0**-20, float(fin.tiny))
-        near = np.abs(out - out.dtype.type(nodata)) < step
-        if near.any():
-            clash |= ~invalid & near
-        if clash.any():
-            out[clash] = nodata + step if nodata <= 0 else nodata - step
-    elif clash.any():
-        lim = np.iinfo(dtype)
-        out[clash] = nodata + 1 if nodata < lim.max else nodata - 1
-    out[invalid] = nodata
+    if nodata is None or np.isnan(nodata):
+        return values.astype(dtype, copy=False)
+    typed = float(np.dtype(dtype).type(nodata))
+    step = max(abs(typed) * 2.0**-20, float(np.finfo(dtype).tiny))
+    out = np.empty(values.shape, dtype=dtype)
+    encode.encode_float(values, out, typed, step)
     return out
+
+
+def extents(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per band: the count of non-NaN pixels and their minimum and maximum (NaN when none);
+    per pixel, whether any band holds a value."""
+    lo = values.min(axis=(1, 2))
+    hi = values.max(axis=(1, 2))
+    if not (np.isnan(lo).any() or np.isnan(hi).any()):  # NaN-free: numpy's SIMD reductions
+        bands, h, w = values.shape
+        return (np.full(bands, h * w, dtype=np.int64), lo.astype(np.float64),
+                hi.astype(np.float64), np.ones((h, w), dtype=bool))
+    return encode.extents(values)
 
 
 def _tile_error(plan: Plan, tile: Tile, result: TileResult) -> np.ndarray:
@@ -150,15 +154,8 @@ def _process(ds: object, tile_stride: tuple[Tile, int], info: RasterInfo,
         result = convolve_tile(read, tile, stride, info.height, info.width, pk, opts.boundary,
                                opts.reconstruction, opts.min_valid_fraction,
                                surplus=plan.estimator is not None)
-    values = result.values
-    finite = ~np.isnan(values)
-    count = finite.sum(axis=(1, 2))
-    with np.errstate(invalid="ignore"):
-        lo = np.where(count > 0, np.nanmin(np.where(finite, values, np.inf), axis=(1, 2)),
-                      np.nan)
-        hi = np.where(count > 0, np.nanmax(np.where(finite, values, -np.inf), axis=(1, 2)),
-                      np.nan)
-    return _Done(to_output(values, opts.out_dtype, opts.out_nodata), finite.any(axis=0),
+    count, lo, hi, anyv = extents(result.values)
+    return _Done(to_output(result.values, opts.out_dtype, opts.out_nodata), anyv,
                  result.evaluations, result.stride, _tile_error(plan, tile, result), count,
                  lo, hi)
 

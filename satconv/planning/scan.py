@@ -146,15 +146,17 @@ def scene_stats(
         r0, c0 = max(tile.row0 - halo, 0), max(tile.col0 - halo, 0)
         r1, c1 = min(tile.row1 + halo, info.height), min(tile.col1 + halo, info.width)
         data, valid = raster_io.read_window_valid(ds, info, r0, r1, c0, c1)
-        if valid is None:
-            valid = np.ones(data.shape, dtype=bool)
         inner = (slice(None), slice(tile.row0 - r0, tile.row1 - r0),
                  slice(tile.col0 - c0, tile.col1 - c0))
         # (contiguous copies: numba compiles anew for strided views, in every process)
-        own = variance.tile_stats(np.ascontiguousarray(data[inner]),
-                                  np.ascontiguousarray(valid[inner]), window, statistic)
+        own_valid = None if valid is None else np.ascontiguousarray(valid[inner])
+        own = variance.tile_stats(np.ascontiguousarray(data[inner]), own_valid, window,
+                                  statistic)
         around = variance.tile_stats(data, valid, window, statistic)
-        near = _exact_pixels(valid[inner], kernel_shape, strides, reach)
+        if own_valid is None:
+            near = np.zeros(len(strides), dtype=np.int64)
+        else:
+            near = _exact_pixels(own_valid, kernel_shape, strides, reach)
         return own, around, near
 
     for tile, (ts, around, near) in map_tiles(info.path, grid.tiles(), summarise, workers):

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..core.stats import window_moments
+from ..core import stats
 from . import allocate, error_model
 
 if TYPE_CHECKING:
@@ -34,8 +34,10 @@ class TileStats:
     mean_max: np.ndarray | None = None
 
 
-def tile_stats(data: np.ndarray, valid: np.ndarray, window: int, statistic: str) -> TileStats:
-    """Summarise one tile (bands, h, w) for the planner. NaN where a band has no valid pixel."""
+def tile_stats(data: np.ndarray, valid: np.ndarray | None, window: int,
+               statistic: str) -> TileStats:
+    """Summarise one tile (bands, h, w) for the planner; ``valid`` None means every pixel is
+    valid. NaN where a band has no valid pixel."""
     bands = data.shape[0]
     stat = np.full(bands, np.nan)
     vmin = np.full(bands, np.nan)
@@ -43,26 +45,32 @@ def tile_stats(data: np.ndarray, valid: np.ndarray, window: int, statistic: str)
     mmin = np.full(bands, np.nan)
     mmax = np.full(bands, np.nan)
     min_count = max(2, (window * window) // 4)
+    every = np.ones(data.shape[1:], dtype=bool) if valid is None else None
     for b in range(bands):
-        ok = valid[b]
-        if not ok.any():
+        x = data[b]
+        if valid is None:
+            ok = every
+            lo, hi = float(x.min()), float(x.max())
+        else:
+            ok = valid[b]
+            lo, hi = stats.valid_range(x, ok)
+        if np.isnan(lo):
             continue
-        x = data[b].astype(np.float64, copy=False)
-        vals = x[ok]
-        vmin[b], vmax[b] = vals.min(), vals.max()
-        means, var = window_moments(x, ok, window, min_count)
+        vmin[b], vmax[b] = lo, hi
+        means, var = stats.window_moments(x, ok, window, min_count)
         means = means[np.isfinite(means)]
-        mmin[b], mmax[b] = (means.min(), means.max()) if means.size else (vmin[b], vmax[b])
+        mmin[b], mmax[b] = (means.min(), means.max()) if means.size else (lo, hi)
         var = var[np.isfinite(var)]
         if var.size == 0:
-            stat[b] = float(np.var(vals))
+            stat[b] = stats.valid_variance(x, ok)[1]
         elif statistic == "max":
             stat[b] = var.max()
         elif statistic == "mean":
             stat[b] = var.mean()
         else:
             stat[b] = np.percentile(var, 90)
-    return TileStats(stat, vmin, vmax, int(valid.any(axis=0).sum()), mmin, mmax)
+    count = data.shape[1] * data.shape[2] if valid is None else int(valid.any(axis=0).sum())
+    return TileStats(stat, vmin, vmax, count, mmin, mmax)
 
 
 def normalised(stat: np.ndarray, scale: np.ndarray) -> np.ndarray:
