@@ -117,7 +117,7 @@ r = k // 2
 with rasterio.open(src) as ds:
     prof = ds.profile
     prof.update(dtype="float32", tiled=True, blockxsize=256, blockysize=256, compress="deflate",
-                predictor=3, nodata=None)
+                predictor=3, zlevel=5, nodata=None, num_threads="ALL_CPUS")
     with rasterio.open(dst, "w", **prof) as out:
         for r0 in range(0, ds.height, 256):
             for c0 in range(0, ds.width, 256):

@@ -801,6 +801,10 @@ def to_cog(src: Path, dst: Path, compress: str, tile_size: int, dtype: str,
     if compress != "none":
         opts["compress"] = compress.upper()
         opts["predictor"] = "FLOATING_POINT" if np.dtype(dtype).kind == "f" else "YES"
+        if compress == "deflate":
+            opts["level"] = profiles.DEFLATE_LEVEL
+        elif compress == "zstd":
+            opts["level"] = profiles.ZSTD_LEVEL
     try:
         rasterio.shutil.copy(str(src), str(dst), **opts)
     except RasterioError as err:

@@ -322,3 +322,28 @@ def test_load_plan_checks_shape_and_allowed_strides(make_scene, write_stride_map
     frac = write_stride_map(np.full((3, 2), 1.5), scene, 32, name="frac.tif", dtype="float32")
     with pytest.raises(PlanError, match="whole numbers"):
         load_plan(str(frac), info, s)
+
+
+@settings(max_examples=100, deadline=None)
+@given(h=st.integers(1, 30), w=st.integers(1, 30), p_valid=st.sampled_from([0.0, 0.1, 0.7, 1.0]),
+       dtype=st.sampled_from(["uint8", "uint16", "int16", "int32", "float32", "float64"]),
+       seed=st.integers(0, 2**32 - 1))
+def test_valid_range_and_variance_match_numpy(h, w, p_valid, dtype, seed):
+    from satconv.core.stats import valid_range, valid_variance
+
+    rng = np.random.default_rng(seed)
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
+    lo, hi = (info.min, info.max) if info else (-1e6, 1e6)
+    x = rng.uniform(lo, hi, size=(h, w)).astype(dtype)
+    valid = rng.random((h, w)) < p_valid
+    if info is None:
+        x[~valid & (rng.random((h, w)) < 0.5)] = np.nan  # invalid NaNs must not leak
+    got_lo, got_hi = valid_range(x, valid)
+    n, var = valid_variance(x, valid)
+    vals = x[valid].astype(np.float64)
+    assert n == vals.size
+    if vals.size == 0:
+        assert np.isnan(got_lo) and np.isnan(got_hi) and np.isnan(var)
+        return
+    assert got_lo == vals.min() and got_hi == vals.max()
+    assert var == pytest.approx(np.var(vals), rel=1e-9, abs=1e-9 * (hi - lo))

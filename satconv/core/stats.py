@@ -44,36 +44,69 @@ def _sums(x: np.ndarray, valid: np.ndarray, r0: int, r1: int, c0: int, c1: int,
     return int(n), s1, s2
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_FAST)
 def window_moments(x: np.ndarray, valid: np.ndarray, win: int,
                    min_count: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean and population variance of the valid pixels in each non-overlapping ``win`` x
     ``win`` window.
 
     Windows are anchored at (0, 0); the last row and column of windows may be partial.
-    A window with fewer than ``min_count`` valid pixels gets NaN. Sums are centred on the
-    window's first valid value.
+    A window with fewer than ``min_count`` valid pixels gets NaN. Two passes per row of
+    windows (sums, then squared deviations from each window's mean), each accumulated per
+    column so that the inner loops run along contiguous rows.
     """
     h, w = x.shape
     ny = (h + win - 1) // win
     nx = (w + win - 1) // win
     mean = np.full((ny, nx), np.nan)
     out = np.full((ny, nx), np.nan)
+    cnt = np.empty(w)
+    col = np.empty(w)
+    centre = np.empty(w)
     for by in range(ny):
         r0 = by * win
         r1 = min(r0 + win, h)
+        cnt[:] = 0.0
+        col[:] = 0.0
+        for r in range(r0, r1):
+            xr = x[r]
+            vr = valid[r]
+            for c in range(w):
+                ok = vr[c]
+                v = np.float64(xr[c])
+                col[c] += v if ok else 0.0
+                cnt[c] += 1.0 if ok else 0.0
         for bx in range(nx):
             c0 = bx * win
             c1 = min(c0 + win, w)
-            found, ref = _first_valid(x, valid, r0, r1, c0, c1)
-            if not found:
+            n = 0.0
+            s1 = 0.0
+            for c in range(c0, c1):
+                n += cnt[c]
+                s1 += col[c]
+            m = s1 / n if n > 0 else 0.0
+            if n > 0 and n >= min_count:
+                mean[by, bx] = m
+            for c in range(c0, c1):
+                centre[c] = m
+        col[:] = 0.0
+        for r in range(r0, r1):
+            xr = x[r]
+            vr = valid[r]
+            for c in range(w):
+                d = np.float64(xr[c]) - centre[c]
+                col[c] += d * d if vr[c] else 0.0
+        for bx in range(nx):
+            if np.isnan(mean[by, bx]):
                 continue
-            n, s1, s2 = _sums(x, valid, r0, r1, c0, c1, ref)
-            if n >= min_count:
-                m = s1 / n
-                var = s2 / n - m * m
-                out[by, bx] = var if var > 0.0 else 0.0
-                mean[by, bx] = ref + m
+            c0 = bx * win
+            c1 = min(c0 + win, w)
+            n = 0.0
+            s2 = 0.0
+            for c in range(c0, c1):
+                n += cnt[c]
+                s2 += col[c]
+            out[by, bx] = s2 / n
     return mean, out
 
 
@@ -88,19 +121,28 @@ def window_variance(x: np.ndarray, valid: np.ndarray, win: int, min_count: int) 
 def valid_range(x: np.ndarray, valid: np.ndarray) -> tuple[float, float]:
     """Minimum and maximum of the valid pixels of ``x`` (NaNs when none is valid)."""
     h, w = x.shape
-    found, ref = _first_valid(x, valid, 0, h, 0, w)
+    found = False
+    ref = x[0, 0]
+    for r in range(h):
+        for c in range(w):
+            if valid[r, c]:
+                ref = x[r, c]
+                found = True
+                break
+        if found:
+            break
     if not found:
         return np.nan, np.nan
-    lo = ref
+    lo = ref  # compared in the input's own type: integer min/max vectorise
     hi = ref
     for r in range(h):
         xr = x[r]
         vr = valid[r]
         for c in range(w):
-            v = np.float64(xr[c]) if vr[c] else ref
-            lo = v if v < lo else lo
-            hi = v if v > hi else hi
-    return lo, hi
+            v = xr[c] if vr[c] else ref
+            lo = min(lo, v)
+            hi = max(hi, v)
+    return np.float64(lo), np.float64(hi)
 
 
 @njit(cache=True, nogil=True)
