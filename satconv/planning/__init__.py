@@ -1,6 +1,6 @@
 """Planning: choose a stride for every tile, behind one ``make_plan``.
 
-The plan pass reads each tile once (no halo) and summarises it (``scan``); ``inputs`` turns the
+The plan pass reads each tile once with its kernel halo and summarises it (``scan``); ``inputs`` turns the
 summaries into per-stride predicted errors and costs, applies the kernel's stride cap and the
 context's forced and skipped tiles; then one policy chooses the strides of the free tiles:
 ``variance`` (thresholds on the window variance), ``budget`` (least error within a compute
@@ -28,11 +28,18 @@ __all__ = ["Plan", "PlanInputs", "SceneStats", "make_plan", "load_plan", "plan_f
            "scan_scene", "uniform_plan"]
 
 
+#: What the plan pass read, for the run report. Every tile's statistic enters one scene-wide
+#: allocation (the error budget, or the compute budget, is shared), so a policy plan reads the
+#: whole scene before execution; its statistics take a single vectorised pass per tile.
+READ_FULL = "every tile once with its halo, before execution (decoded again by execution)"
+READ_NONE = "nothing: one allowed stride"
+
+
 def uniform_plan(grid: TileGrid, stride: int) -> Plan:
     """Every tile at one stride: nothing to decide, so nothing is read to plan it. Tiles
     without valid pixels still come out as nodata (the executor sees that from its reads)."""
     return Plan(np.full(grid.shape, stride, dtype=np.int64), grid, "uniform", None,
-                {"policy": "uniform", "stride": stride})
+                {"policy": "uniform", "stride": stride, "read": READ_NONE})
 
 
 def scan_scene(info: RasterInfo, settings: Settings, workers: int | None = None,
@@ -54,7 +61,9 @@ def make_plan(
 
     Tiles without a single valid pixel get stride 0: their output is all nodata.
     """
-    return plan_from_stats(info, settings, scan_scene(info, settings, workers, progress))
+    plan = plan_from_stats(info, settings, scan_scene(info, settings, workers, progress))
+    plan.details["read"] = READ_FULL
+    return plan
 
 
 def plan_from_stats(info: RasterInfo, settings: Settings, stats: SceneStats,
