@@ -48,7 +48,7 @@ from .tiling import Tile, TileGrid
 
 #: About this many tiles per part: few enough files, small enough units of work and loss.
 TILES_PER_PART = 64
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -141,20 +141,22 @@ def part_profile(info: RasterInfo, opts: ExecuteOptions, layout: PartLayout, k: 
 
 def write_parts(info: RasterInfo, plan: Plan, opts: ExecuteOptions, layout: PartLayout,
                 raster: Path, parts: Iterable[int], workers: int | None = None,
-                on_part: Callable[[int, int], None] | None = None,
+                on_part: Callable[[int, int, list[int]], None] | None = None,
                 on_tile: Callable[[int], None] | None = None) -> int:
     """Compute ``parts`` and write each to its part file (temporary name, renamed when done).
 
-    ``on_part(k, evaluations)`` is called after part ``k`` is renamed; ``on_tile(1)`` after
-    each tile. Returns the kernel evaluations. On an exception, unfinished parts are removed.
+    ``on_part(k, evaluations, strides)`` is called after part ``k`` is renamed, with the strides its
+    tiles executed (in ``layout.tiles(k)`` order: a refined tile's own); ``on_tile(1)`` after each
+    tile. Returns the kernel evaluations. On an exception, unfinished parts are removed.
     """
     parts = sorted(set(parts))
     expected = {k: len(layout.tiles(k)) for k in parts}
     tiles = [t for k in parts for t in layout.tiles(k)]
     open_parts: dict[int, tuple[Any, Any, Path, int, int]] = {}  # k: cm, dst, tmp, tiles, evals
+    executed: dict[int, dict[tuple[int, int], int]] = {k: {} for k in parts}
     total = 0
     try:
-        for tile, data, mask, n in compute_tiles(info, plan, opts, tiles, workers):
+        for tile, data, mask, n, stride in compute_tiles(info, plan, opts, tiles, workers):
             k = layout.part_of(tile)
             if k not in open_parts:
                 final = part_path(raster, k)
@@ -169,6 +171,7 @@ def write_parts(info: RasterInfo, plan: Plan, opts: ExecuteOptions, layout: Part
             raster_io.write_tile(dst, data, tile.row0 - r0, tile.col0,
                                  mask if opts.write_mask else None)
             count, evals = count + 1, evals + n
+            executed[k][tile.ty, tile.tx] = stride
             total += n
             open_parts[k] = (cm, dst, tmp, count, evals)
             if count == expected[k]:
@@ -176,7 +179,7 @@ def write_parts(info: RasterInfo, plan: Plan, opts: ExecuteOptions, layout: Part
                 cm.__exit__(None, None, None)
                 os.replace(tmp, part_path(raster, k))
                 if on_part is not None:
-                    on_part(k, evals)
+                    on_part(k, evals, [executed[k][t.ty, t.tx] for t in layout.tiles(k)])
             if on_tile is not None:
                 on_tile(1)
     except BaseException as err:
@@ -272,8 +275,10 @@ class PartsEngine:
     def _save(self) -> None:
         _write_json(checkpoint_path(self.raster), self.state)
 
-    def part_done(self, k: int, evaluations: int) -> None:
+    def part_done(self, k: int, evaluations: int, strides: list[int]) -> None:
+        """Record part ``k`` as finished: its kernel evaluations and executed strides."""
         self.state["parts_done"][str(k)] = int(evaluations)
+        self.state["part_strides"][str(k)] = [int(s) for s in strides]
         self._save()
 
     # ------------------------------------------------------------ api.Engine
@@ -301,7 +306,10 @@ class PartsEngine:
                     if p.name.endswith((".partial", ".tmp")):
                         with contextlib.suppress(FileNotFoundError):
                             p.unlink()
-                self.state = {**old, "parts_done": {str(k): v for k, v in done.items()}}
+                strides = old.get("part_strides", {})
+                self.state = {**old, "parts_done": {str(k): v for k, v in done.items()},
+                              "part_strides": {str(k): strides[str(k)] for k in done
+                                               if str(k) in strides}}
                 self._save()
                 self.resumed_tiles = sum(len(self.layout.tiles(k)) for k in done)
                 ntiles = grid.shape[0] * grid.shape[1]
@@ -315,7 +323,7 @@ class PartsEngine:
         plan = make()
         self.state = {"version": CHECKPOINT_VERSION, "fingerprint": fp,
                       "tile_size": self.tile_size, "rows_per_part": self.layout.rows,
-                      "plan": _plan_to_json(plan), "parts_done": {}}
+                      "plan": _plan_to_json(plan), "parts_done": {}, "part_strides": {}}
         self._save()
         return plan
 
@@ -333,7 +341,12 @@ class PartsEngine:
         self.assemble_s = time.perf_counter() - t0
         evaluations = sum(int(v) for v in self.state["parts_done"].values())
         ntiles = plan.grid.shape[0] * plan.grid.shape[1]
-        return ExecuteStats(ntiles, evaluations, info.height * info.width * info.data_count)
+        strides = plan.strides.copy()  # a refine plan's tiles end where their checks stop
+        for k, part in self.state["part_strides"].items():
+            for tile, s in zip(self.layout.tiles(int(k)), part, strict=True):
+                strides[tile.ty, tile.tx] = s
+        return ExecuteStats(ntiles, evaluations, info.height * info.width * info.data_count,
+                            strides)
 
     def report(self) -> dict[str, Any]:
         return {"parts": self.layout.count if self.layout else 0,

@@ -209,14 +209,14 @@ def compute_tiles(
     opts: ExecuteOptions,
     tiles: list[Tile],
     workers: int | None = None,
-) -> Iterator[tuple[Tile, np.ndarray, np.ndarray, int]]:
+) -> Iterator[tuple[Tile, np.ndarray, np.ndarray, int, int]]:
     """Convolve ``tiles`` (any subset of the plan's grid) and yield ``(tile, data, mask,
-    kernel evaluations)`` in completion order, for a caller that writes them itself (part
-    files of a resumable or distributed run: ``satconv.parts``). A ``refine`` plan's tiles
-    are refined as in ``execute``; the strides they end on are not returned."""
+    kernel evaluations, stride executed)`` in completion order, for a caller that writes them
+    itself (part files of a resumable or distributed run: ``satconv.parts``). A ``refine``
+    plan's tiles are refined as in ``execute``."""
     pk = PreparedKernel.from_kernel(opts.kernel)
     start = plan.refine.start if plan.refine is not None else plan.strides
     items = [(t, int(start[t.ty, t.tx])) for t in tiles]
     fn = partial(_process, info=info, pk=pk, opts=opts, plan=plan)
     for (tile, _), done in map_tiles(info.path, items, fn, workers):
-        yield tile, done.data, done.mask, done.evaluations
+        yield tile, done.data, done.mask, done.evaluations, done.stride

@@ -149,12 +149,16 @@ def test_batch_on_dask_equals_local_run(cluster, tmp_path, monkeypatch):
     assert (summary["done"], summary["failed"], summary["backend"]) == (3, 1, "dask")
 
 
-def test_one_scene_in_row_bands_on_dask_equals_local_run(cluster, tmp_path, monkeypatch):
+@pytest.mark.parametrize("policy", ["", "policy: {type: refine, tolerance_db: 40}\n"])
+def test_one_scene_in_row_bands_on_dask_equals_local_run(cluster, tmp_path, monkeypatch,
+                                                         policy):
+    """Also with refine, whose tiles decide their strides on the workers: the stride map is
+    the strides executed there."""
     rng = np.random.default_rng(9)
     data = random_image(rng, (1, 700, 650), "int16")
     scene = write_geotiff(tmp_path / "big.tif", data)
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("tile_size: 32\nkernel: {type: gaussian, size: 5, sigma: 1.5}\n")
+    cfg.write_text("tile_size: 32\nkernel: {type: gaussian, size: 5, sigma: 1.5}\n" + policy)
     local, remote = tmp_path / "local", tmp_path / "remote"
     local.mkdir()
     remote.mkdir()

@@ -170,8 +170,8 @@ def test_checkpoint_of_another_config_is_not_used(big, tmp_path, monkeypatch):
     calls = {"n": 0}
     real = parts.PartsEngine.part_done
 
-    def crash_after_two(self, k, evaluations):
-        real(self, k, evaluations)
+    def crash_after_two(self, k, evaluations, strides):
+        real(self, k, evaluations, strides)
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt  # as a Ctrl-C: the finished parts stay
@@ -199,3 +199,25 @@ def test_resume_without_checkpoint_equals_plain_run(big, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert_same_outputs(out, big["ref"])
     assert sorted(os.listdir(out)) == sorted(FINALS)
+
+
+def test_resumed_refine_run_writes_the_strides_it_executed(big, tmp_path):
+    """With refine the strides are decided during execution: a run in resumable parts writes
+    the same stride map and report as a plain run, not the starting strides."""
+    cfg = tmp_path / "refine.yaml"
+    cfg.write_text(big["cfg"].read_text() + "policy: {type: refine, tolerance_db: 40}\n")
+    plain, parted = tmp_path / "plain", tmp_path / "parted"
+    for out, extra in ((plain, []), (parted, ["--resume"])):
+        out.mkdir()
+        result = invoke("run", big["scene"], "-c", cfg, "--out-dir", out, "-q", *extra)
+        assert result.exit_code == 0, result.stderr
+    report = json.loads((parted / "big.satconv.json").read_text())
+    assert report["execute"]["parts"] > 1
+    with rasterio.open(plain / "big.stride.tif") as a, \
+            rasterio.open(parted / "big.stride.tif") as b:
+        executed, got = a.read(1), b.read(1)
+    np.testing.assert_array_equal(got, executed)
+    assert len(np.unique(executed)) > 1  # refined somewhere, not left at the start
+    with rasterio.open(plain / "big.satconv.tif") as a, \
+            rasterio.open(parted / "big.satconv.tif") as b:
+        np.testing.assert_array_equal(a.read(), b.read())

@@ -1,10 +1,10 @@
 """Planning: choose a stride for every tile, behind one ``make_plan``.
 
-The plan pass reads each tile once with its kernel halo and summarises it (``scan``); ``inputs`` turns the
-summaries into per-stride predicted errors and costs, applies the kernel's stride cap and the
-context's forced and skipped tiles; then one policy chooses the strides of the free tiles:
-``variance`` (thresholds on the window variance), ``budget`` (least error within a compute
-budget) or ``refine`` (error-controlled, decided at execution). ``plan`` holds the result type.
+The plan pass reads each tile once with its kernel halo and summarises it (``scan``); ``inputs``
+turns the summaries into per-stride predicted errors and costs, applies the kernel's stride cap and
+the context's forced and skipped tiles; then one policy chooses the strides of the free tiles:
+``variance`` (thresholds on the window variance), ``budget`` (least error within a compute budget)
+or ``refine`` (error-controlled, decided at execution). ``plan`` holds the result type.
 """
 
 from __future__ import annotations
