@@ -131,78 +131,66 @@ def _rows(out, c0, count, f, base, offs, ws):
 # At a stride the samples of a row read every ``step``-th source column. The needed part of
 # the block is copied once into ``step`` phases, ``ph[p, r, k] = block[r, start + p + k*step]``,
 # so that every tap reads a contiguous slice; the copy also subtracts the block's offset. The
-# copy loops for steps 2, 4 and 8 (the default strides) are written out so that LLVM sees a
-# constant stride and vectorises them.
+# copy loops for steps 2, 4 and 8 (the default strides) have the step as a constant.
 
-@njit(cache=True, nogil=True, fastmath=FAST)
-def _copy1(d, s, off):
+@njit(cache=True, nogil=True, fastmath=FAST, inline="always")
+def _copy(d, s, off):
     for k in range(d.shape[0]):
         d[k] = s[k] - off
 
 
-@njit(cache=True, nogil=True, fastmath=FAST)
-def _deint2(d0, d1, s, full, off):
-    for k in range(full):
-        d0[k] = s[2 * k] - off
-        d1[k] = s[2 * k + 1] - off
+@njit(cache=True, nogil=True, fastmath=FAST, inline="always")
+def _copy2(d, s, off):
+    for k in range(d.shape[0]):
+        d[k] = s[2 * k] - off
 
 
-@njit(cache=True, nogil=True, fastmath=FAST)
-def _deint4(d0, d1, d2, d3, s, full, off):
-    for k in range(full):
-        d0[k] = s[4 * k] - off
-        d1[k] = s[4 * k + 1] - off
-        d2[k] = s[4 * k + 2] - off
-        d3[k] = s[4 * k + 3] - off
+@njit(cache=True, nogil=True, fastmath=FAST, inline="always")
+def _copy4(d, s, off):
+    for k in range(d.shape[0]):
+        d[k] = s[4 * k] - off
 
 
-@njit(cache=True, nogil=True, fastmath=FAST)
-def _deint8(d0, d1, d2, d3, d4, d5, d6, d7, s, full, off):
-    for k in range(full):
-        d0[k] = s[8 * k] - off
-        d1[k] = s[8 * k + 1] - off
-        d2[k] = s[8 * k + 2] - off
-        d3[k] = s[8 * k + 3] - off
-        d4[k] = s[8 * k + 4] - off
-        d5[k] = s[8 * k + 5] - off
-        d6[k] = s[8 * k + 6] - off
-        d7[k] = s[8 * k + 7] - off
+@njit(cache=True, nogil=True, fastmath=FAST, inline="always")
+def _copy8(d, s, off):
+    for k in range(d.shape[0]):
+        d[k] = s[8 * k] - off
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, inline="always")
+def _copyn(d, s, step, off):
+    for k in range(d.shape[0]):
+        d[k] = s[step * k] - off
 
 
 @njit(cache=True, nogil=True, fastmath=FAST)
 def _phases(block, src_rows, start, width, step, nph, off):
     """``out[p, i, k] = block[src_rows[i], start + p + k*step] - off`` for the first ``nph``
-    phases (the others are never read), as one flat array with its row length ``m``."""
+    phases (the others are never read), as one flat array with its row length ``m``.
+
+    One phase at a time: a single load and a single store stream per loop, which LLVM
+    vectorises (several store streams into one array defeat its alias checks)."""
     nr = src_rows.shape[0]
+    w = block.shape[1]
+    f = block.reshape(-1)
     m = -(-width // step)
     out = np.empty(nph * nr * m, dtype=block.dtype)
     for i in range(nr):
-        full = width // step
-        brow = block[src_rows[i]]
-        s = brow[start:start + width]
-        if step == 1:
-            _copy1(out[i * m:(i + 1) * m], s, off)
-            continue
-        if step == 2 and nph == 2:
-            _deint2(out[i * m:(i + 1) * m], out[(nr + i) * m:(nr + i + 1) * m], s, full, off)
-        elif step == 4 and nph == 4:
-            _deint4(out[i * m:(i + 1) * m], out[(nr + i) * m:(nr + i + 1) * m],
-                    out[(2 * nr + i) * m:(2 * nr + i + 1) * m],
-                    out[(3 * nr + i) * m:(3 * nr + i + 1) * m], s, full, off)
-        elif step == 8 and nph == 8:
-            _deint8(out[i * m:(i + 1) * m], out[(nr + i) * m:(nr + i + 1) * m],
-                    out[(2 * nr + i) * m:(2 * nr + i + 1) * m],
-                    out[(3 * nr + i) * m:(3 * nr + i + 1) * m],
-                    out[(4 * nr + i) * m:(4 * nr + i + 1) * m],
-                    out[(5 * nr + i) * m:(5 * nr + i + 1) * m],
-                    out[(6 * nr + i) * m:(6 * nr + i + 1) * m],
-                    out[(7 * nr + i) * m:(7 * nr + i + 1) * m], s, full, off)
-        else:
-            full = 0
-        for p in range(nph):  # the tail (and every column for other steps)
-            row = (p * nr + i) * m
-            for k in range(full, -(-(width - p) // step)):
-                out[row + k] = s[p + k * step] - off
+        row = src_rows[i] * w + start
+        for p in range(nph):
+            cnt = -(-(width - p) // step)
+            d = out[(p * nr + i) * m:(p * nr + i) * m + cnt]
+            s = f[row + p:row + p + step * (cnt - 1) + 1]
+            if step == 1:
+                _copy(d, s, off)
+            elif step == 2:
+                _copy2(d, s, off)
+            elif step == 4:
+                _copy4(d, s, off)
+            elif step == 8:
+                _copy8(d, s, off)
+            else:
+                _copyn(d, s, step, off)
     return out, m
 
 
