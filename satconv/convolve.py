@@ -152,6 +152,9 @@ def _band_samples(band: np.ndarray, kernel: PreparedKernel, rpos: np.ndarray,
     sum): the sums then carry only the local variation, so an offset-heavy scene (uint16
     reflectance near 10000) keeps float32's seven digits for the detail that matters.
     """
+    if kernel.column is None:  # one compiled call: shift, runs and taps all inside
+        return conv.correlate_samples(band, kernel.weights, _index(rpos), _index(cpos),
+                                      band.dtype == np.float32)
     offset = 0.0
     if band.dtype == np.float32:
         offset = float(band[band.shape[0] // 2, band.shape[1] // 2])
@@ -161,6 +164,10 @@ def _band_samples(band: np.ndarray, kernel: PreparedKernel, rpos: np.ndarray,
     if offset:
         out += np.float32(offset * kernel.weights.sum())
     return out
+
+
+def _index(a: np.ndarray) -> np.ndarray:
+    return a if a.dtype == np.int64 else a.astype(np.int64)
 
 
 def _masked_samples(band: np.ndarray, valid: np.ndarray, kernel: PreparedKernel,
@@ -196,6 +203,8 @@ def _at_runs(band: np.ndarray, kernel: PreparedKernel, rows: np.ndarray,
     """Correlation at ``rows`` x ``cols`` (increasing), one call per run of equal steps: a
     tile's sample grid is one run, plus at most its closing column."""
     rows = np.ascontiguousarray(rows, dtype=np.int64)
+    if kernel.column is None:
+        return conv.correlate_samples(band, kernel.weights, rows, _index(cols), False)
     parts = [_correlate(band, kernel, rows, start, step, count)
              for _, count, start, step in _arithmetic_runs(cols)]
     return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)

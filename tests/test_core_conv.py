@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from satconv.core.conv import correlate_grid, correlate_separable_grid
+from satconv.core.conv import correlate_grid, correlate_samples, correlate_separable_grid
 
 from . import oracle
 
@@ -103,3 +103,84 @@ def test_block_wider_than_needed_is_ignored(fn):
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-9)
     expected = oracle.correlate_loop(block, np.outer(col_w, row_w), rows, [1, 3, 5])
     np.testing.assert_allclose(a, expected, rtol=1e-10, atol=1e-9)
+
+
+# ---------------------------------------------------------------- correlate_samples
+#
+# Every path of the compiled core: kernels of 1 to 17 taps a side (so every mix of the 8-, 4-,
+# 2- and 1-tap groups), column steps 1 to 9 (the de-interleaving copies written for steps 2, 4
+# and 8 and the generic one), several runs of columns in one call (a closing column, irregular
+# check columns), rows in any order, float32 with and without the centre shift and float64.
+
+
+@st.composite
+def samples_case(draw):
+    kh = draw(st.integers(1, 17))
+    kw = draw(st.integers(1, 17))
+    step = draw(st.integers(1, 9))
+    ncols = draw(st.integers(1, 12))
+    col0 = draw(st.integers(0, 4))
+    cols = col0 + step * np.arange(ncols)
+    extra = draw(st.lists(st.integers(1, 5), max_size=3))  # further runs: closing, irregular
+    cols = np.concatenate([cols, cols[-1] + np.cumsum(np.asarray(extra, np.int64))])
+    width = int(cols[-1]) + kw + draw(st.integers(0, 3))
+    height = kh + draw(st.integers(0, 12))
+    rows = draw(st.lists(st.integers(0, height - kh), min_size=1, max_size=9))
+    dtype = draw(st.sampled_from(["float32", "float64"]))
+    shift = draw(st.booleans())
+    seed = draw(st.integers(0, 2**32 - 1))
+    return kh, kw, cols.astype(np.int64), height, width, np.asarray(rows, np.int64), dtype, \
+        shift, seed
+
+
+@settings(max_examples=400, deadline=None)
+@given(case=samples_case())
+def test_correlate_samples_matches_loop_and_scipy(case):
+    kh, kw, cols, height, width, rows, dtype, shift, seed = case
+    rng = np.random.default_rng(seed)
+    block = (rng.normal(size=(height, width)) * 100 + 50).astype(dtype)
+    w = rng.normal(size=(kh, kw))
+    got = correlate_samples(block, w, rows, cols, shift)
+    assert got.shape == (rows.size, cols.size) and got.dtype == block.dtype
+    expected = oracle.correlate_loop(block, w.astype(dtype), rows, cols)
+    # float32: a few ulps of the sum of the magnitudes
+    scale = oracle.correlate_loop(np.abs(block), np.abs(w), rows, cols)
+    tol = (1e-5 if dtype == "float32" else 1e-13) * (scale + 100 * np.abs(w).sum())
+    assert np.all(np.abs(got - expected) <= tol)
+    np.testing.assert_allclose(expected, oracle.correlate_scipy_at(block, w.astype(dtype), rows,
+                                                                  cols), rtol=1e-12, atol=1e-9)
+
+
+def test_correlate_samples_non_contiguous_block():
+    rng = np.random.default_rng(5)
+    big = rng.normal(size=(30, 40)).astype(np.float32)
+    view = big[2:25, 3:37:2]  # strided columns
+    w = rng.normal(size=(5, 3))
+    rows, cols = np.array([0, 4, 8]), np.array([0, 3, 6, 9, 13])
+    got = correlate_samples(view, w, rows, cols, True)
+    np.testing.assert_allclose(got, oracle.correlate_loop(view, w, rows, cols), rtol=0,
+                               atol=1e-4)
+
+
+@pytest.mark.parametrize("step", [1, 2, 4, 8])
+def test_correlate_samples_shift_keeps_float32_precision(step):
+    """An offset-heavy float32 block (values near 10000): with the centre shift the error is
+    that of one rounding of the result, without it the sum of every tap's rounding."""
+    rng = np.random.default_rng(7)
+    block = (10000 + rng.normal(size=(80, 80))).astype(np.float32)
+    w = rng.normal(size=(15, 15))
+    rows = np.arange(0, 60, step)
+    cols = np.arange(0, 60, step)
+    expected = oracle.correlate_loop(block, w.astype(np.float32), rows, cols)
+    shifted = np.abs(correlate_samples(block, w, rows, cols, True) - expected).max()
+    plain = np.abs(correlate_samples(block, w, rows, cols, False) - expected).max()
+    ulp = np.spacing(np.float32(np.abs(expected).max()))
+    assert shifted <= 2 * ulp
+    assert plain > 2 * shifted
+
+
+def test_correlate_samples_skips_shift_on_infinite_centre():
+    block = np.ones((5, 5), dtype=np.float32)
+    block[2, 2] = np.inf
+    got = correlate_samples(block, np.ones((1, 1)), np.arange(5), np.arange(5), True)
+    np.testing.assert_array_equal(got, block)
