@@ -48,6 +48,29 @@ def _taps8(acc, init, f, o0, o1, o2, o3, o4, o5, o6, o7, w0, w1, w2, w3, w4, w5,
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, inline="always")
+def _taps9(acc, init, f, o0, o1, o2, o3, o4, o5, o6, o7, o8, w0, w1, w2, w3, w4, w5, w6, w7,
+           w8):
+    n = acc.shape[0]
+    s0 = f[o0:o0 + n]
+    s1 = f[o1:o1 + n]
+    s2 = f[o2:o2 + n]
+    s3 = f[o3:o3 + n]
+    s4 = f[o4:o4 + n]
+    s5 = f[o5:o5 + n]
+    s6 = f[o6:o6 + n]
+    s7 = f[o7:o7 + n]
+    s8 = f[o8:o8 + n]
+    if init:
+        for j in range(acc.shape[0]):
+            acc[j] = ((w0 * s0[j] + w1 * s1[j] + w2 * s2[j] + w3 * s3[j])
+                      + (w4 * s4[j] + w5 * s5[j] + w6 * s6[j] + w7 * s7[j]) + w8 * s8[j])
+    else:
+        for j in range(acc.shape[0]):
+            acc[j] += ((w0 * s0[j] + w1 * s1[j] + w2 * s2[j] + w3 * s3[j])
+                       + (w4 * s4[j] + w5 * s5[j] + w6 * s6[j] + w7 * s7[j]) + w8 * s8[j])
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, inline="always")
 def _taps4(acc, init, f, o0, o1, o2, o3, w0, w1, w2, w3):
     n = acc.shape[0]
     s0 = f[o0:o0 + n]
@@ -90,7 +113,7 @@ def _taps1(acc, init, f, o0, w0):
 @njit(cache=True, nogil=True, fastmath=FAST)
 def _rows(out, c0, count, f, base, offs, ws):
     """``out[i, c0 + j] = sum_t ws[t] * f[base[i] + offs[t] + j]`` for ``j < count``: the
-    taps in groups of 8, 4, 2, 1."""
+    taps in groups of 8 (the last one of 9 when 9 remain), 4, 2, 1."""
     nt = offs.shape[0]
     for i in range(out.shape[0]):
         orow = out[i]
@@ -99,6 +122,16 @@ def _rows(out, c0, count, f, base, offs, ws):
         t = 0
         init = True
         while t + 8 <= nt:
+            if nt - t == 9:  # every odd square kernel ends so: no single-tap pass after it
+                o0, o1, o2 = bi + offs[t], bi + offs[t + 1], bi + offs[t + 2]
+                o3, o4, o5 = bi + offs[t + 3], bi + offs[t + 4], bi + offs[t + 5]
+                o6, o7, o8 = bi + offs[t + 6], bi + offs[t + 7], bi + offs[t + 8]
+                _taps9(acc, init, f, o0, o1, o2, o3, o4, o5, o6, o7, o8, ws[t], ws[t + 1],
+                       ws[t + 2], ws[t + 3], ws[t + 4], ws[t + 5], ws[t + 6], ws[t + 7],
+                       ws[t + 8])
+                init = False
+                t += 9
+                break
             o0, o1, o2, o3 = bi + offs[t], bi + offs[t + 1], bi + offs[t + 2], bi + offs[t + 3]
             o4, o5, o6, o7 = (bi + offs[t + 4], bi + offs[t + 5], bi + offs[t + 6],
                               bi + offs[t + 7])
