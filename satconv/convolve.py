@@ -539,11 +539,12 @@ def refine_tile(
     """Convolve one tile at the coarsest of ``strides`` that ``accept`` allows.
 
     The tile starts at the coarsest stride that is predicted to cost less than every finer
-    one (next to nodata a coarser stride can cost more: ``_worth_trying``). At each stride, check samples on the half-stride
-    grid (``_check_places``) are compared with what interpolating the samples predicts there;
-    with the coarse surplus of the samples themselves, ``accept`` decides whether the tile
-    stops. If not, the tile moves to the next finer stride: its grid contains the samples and
-    the checks already computed, and only the missing positions are evaluated. The finest
+    one (next to nodata a coarser stride can cost more: ``_worth_trying``). At each stride,
+    check samples on the half-stride grid (``_check_places``) are compared with what
+    interpolating the samples predicts there; with the coarse surplus of the samples
+    themselves, ``accept`` decides whether the tile stops. If not, the tile moves to the
+    next finer stride: its grid contains the samples and the checks already computed, and
+    only the missing positions are evaluated. The finest
     stride is accepted without checks. Nothing is computed twice: the evaluations are the
     final grid's samples plus the last level's checks (and the pixels next to invalid data
     that are always computed exactly).

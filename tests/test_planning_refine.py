@@ -227,7 +227,7 @@ def test_tolerance_db_meets_the_psnr_and_the_floor(db_runs, name):
         "the 35 dB floor; a per-tile oracle knowing every tile's true error reaches 20.0x "
         "at tiles of 128 (20.4x at 64, 18.7x at 256) before any check sample")),
     pytest.param("sample", "uniform", marks=pytest.mark.xfail(
-        strict=True, reason="~1.2x on this busy crop (48 tiles, no water): uniform stride "
+        strict=True, reason="~1.2x on this busy crop (48 tiles, no nodata): uniform stride "
         "4 already gives 43 dB; the per-tile oracle reaches 1.62x, 1.48x with the check "
         "samples even with exact error estimates")),
     pytest.param("sample", "stride1", marks=pytest.mark.xfail(
