@@ -411,8 +411,9 @@ def _check_places(rpos: np.ndarray, cpos: np.ndarray, half_r: np.ndarray,
                   checks: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], bool]:
     """Where to check a tile's samples: blocks of (rows, cols) on the half-stride grid, inside
     the tile, and whether they are all of its points off the sample grid (cell centres and edge
-    midpoints: when there are at most ``checks`` of them) rather than a regular sub-lattice of
-    cell centres (at least ``checks`` of them where the tile has that many cells)."""
+    midpoints: when there are at most ``checks`` of them) rather than a sub-lattice of cell
+    centres (at least ``checks`` of them where the tile has that many cells; evenly spread,
+    the rows and columns next to the tile's edges included)."""
     odd_r = half_r[~np.isin(half_r, rpos) & (half_r < h)]
     odd_c = half_c[~np.isin(half_c, cpos) & (half_c < w)]
     in_c = half_c[half_c < w]
@@ -425,7 +426,17 @@ def _check_places(rpos: np.ndarray, cpos: np.ndarray, half_r: np.ndarray,
     m = 1
     while (odd_r.size // (2 * m)) * (odd_c.size // (2 * m)) >= checks:
         m *= 2
-    return [(odd_r[m // 2::m], odd_c[m // 2::m])], False
+    return [(_spread(odd_r, m), _spread(odd_c, m))], False
+
+
+def _spread(idx: np.ndarray, m: int) -> np.ndarray:
+    """Every ``m``-th of ``idx`` on average, always with its first and last: the rows and
+    columns of cell centres next to the tile's edges are checked, where what lies just outside
+    the tile (in the kernel's halo) shows first."""
+    k = max(idx.size // m, 1)
+    if k == 1:
+        return idx[idx.size // 2: idx.size // 2 + 1]
+    return idx[np.unique(np.round(np.linspace(0, idx.size - 1, k)).astype(np.int64))]
 
 
 #: accept(stride, checks, coarse, full) -> whether the tile may stop at ``stride``, given per
@@ -487,6 +498,47 @@ def _finer_grid(block: np.ndarray, vbs: list, kernel: PreparedKernel,
     return new, evaluations
 
 
+def _exact_pixels(rpos: np.ndarray, cpos: np.ndarray, vb: np.ndarray,
+                  masks: tuple[np.ndarray, np.ndarray], kernel: PreparedKernel, h: int, w: int,
+                  method: str, min_fraction: float) -> int:
+    """How many pixels ``_finish_band`` will compute exactly next to invalid data with samples
+    at ``rpos`` x ``cpos``, predicted from the validity alone (no kernel evaluation): a sample
+    is taken as undefined when the valid pixels fill less than ``min_fraction`` of the
+    kernel's box (a proxy for its weight), and a pixel interpolated from an undefined sample is
+    computed exactly, as is every valid pixel whose window touches invalid data."""
+    kh, kw = kernel.weights.shape
+    count = np.zeros((vb.shape[0] + 1, vb.shape[1] + 1), dtype=np.int64)
+    count[1:, 1:] = np.cumsum(np.cumsum(vb, axis=0), axis=1)
+    r, c = np.ix_(rpos, cpos)
+    inside = count[r + kh, c + kw] - count[r, c + kw] - count[r + kh, c] + count[r, c]
+    samples = np.where(inside < min_fraction * kh * kw, np.nan, 0.0)
+    values = _reconstruct(samples, rpos, cpos, h, w, method)
+    centre, served = masks
+    return int(np.count_nonzero(centre & (~served | np.isnan(values))))
+
+
+def _worth_trying(order: list[int], tile: Tile, height: int, width: int,
+                  kernel: PreparedKernel, vbs: list, masks: list, method: str,
+                  min_fraction: float) -> list[int]:
+    """The strides of ``order`` (descending) that are predicted to cost less than every finer
+    one. Next to nodata a coarse stride can cost more than a finer one: interpolation reaches
+    further, so more pixels next to undefined samples are computed exactly; such a stride is
+    no cheaper and less accurate, and the tile does not start there."""
+    h, w = tile.height, tile.width
+    kept: list[int] = []
+    best = np.inf
+    for s in reversed(order):
+        rpos = sample_positions(tile.row0, tile.row1, height, s) - tile.row0
+        cpos = sample_positions(tile.col0, tile.col1, width, s) - tile.col0
+        cost = rpos.size * cpos.size * len(vbs) + sum(
+            _exact_pixels(rpos, cpos, vb, m, kernel, h, w, method, min_fraction)
+            for vb, m in zip(vbs, masks, strict=True) if vb is not None and m is not None)
+        if cost < best or not kept:
+            kept.append(s)
+            best = min(best, cost)
+    return kept[::-1]
+
+
 def refine_tile(
     read: Reader,
     tile: Tile,
@@ -502,11 +554,13 @@ def refine_tile(
 ) -> TileResult:
     """Convolve one tile at the coarsest of ``strides`` that ``accept`` allows.
 
-    The tile starts at the coarsest stride. At each stride, check samples on the half-stride
-    grid (``_check_places``) are compared with what interpolating the samples predicts there;
-    with the coarse surplus of the samples themselves, ``accept`` decides whether the tile
-    stops. If not, the tile moves to the next finer stride: its grid contains the samples and
-    the checks already computed, and only the missing positions are evaluated. The finest
+    The tile starts at the coarsest stride that is predicted to cost less than every finer
+    one (next to nodata a coarser stride can cost more: ``_worth_trying``). At each stride,
+    check samples on the half-stride grid (``_check_places``) are compared with what
+    interpolating the samples predicts there; with the coarse surplus of the samples
+    themselves, ``accept`` decides whether the tile stops. If not, the tile moves to the
+    next finer stride: its grid contains the samples and the checks already computed, and
+    only the missing positions are evaluated. The finest
     stride is accepted without checks. Nothing is computed twice: the evaluations are the
     final grid's samples plus the last level's checks (and the pixels next to invalid data
     that are always computed exactly).
@@ -518,7 +572,12 @@ def refine_tile(
     bands = block.shape[0]
     vbs = [None if valid is None or valid[b].all() else valid[b] for b in range(bands)]
     masks = [_interpolated(vb, kernel, h, w) for vb in vbs]
-    rpos, cpos = ts.rpos, ts.cpos
+    if any(vb is not None for vb in vbs):
+        # (the block read for the coarsest stride holds every finer grid's windows)
+        order = _worth_trying(order, tile, height, width, kernel, vbs, masks, method,
+                              min_fraction)
+    rpos = sample_positions(tile.row0, tile.row1, height, order[0]) - tile.row0
+    cpos = sample_positions(tile.col0, tile.col1, width, order[0]) - tile.col0
     grid = np.stack([_samples_at(block[b], vbs[b], kernel, rpos, cpos, min_fraction)
                      for b in range(bands)])
     evaluations = grid[0].size * bands
