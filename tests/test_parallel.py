@@ -1,0 +1,64 @@
+"""Worker threads and the shared input handle (``satconv.parallel``)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from satconv import raster_io
+from satconv.parallel import SerialDataset, map_tiles
+
+from .conftest import write_geotiff
+
+
+class _Probe:
+    """A stand-in dataset that records how many calls run at once."""
+
+    def __init__(self) -> None:
+        self.inside = 0
+        self.most = 0
+        self.guard = threading.Lock()
+        self.name = "probe"
+
+    def read(self, value: int) -> int:
+        with self.guard:
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+        time.sleep(0.002)
+        with self.guard:
+            self.inside -= 1
+        return value * 2
+
+
+def test_serial_dataset_runs_one_call_at_a_time():
+    probe = _Probe()
+    shared = SerialDataset(probe, threading.Lock())
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(shared.read, range(40)))
+    assert got == [2 * v for v in range(40)]
+    assert probe.most == 1
+    assert shared.name == "probe"  # plain attributes pass through
+
+
+def test_map_tiles_gives_every_worker_the_same_handle_and_every_item_once(tmp_path):
+    data = np.arange(3 * 40 * 50, dtype=np.uint16).reshape(3, 40, 50)
+    path = write_geotiff(tmp_path / "s.tif", data)
+    seen_handles = set()
+
+    def fn(ds, item):
+        seen_handles.add(id(ds))
+        r0, c0 = item
+        return raster_io.read_window(ds, r0, r0 + 10, c0, c0 + 10)
+
+    items = [(r, c) for r in range(0, 40, 10) for c in range(0, 50, 10)]
+    with raster_io.gdal_env():
+        with raster_io.open_input(path):  # vetted, as a run does before its workers start
+            pass
+        out = dict(map_tiles(str(path), items, fn, workers=3))
+    assert len(seen_handles) == 1
+    assert sorted(out) == sorted(items)
+    for (r0, c0), block in out.items():
+        np.testing.assert_array_equal(block, data[:, r0:r0 + 10, c0:c0 + 10])
