@@ -7,11 +7,15 @@ Reading is a small share of a run (decoding a 3-band uint16 DEFLATE scene runs a
 Mpx/s on one core), so the lock costs little; the numba kernels and GDAL's compression run
 in parallel outside it. At most ``2 * workers`` tiles are in flight, which bounds memory
 whatever the scene size.
+
+The plan pass, whose tiles all cost about the same and where reading is a larger share, uses
+:func:`map_shares` instead: one contiguous share of the tiles and one handle per worker.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -100,3 +104,65 @@ def _drain(pool: ThreadPoolExecutor, call: Callable[[T], R], it: Iterator[T],
             if nxt is not None:
                 pending[pool.submit(call, nxt)] = nxt
             yield item, result
+
+
+_DONE = object()
+
+
+def map_shares(
+    path: str,
+    items: list[T],
+    fn: Callable[[Any, T], R],
+    workers: int | None = None,
+) -> Iterator[tuple[T, R]]:
+    """Like :func:`map_tiles`, for work of even cost per item (the plan pass): each worker
+    takes one contiguous share of ``items`` with a handle of its own, so reads run in
+    parallel and a block is decoded twice at most where two shares meet. Results are yielded
+    as they come; at most ``2 * workers`` wait to be taken. An exception in any call is raised
+    here and stops every worker."""
+    workers = max(1, min(workers or default_workers(), len(items)))
+    if not items:
+        return
+    size = -(-len(items) // workers)
+    shares = [items[i:i + size] for i in range(0, len(items), size)]
+    out: queue.Queue[Any] = queue.Queue(maxsize=2 * workers)
+    stop = threading.Event()
+
+    def put(value: Any) -> None:
+        while not stop.is_set():
+            try:
+                out.put(value, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def work(share: list[T]) -> None:
+        try:
+            with raster_io.open_input(path) as ds:
+                for item in share:
+                    if stop.is_set():
+                        return
+                    put((item, fn(ds, item)))
+        except BaseException as err:  # handed to the consumer, raised there
+            put(err)
+        finally:
+            put(_DONE)
+
+    threads = [threading.Thread(target=work, args=(s,), name="satconv-share", daemon=True)
+               for s in shares]
+    for t in threads:
+        t.start()
+    running = len(threads)
+    try:
+        while running:
+            got = out.get()
+            if got is _DONE:
+                running -= 1
+            elif isinstance(got, BaseException):
+                raise got
+            else:
+                yield got
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()

@@ -7,9 +7,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 
 from satconv import raster_io
-from satconv.parallel import SerialDataset, map_tiles
+from satconv.parallel import SerialDataset, map_shares, map_tiles
 
 from .conftest import write_geotiff
 
@@ -62,3 +63,55 @@ def test_map_tiles_gives_every_worker_the_same_handle_and_every_item_once(tmp_pa
     assert sorted(out) == sorted(items)
     for (r0, c0), block in out.items():
         np.testing.assert_array_equal(block, data[:, r0:r0 + 10, c0:c0 + 10])
+
+
+def _scene(tmp_path):
+    data = np.arange(2 * 60 * 70, dtype=np.uint16).reshape(2, 60, 70)
+    path = write_geotiff(tmp_path / "s.tif", data)
+    with raster_io.gdal_env(), raster_io.open_input(path):  # vetted, as a run does first
+        pass
+    return data, str(path)
+
+
+def test_map_shares_yields_every_item_once_with_its_result(tmp_path):
+    data, path = _scene(tmp_path)
+    handles = set()
+
+    def fn(ds, item):
+        handles.add(id(ds))
+        r0, c0 = item
+        return raster_io.read_window(ds, r0, r0 + 10, c0, c0 + 10)
+
+    items = [(r, c) for r in range(0, 60, 10) for c in range(0, 70, 10)]
+    with raster_io.gdal_env():
+        out = list(map_shares(path, items, fn, workers=3))
+    assert sorted(i for i, _ in out) == sorted(items) and len(out) == len(items)
+    assert len(handles) == 3  # a handle per share
+    for (r0, c0), block in out:
+        np.testing.assert_array_equal(block, data[:, r0:r0 + 10, c0:c0 + 10])
+
+
+def test_map_shares_raises_a_workers_error_and_stops_the_others(tmp_path):
+    _, path = _scene(tmp_path)
+    calls = []
+
+    def fn(ds, item):
+        calls.append(item)
+        if item == 3:
+            raise ValueError("tile 3 is bad")
+        time.sleep(0.001)
+        return item
+
+    with raster_io.gdal_env(), pytest.raises(ValueError, match="tile 3 is bad"):
+        list(map_shares(path, list(range(400)), fn, workers=2))
+    assert len(calls) < 100  # the other share (items 200-399) stopped early
+
+
+def test_map_shares_consumer_may_stop_early(tmp_path):
+    _, path = _scene(tmp_path)
+    with raster_io.gdal_env():
+        gen = map_shares(path, list(range(1000)), lambda ds, i: i, workers=2)
+        first = [next(gen) for _ in range(5)]
+        gen.close()  # must not hang on workers blocked on a full queue
+    assert len(first) == 5
+    assert not [t for t in threading.enumerate() if t.name == "satconv-share"]

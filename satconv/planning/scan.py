@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import raster_io
-from ..parallel import map_tiles
+from ..parallel import map_shares
 from ..raster_io import RasterInfo
 from ..tiling import Tile, TileGrid
 from . import variance
@@ -159,7 +159,8 @@ def scene_stats(
             near = _exact_pixels(own_valid, kernel_shape, strides, reach)
         return own, around, near
 
-    for tile, (ts, around, near) in map_tiles(info.path, grid.tiles(), summarise, workers):
+    tiles = list(grid.tiles())  # every tile costs about the same: contiguous shares
+    for tile, (ts, around, near) in map_shares(info.path, tiles, summarise, workers):
         at = (tile.ty, tile.tx)
         arrays["statistic"][at] = ts.statistic
         arrays["reach"][at] = around.statistic
