@@ -83,9 +83,12 @@ def to_output(values: np.ndarray, dtype: str, nodata: float | None) -> np.ndarra
     kind = np.dtype(dtype).kind
     if kind in "iu":
         lim = np.iinfo(dtype)
+        lo, hi = float(lim.min), float(lim.max)
+        if int(hi) > lim.max:  # 64-bit: the float nearest the maximum is beyond it
+            hi = float(np.nextafter(hi, 0.0))
         out = np.empty(values.shape, dtype=dtype)
-        encode.encode_int(values, out, float(lim.min), float(lim.max),
-                          0.0 if nodata is None else float(nodata), nodata is not None)
+        encode.encode_int(values, out, lo, hi, 0.0 if nodata is None else float(nodata),
+                          nodata is not None)
         return out
     if nodata is None or np.isnan(nodata):
         return values.astype(dtype, copy=False)

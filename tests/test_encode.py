@@ -94,3 +94,12 @@ def test_extents_match_numpy(bands, h, w, p_nan, seed, dtype):
             assert hi[b] == values[b][finite[b]].max()
         else:
             assert np.isnan(lo[b]) and np.isnan(hi[b])
+
+
+@pytest.mark.parametrize("dtype", ["int64", "uint64"])
+def test_64_bit_outputs_clip_huge_values_to_the_types_ends(dtype):
+    lim = np.iinfo(dtype)
+    got = to_output(np.array([[[1e30, -1e30, 7.0]]]), dtype, None)
+    assert lim.max - 2048 <= int(got[0, 0, 0]) <= lim.max
+    assert int(got[0, 0, 1]) == lim.min
+    assert int(got[0, 0, 2]) == 7
