@@ -1,8 +1,10 @@
 """Per-window statistics the planner uses: variance of valid pixels in square windows.
 
-Inputs come in their own type (integers are not copied to float first); sums are float64 and
-centred on a reference value so large offsets (uint16 scenes) lose no precision. The inner
-loops are branch-free selects over contiguous rows, which LLVM vectorises.
+Inputs come in their own type (integers are not copied to float first); sums are float64.
+Window variances take two passes (sums, then squared deviations from each window's mean); the
+whole-array variance is centred on the first valid value, so large offsets (uint16 scenes) lose
+no precision. The inner loops are branch-free selects over contiguous rows, which LLVM
+vectorises.
 """
 
 from __future__ import annotations
@@ -15,33 +17,13 @@ _FAST = {"contract", "reassoc", "nsz", "arcp"}
 
 
 @njit(cache=True, nogil=True)
-def _first_valid(x: np.ndarray, valid: np.ndarray, r0: int, r1: int, c0: int,
-                 c1: int) -> tuple[bool, float]:
-    for r in range(r0, r1):
-        for c in range(c0, c1):
+def _first_valid(valid: np.ndarray) -> tuple[bool, int, int]:
+    """Whether any pixel is valid, and the first one in row-major order."""
+    for r in range(valid.shape[0]):
+        for c in range(valid.shape[1]):
             if valid[r, c]:
-                return True, float(x[r, c])
-    return False, 0.0
-
-
-@njit(cache=True, nogil=True, fastmath=_FAST)
-def _sums(x: np.ndarray, valid: np.ndarray, r0: int, r1: int, c0: int, c1: int,
-          ref: float) -> tuple[int, float, float]:
-    """Count, sum and sum of squares of ``x - ref`` over the valid pixels of a box."""
-    n = 0.0
-    s1 = 0.0
-    s2 = 0.0
-    for r in range(r0, r1):
-        xr = x[r]
-        vr = valid[r]
-        for c in range(c0, c1):
-            ok = vr[c]
-            d = np.float64(xr[c]) - ref
-            d = d if ok else 0.0
-            s1 += d
-            s2 += d * d
-            n += 1.0 if ok else 0.0
-    return int(n), s1, s2
+                return True, r, c
+    return False, 0, 0
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST)
@@ -120,39 +102,42 @@ def window_variance(x: np.ndarray, valid: np.ndarray, win: int, min_count: int) 
 @njit(cache=True, nogil=True, fastmath=_FAST)
 def valid_range(x: np.ndarray, valid: np.ndarray) -> tuple[float, float]:
     """Minimum and maximum of the valid pixels of ``x`` (NaNs when none is valid)."""
-    h, w = x.shape
-    found = False
-    ref = x[0, 0]
-    for r in range(h):
-        for c in range(w):
-            if valid[r, c]:
-                ref = x[r, c]
-                found = True
-                break
-        if found:
-            break
+    found, r0, c0 = _first_valid(valid)
     if not found:
         return np.nan, np.nan
+    ref = x[r0, c0]
     lo = ref  # compared in the input's own type: integer min/max vectorise
     hi = ref
-    for r in range(h):
+    for r in range(x.shape[0]):
         xr = x[r]
         vr = valid[r]
-        for c in range(w):
+        for c in range(x.shape[1]):
             v = xr[c] if vr[c] else ref
             lo = min(lo, v)
             hi = max(hi, v)
     return np.float64(lo), np.float64(hi)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_FAST)
 def valid_variance(x: np.ndarray, valid: np.ndarray) -> tuple[int, float]:
     """The count and population variance of the valid pixels of ``x`` (0 and NaN if none)."""
-    h, w = x.shape
-    found, ref = _first_valid(x, valid, 0, h, 0, w)
+    found, r0, c0 = _first_valid(valid)
     if not found:
         return 0, np.nan
-    n, s1, s2 = _sums(x, valid, 0, h, 0, w, ref)
+    ref = np.float64(x[r0, c0])
+    n = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    for r in range(x.shape[0]):
+        xr = x[r]
+        vr = valid[r]
+        for c in range(x.shape[1]):
+            ok = vr[c]
+            d = np.float64(xr[c]) - ref
+            d = d if ok else 0.0
+            s1 += d
+            s2 += d * d
+            n += 1.0 if ok else 0.0
     m = s1 / n
     var = s2 / n - m * m
-    return n, (var if var > 0.0 else 0.0)
+    return int(n), (var if var > 0.0 else 0.0)
