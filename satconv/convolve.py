@@ -498,7 +498,7 @@ def _finer_grid(block: np.ndarray, vbs: list, kernel: PreparedKernel,
     return new, evaluations
 
 
-def _exact_pixels(rpos: np.ndarray, cpos: np.ndarray, vb: np.ndarray,
+def _predicted_exact(rpos: np.ndarray, cpos: np.ndarray, vb: np.ndarray,
                   masks: tuple[np.ndarray, np.ndarray], kernel: PreparedKernel, h: int, w: int,
                   method: str, min_fraction: float) -> int:
     """How many pixels ``_finish_band`` will compute exactly next to invalid data with samples
@@ -531,7 +531,7 @@ def _worth_trying(order: list[int], tile: Tile, height: int, width: int,
         rpos = sample_positions(tile.row0, tile.row1, height, s) - tile.row0
         cpos = sample_positions(tile.col0, tile.col1, width, s) - tile.col0
         cost = rpos.size * cpos.size * len(vbs) + sum(
-            _exact_pixels(rpos, cpos, vb, m, kernel, h, w, method, min_fraction)
+            _predicted_exact(rpos, cpos, vb, m, kernel, h, w, method, min_fraction)
             for vb, m in zip(vbs, masks, strict=True) if vb is not None and m is not None)
         if cost < best or not kept:
             kept.append(s)
