@@ -101,16 +101,16 @@ def _scene_task(src: str, settings: Settings, opts: RunOptions, topic: str) -> O
 
 def _part_task(src: str, settings: Settings, info: RasterInfo, plan: Plan,
                opts: ExecuteOptions, raster: str, layout: PartLayout, k: int,
-               run_opts: RunOptions) -> tuple[int, int, list[int]]:
+               run_opts: RunOptions) -> tuple[int, int, dict[str, Any]]:
     """One row band of one scene on a worker: write its part file; ``(k, evaluations,
-    executed strides)``."""
+    record)`` (``parts.part_record``: what its tiles did)."""
     with raster_io.gdal_env():
         # vet the input with the run's policy, so this worker's reader threads may reopen it
         with raster_io.open_input(src, input_policy(settings)):
             pass
-        done: list[tuple[int, list[int]]] = []
+        done: list[tuple[int, dict[str, Any]]] = []
         write_parts(info, plan, opts, layout, Path(raster), [k], _worker_threads(run_opts),
-                    on_part=lambda _k, n, strides: done.append((n, strides)))
+                    on_part=lambda _k, n, record: done.append((n, record)))
     return k, done[0][0], done[0][1]
 
 
@@ -144,11 +144,11 @@ class DaskPartRunner:
                 for fut in done:
                     pending.remove(fut)
                     try:
-                        k, evaluations, strides = fut.result()
+                        k, evaluations, record = fut.result()
                     except Exception as err:
                         raise RuntimeError(f"a row band task failed on the Dask cluster: "
                                            f"{type(err).__name__}: {err}") from err
-                    engine.part_done(k, evaluations, strides)
+                    engine.part_done(k, evaluations, record)
                     progress(len(layout.tiles(k)))
         except BaseException:
             self.client.cancel(futures)

@@ -41,14 +41,14 @@ from affine import Affine
 
 from . import profiles, raster_io
 from .events import Emit, Event, ignore
-from .pipeline import ExecuteOptions, ExecuteStats, compute_tiles
+from .pipeline import ExecuteOptions, ExecuteStats, TileDone, compute_tiles
 from .planning import Plan
 from .raster_io import RasterInfo
 from .tiling import Tile, TileGrid
 
 #: About this many tiles per part: few enough files, small enough units of work and loss.
 TILES_PER_PART = 64
-CHECKPOINT_VERSION = 2
+CHECKPOINT_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -139,24 +139,44 @@ def part_profile(info: RasterInfo, opts: ExecuteOptions, layout: PartLayout, k: 
     return profile
 
 
+def _summary(done: TileDone) -> TileDone:
+    """What a part keeps of a tile once its pixels are written: everything but the pixels."""
+    empty = np.empty((0, 0))
+    return TileDone(empty, empty, done.evaluations, done.stride, done.error, done.valid,
+                    done.vmin, done.vmax)
+
+
+def part_record(tiles: list[TileDone]) -> dict[str, Any]:
+    """A part's tiles, in layout order, as plain data for the checkpoint: strides executed,
+    estimated RMS error and valid output pixels per tile and band; the value range per band."""
+    lo = np.fmin.reduce([t.vmin for t in tiles]) if tiles else np.zeros(0)
+    hi = np.fmax.reduce([t.vmax for t in tiles]) if tiles else np.zeros(0)
+    return {"strides": [int(t.stride) for t in tiles],
+            "errors": [[float(e) for e in t.error] for t in tiles],
+            "valid": [[int(v) for v in t.valid] for t in tiles],
+            "vmin": [float(v) for v in lo], "vmax": [float(v) for v in hi]}
+
+
 def write_parts(info: RasterInfo, plan: Plan, opts: ExecuteOptions, layout: PartLayout,
                 raster: Path, parts: Iterable[int], workers: int | None = None,
-                on_part: Callable[[int, int, list[int]], None] | None = None,
+                on_part: Callable[[int, int, dict[str, Any]], None] | None = None,
                 on_tile: Callable[[int], None] | None = None) -> int:
     """Compute ``parts`` and write each to its part file (temporary name, renamed when done).
 
-    ``on_part(k, evaluations, strides)`` is called after part ``k`` is renamed, with the strides its
-    tiles executed (in ``layout.tiles(k)`` order: a refined tile's own); ``on_tile(1)`` after each
-    tile. Returns the kernel evaluations. On an exception, unfinished parts are removed.
+    ``on_part(k, evaluations, record)`` is called after part ``k`` is renamed, with what its
+    tiles did (:func:`part_record`: executed strides, error estimates, valid pixels, value
+    range); ``on_tile(1)`` after each tile. Returns the kernel evaluations. On an exception,
+    unfinished parts are removed.
     """
     parts = sorted(set(parts))
     expected = {k: len(layout.tiles(k)) for k in parts}
     tiles = [t for k in parts for t in layout.tiles(k)]
     open_parts: dict[int, tuple[Any, Any, Path, int, int]] = {}  # k: cm, dst, tmp, tiles, evals
-    executed: dict[int, dict[tuple[int, int], int]] = {k: {} for k in parts}
+    executed: dict[int, dict[tuple[int, int], TileDone]] = {k: {} for k in parts}
     total = 0
     try:
-        for tile, data, mask, n, stride in compute_tiles(info, plan, opts, tiles, workers):
+        for tile, done in compute_tiles(info, plan, opts, tiles, workers):
+            data, mask, n = done.data, done.mask, done.evaluations
             k = layout.part_of(tile)
             if k not in open_parts:
                 final = part_path(raster, k)
@@ -171,7 +191,7 @@ def write_parts(info: RasterInfo, plan: Plan, opts: ExecuteOptions, layout: Part
             raster_io.write_tile(dst, data, tile.row0 - r0, tile.col0,
                                  mask if opts.write_mask else None)
             count, evals = count + 1, evals + n
-            executed[k][tile.ty, tile.tx] = stride
+            executed[k][tile.ty, tile.tx] = _summary(done)
             total += n
             open_parts[k] = (cm, dst, tmp, count, evals)
             if count == expected[k]:
@@ -179,7 +199,8 @@ def write_parts(info: RasterInfo, plan: Plan, opts: ExecuteOptions, layout: Part
                 cm.__exit__(None, None, None)
                 os.replace(tmp, part_path(raster, k))
                 if on_part is not None:
-                    on_part(k, evals, [executed[k][t.ty, t.tx] for t in layout.tiles(k)])
+                    on_part(k, evals, part_record([executed[k][t.ty, t.tx]
+                                                   for t in layout.tiles(k)]))
             if on_tile is not None:
                 on_tile(1)
     except BaseException as err:
@@ -275,10 +296,10 @@ class PartsEngine:
     def _save(self) -> None:
         _write_json(checkpoint_path(self.raster), self.state)
 
-    def part_done(self, k: int, evaluations: int, strides: list[int]) -> None:
-        """Record part ``k`` as finished: its kernel evaluations and executed strides."""
+    def part_done(self, k: int, evaluations: int, record: dict[str, Any]) -> None:
+        """Record part ``k`` as finished: its kernel evaluations and :func:`part_record`."""
         self.state["parts_done"][str(k)] = int(evaluations)
-        self.state["part_strides"][str(k)] = [int(s) for s in strides]
+        self.state["part_tiles"][str(k)] = record
         self._save()
 
     # ------------------------------------------------------------ api.Engine
@@ -306,10 +327,9 @@ class PartsEngine:
                     if p.name.endswith((".partial", ".tmp")):
                         with contextlib.suppress(FileNotFoundError):
                             p.unlink()
-                strides = old.get("part_strides", {})
+                records = old["part_tiles"]
                 self.state = {**old, "parts_done": {str(k): v for k, v in done.items()},
-                              "part_strides": {str(k): strides[str(k)] for k in done
-                                               if str(k) in strides}}
+                              "part_tiles": {str(k): records[str(k)] for k in done}}
                 self._save()
                 self.resumed_tiles = sum(len(self.layout.tiles(k)) for k in done)
                 ntiles = grid.shape[0] * grid.shape[1]
@@ -323,7 +343,7 @@ class PartsEngine:
         plan = make()
         self.state = {"version": CHECKPOINT_VERSION, "fingerprint": fp,
                       "tile_size": self.tile_size, "rows_per_part": self.layout.rows,
-                      "plan": _plan_to_json(plan), "parts_done": {}, "part_strides": {}}
+                      "plan": _plan_to_json(plan), "parts_done": {}, "part_tiles": {}}
         self._save()
         return plan
 
@@ -341,12 +361,26 @@ class PartsEngine:
         self.assemble_s = time.perf_counter() - t0
         evaluations = sum(int(v) for v in self.state["parts_done"].values())
         ntiles = plan.grid.shape[0] * plan.grid.shape[1]
-        strides = plan.strides.copy()  # a refine plan's tiles end where their checks stop
-        for k, part in self.state["part_strides"].items():
-            for tile, s in zip(self.layout.tiles(int(k)), part, strict=True):
-                strides[tile.ty, tile.tx] = s
         return ExecuteStats(ntiles, evaluations, info.height * info.width * info.data_count,
-                            strides)
+                            **self._tiles(plan, info.data_count))
+
+    def _tiles(self, plan: Plan, bands: int) -> dict[str, np.ndarray]:
+        """The per-tile figures of every part (``ExecuteStats``' strides, errors, valid, and
+        the value range per band), from the checkpoint."""
+        assert self.layout is not None
+        shape = plan.grid.shape
+        out = {"strides": plan.strides.copy(), "errors": np.full(shape + (bands,), np.nan),
+               "valid": np.zeros(shape + (bands,), dtype=np.int64),
+               "vmin": np.full(bands, np.nan), "vmax": np.full(bands, np.nan)}
+        for k, rec in self.state["part_tiles"].items():
+            for i, tile in enumerate(self.layout.tiles(int(k))):
+                at = (tile.ty, tile.tx)
+                out["strides"][at] = rec["strides"][i]
+                out["errors"][at] = rec["errors"][i]
+                out["valid"][at] = rec["valid"][i]
+            out["vmin"] = np.fmin(out["vmin"], np.asarray(rec["vmin"], dtype=np.float64))
+            out["vmax"] = np.fmax(out["vmax"], np.asarray(rec["vmax"], dtype=np.float64))
+        return out
 
     def report(self) -> dict[str, Any]:
         return {"parts": self.layout.count if self.layout else 0,

@@ -51,7 +51,10 @@ class ExecuteStats:
 
 
 @dataclass(frozen=True)
-class _Done:
+class TileDone:
+    """One executed tile: output pixels and mask, kernel evaluations, the stride it ran at,
+    and per band its estimated RMS error, valid output pixels and value range."""
+
     data: np.ndarray
     mask: np.ndarray
     evaluations: int
@@ -138,13 +141,13 @@ def _acceptor(plan: Plan, tile: Tile):  # noqa: ANN202 - convolve.Acceptor
 
 
 def _process(ds: object, tile_stride: tuple[Tile, int], info: RasterInfo,
-             pk: PreparedKernel, opts: ExecuteOptions, plan: Plan) -> _Done:
+             pk: PreparedKernel, opts: ExecuteOptions, plan: Plan) -> TileDone:
     tile, stride = tile_stride
     nb = info.data_count
     if stride == 0:
         shape = (nb, tile.height, tile.width)
         fill = 0 if opts.out_nodata is None else opts.out_nodata
-        return _Done(np.full(shape, fill, dtype=opts.out_dtype),
+        return TileDone(np.full(shape, fill, dtype=opts.out_dtype),
                      np.zeros(shape[1:], dtype=bool), 0, 0, np.full(nb, np.nan),
                      np.zeros(nb, dtype=np.int64), np.full(nb, np.nan), np.full(nb, np.nan))
     read = partial(raster_io.read_indexed, ds, info, cval=opts.cval, dtype=opts.compute_dtype)
@@ -158,7 +161,7 @@ def _process(ds: object, tile_stride: tuple[Tile, int], info: RasterInfo,
                                opts.reconstruction, opts.min_valid_fraction,
                                surplus=plan.estimator is not None)
     count, lo, hi, anyv = extents(result.values)
-    return _Done(to_output(result.values, opts.out_dtype, opts.out_nodata), anyv,
+    return TileDone(to_output(result.values, opts.out_dtype, opts.out_nodata), anyv,
                  result.evaluations, result.stride, _tile_error(plan, tile, result), count,
                  lo, hi)
 
@@ -212,14 +215,14 @@ def compute_tiles(
     opts: ExecuteOptions,
     tiles: list[Tile],
     workers: int | None = None,
-) -> Iterator[tuple[Tile, np.ndarray, np.ndarray, int, int]]:
-    """Convolve ``tiles`` (any subset of the plan's grid) and yield ``(tile, data, mask,
-    kernel evaluations, stride executed)`` in completion order, for a caller that writes them
-    itself (part files of a resumable or distributed run: ``satconv.parts``). A ``refine``
-    plan's tiles are refined as in ``execute``."""
+) -> Iterator[tuple[Tile, TileDone]]:
+    """Convolve ``tiles`` (any subset of the plan's grid) and yield each with its
+    :class:`TileDone` in completion order, for a caller that writes them itself (part files of
+    a resumable or distributed run: ``satconv.parts``). A ``refine`` plan's tiles are refined
+    as in ``execute``."""
     pk = PreparedKernel.from_kernel(opts.kernel)
     start = plan.refine.start if plan.refine is not None else plan.strides
     items = [(t, int(start[t.ty, t.tx])) for t in tiles]
     fn = partial(_process, info=info, pk=pk, opts=opts, plan=plan)
     for (tile, _), done in map_tiles(info.path, items, fn, workers):
-        yield tile, done.data, done.mask, done.evaluations, done.stride
+        yield tile, done

@@ -304,9 +304,16 @@ def render_scene(files: SceneFiles, size: int = DEFAULT_SIZE) -> quicklook.Quick
     if files.report and isinstance(files.report.get("config"), dict):
         allowed = [s for s in files.report["config"].get("strides", []) if isinstance(s, int)]
     legend, compute = legend_rows(strides, height, width, ts, allowed)
+    spent = "of full resolution"
+    executed = files.report.get("execute", {}) if files.report else {}
+    if isinstance(executed.get("evaluations_per_pixel"), (int, float)):
+        # what the run spent (samples, refine's checks, exact pixels next to nodata), as the
+        # run's own summary line says; the legend's shares are the stride map's pixels / s²
+        compute = float(executed["evaluations_per_pixel"])
+        spent = "of full resolution (kernel evaluations, as run)"
     name = (files.input or files.raster or files.stride_map).name
     header = (f"{name}: {width} x {height} px, {scene.data_count} x {scene.dtype}; "
-              f"{ny * nx} tiles of {ts} px; compute {100 * compute:.1f} % of full resolution")
+              f"{ny * nx} tiles of {ts} px; compute {100 * compute:.1f} % {spent}")
     footer = (f"satconv {__version__}; stride map {files.stride_map.name}; each band stretched "
               "from its 2nd to 98th percentile; checkerboard = nodata")
     return quicklook.render(header, panels, legend, bar, footer)

@@ -170,8 +170,8 @@ def test_checkpoint_of_another_config_is_not_used(big, tmp_path, monkeypatch):
     calls = {"n": 0}
     real = parts.PartsEngine.part_done
 
-    def crash_after_two(self, k, evaluations, strides):
-        real(self, k, evaluations, strides)
+    def crash_after_two(self, k, evaluations, record):
+        real(self, k, evaluations, record)
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt  # as a Ctrl-C: the finished parts stay
@@ -203,14 +203,22 @@ def test_resume_without_checkpoint_equals_plain_run(big, tmp_path):
 
 def test_resumed_refine_run_writes_the_strides_it_executed(big, tmp_path):
     """With refine the strides are decided during execution: a run in resumable parts writes
-    the same stride map and report as a plain run, not the starting strides."""
+    the same stride map, error map and error report as a plain run, not the starting
+    strides."""
     cfg = tmp_path / "refine.yaml"
     cfg.write_text(big["cfg"].read_text() + "policy: {type: refine, tolerance_db: 40}\n")
     plain, parted = tmp_path / "plain", tmp_path / "parted"
     for out, extra in ((plain, []), (parted, ["--resume"])):
         out.mkdir()
-        result = invoke("run", big["scene"], "-c", cfg, "--out-dir", out, "-q", *extra)
+        result = invoke("run", big["scene"], "-c", cfg, "--out-dir", out, "-q", "--error-map",
+                        *extra)
         assert result.exit_code == 0, result.stderr
+    with rasterio.open(plain / "big.error.tif") as a, \
+            rasterio.open(parted / "big.error.tif") as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+    ra, rb = (json.loads((d / "big.satconv.json").read_text()) for d in (plain, parted))
+    assert ra["error"] == rb["error"] and ra["error"]
+    assert ra["execute"]["tiles_per_stride"] == rb["execute"]["tiles_per_stride"]
     report = json.loads((parted / "big.satconv.json").read_text())
     assert report["execute"]["parts"] > 1
     with rasterio.open(plain / "big.stride.tif") as a, \
