@@ -123,3 +123,18 @@ def test_steps_are_validated(tmp_path):
     good.write_text("steps:\n  - {name: a, kernel: {type: box}}\n")
     result = invoke("run", scene, "-c", good, "--resume")
     assert result.exit_code == 2 and "--resume" in result.stderr
+
+
+@pytest.mark.parametrize("flag", [["--error-map"], ["--resume"]])
+def test_single_kernel_options_are_refused_with_steps(smooth_scene, tmp_path, flag):
+    """Options a steps: run cannot honour are refused up front, not silently dropped."""
+    scene, _ = smooth_scene
+    cfg = tmp_path / "steps.yaml"
+    cfg.write_text(yaml.safe_dump(STEPS))
+    out = tmp_path / "out"
+    out.mkdir()
+    result = invoke("run", scene, "-c", cfg, "--out-dir", out, *flag)
+    assert result.exit_code == 2
+    assert flag[0] in result.stderr and "steps:" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert list(out.iterdir()) == []

@@ -164,9 +164,9 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
         if out_dir and not Path(out_dir).is_dir():
             what = "is not a folder" if Path(out_dir).exists() else "does not exist"
             raise OutputError(f"{out_dir}: output folder {what}")
-        if settings.steps and (resume or plan_path):
-            raise UsageError("--resume and --plan run single-kernel configs only (the config "
-                             "has steps:)")
+        if settings.steps and (resume or plan_path or error_map):
+            raise UsageError("--resume, --plan and --error-map run single-kernel configs only "
+                             "(the config has steps:)")
         if scheduler and (timeout is not None or jobs > 1):
             raise UsageError("--timeout and --jobs apply to local runs, not with --scheduler")
     except SatconvError as err:
