@@ -28,7 +28,7 @@ from .convolve import PreparedKernel, convolve_tile, tile_samples
 from .errors import UsageError
 from .parallel import map_tiles
 from .pipeline import ExecuteOptions, compute_dtype, to_output
-from .planning import Plan, make_plan
+from .planning import Plan, make_plans
 from .report import RunReport, peak_memory_mb
 from .tiling import Tile, TileGrid
 
@@ -137,12 +137,9 @@ def run_steps(
             _check_outputs(src, st.paths, overwrite)
         grid = TileGrid(info.height, info.width, settings.tile_size)
         ntiles = grid.shape[0] * grid.shape[1]
-        plans, t_plans = [], []
-        for st in steps:
-            t = time.perf_counter()
-            plans.append(make_plan(info, st.settings, workers,
-                                   progress(f"plan {st.config.name}", ntiles)))
-            t_plans.append(time.perf_counter() - t)
+        t_start = time.perf_counter()
+        plans = make_plans(info, [st.settings for st in steps], workers,
+                           progress("plan", ntiles))
         t_plan = time.perf_counter()
         profs, opts = [], []
         for st in steps:
@@ -220,7 +217,7 @@ def run_steps(
                              "output_nodata": _json_num(opts[k].out_nodata),
                              "step": st.config.name,
                              "steps": [s.config.name for s in steps]},
-                    timings={"plan": round(t_plans[k], 3),
+                    timings={"plan_all_steps": round(t_plan - t_start, 3),
                              "execute_all_steps": round(t_exec - t_plan, 3),
                              "total": round(time.perf_counter() - t0, 3)},
                     peak_memory_mb=peak_memory_mb(),

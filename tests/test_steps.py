@@ -138,3 +138,41 @@ def test_single_kernel_options_are_refused_with_steps(smooth_scene, tmp_path, fl
     assert flag[0] in result.stderr and "steps:" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert list(out.iterdir()) == []
+
+
+def test_all_steps_are_planned_in_one_pass_over_the_scene(smooth_scene, tmp_path,
+                                                          monkeypatch):
+    """Steps with different kernels (halos) share one plan pass: each tile is read once."""
+    from satconv.planning import scan
+
+    passes, reads = [], []
+    real_shares, real_read = scan.map_shares, scan.raster_io.read_window_valid
+
+    planning = []
+
+    def counting_shares(*args, **kwargs):
+        passes.append(1)
+        planning.append(True)
+        yield from real_shares(*args, **kwargs)
+        planning.clear()
+
+    def counting_read(*args, **kwargs):
+        if planning:
+            reads.append(1)
+        return real_read(*args, **kwargs)
+
+    monkeypatch.setattr(scan, "map_shares", counting_shares)
+    scene, _ = smooth_scene
+    cfg = tmp_path / "steps.yaml"
+    cfg.write_text(yaml.safe_dump(STEPS))
+    out = tmp_path / "out"
+    out.mkdir()
+    settings = config.load(cfg)
+    from satconv import steps as steps_mod
+
+    monkeypatch.setattr(scan.raster_io, "read_window_valid", counting_read)
+    steps_mod.run_steps(scene, settings, out_dir=out, workers=1)
+    assert passes == [1]
+    with rasterio.open(scene) as ds:
+        ntiles = (-(-ds.height // settings.tile_size)) * (-(-ds.width // settings.tile_size))
+    assert len(reads) == ntiles

@@ -22,10 +22,10 @@ from . import budget, refine, variance
 from .error_model import ErrorEstimator
 from .inputs import PlanInputs, plan_inputs
 from .plan import Plan
-from .scan import SceneStats, scene_stats
+from .scan import ScanSpec, SceneStats, scene_stats_many
 
-__all__ = ["Plan", "PlanInputs", "SceneStats", "make_plan", "load_plan", "plan_from_stats",
-           "scan_scene", "uniform_plan"]
+__all__ = ["Plan", "PlanInputs", "SceneStats", "make_plan", "make_plans", "load_plan",
+           "plan_from_stats", "scan_scene", "scan_scenes", "uniform_plan"]
 
 
 #: What the plan pass read, for the run report. Every tile's statistic enters one scene-wide
@@ -42,13 +42,45 @@ def uniform_plan(grid: TileGrid, stride: int) -> Plan:
                 {"policy": "uniform", "stride": stride, "read": READ_NONE})
 
 
+def _spec(settings: Settings) -> ScanSpec:
+    reach = {"nearest": 1, "bilinear": 1, "cubic": 2}[settings.reconstruction]
+    return ScanSpec(settings.policy.window, settings.policy.statistic,
+                    tuple(settings.kernel.array().shape), tuple(settings.strides), reach)
+
+
 def scan_scene(info: RasterInfo, settings: Settings, workers: int | None = None,
                progress: Callable[[int], None] | None = None) -> SceneStats:
     """The plan pass: every tile read once and summarised."""
-    reach = {"nearest": 1, "bilinear": 1, "cubic": 2}[settings.reconstruction]
-    return scene_stats(info, settings.tile_size, settings.policy.window,
-                       settings.policy.statistic, settings.kernel.array().shape,
-                       tuple(settings.strides), reach, workers, progress)
+    return scan_scenes(info, [settings], workers, progress)[0]
+
+
+def scan_scenes(info: RasterInfo, settings: list[Settings], workers: int | None = None,
+                progress: Callable[[int], None] | None = None) -> list[SceneStats]:
+    """One plan pass for several configs over the same scene (the steps of a ``steps:``
+    config, which share the tile size): every tile read once, summarised for each."""
+    sizes = {s.tile_size for s in settings}
+    assert len(sizes) == 1, "one tile grid"
+    return scene_stats_many(info, sizes.pop(), [_spec(s) for s in settings], workers,
+                            progress)
+
+
+def make_plans(info: RasterInfo, settings: list[Settings], workers: int | None = None,
+               progress: Callable[[int], None] | None = None) -> list[Plan]:
+    """``make_plan`` for several configs over the same scene with one plan pass; a config
+    with a single allowed stride and no context needs none."""
+    grid = TileGrid(info.height, info.width, settings[0].tile_size)
+    scanned = [s for s in settings if len(s.strides) > 1 or s.context is not None]
+    stats = dict(zip(map(id, scanned), scan_scenes(info, scanned, workers, progress),
+                     strict=True)) if scanned else {}
+    plans = []
+    for s in settings:
+        if id(s) not in stats:
+            plans.append(uniform_plan(grid, s.strides[0]))
+            continue
+        plan = plan_from_stats(info, s, stats[id(s)])
+        plan.details["read"] = READ_FULL
+        plans.append(plan)
+    return plans
 
 
 def make_plan(

@@ -125,53 +125,85 @@ def _exact_pixels(valid: np.ndarray, kernel_shape: tuple[int, int], strides: tup
     return out
 
 
-def scene_stats(
-    info: RasterInfo, tile_size: int, window: int, statistic: str,
-    kernel_shape: tuple[int, int], strides: tuple[int, ...], reach: int,
-    workers: int | None = None, progress: Callable[[int], None] | None = None,
-) -> SceneStats:
-    """Summarise every tile of the scene (tiles in parallel, one read each)."""
+@dataclass(frozen=True)
+class ScanSpec:
+    """What one plan needs summarised: the window statistic, and the kernel's footprint,
+    strides and reconstruction reach (for the halo statistic and the exact-pixel counts)."""
+
+    window: int
+    statistic: str
+    kernel_shape: tuple[int, int]
+    strides: tuple[int, ...]
+    reach: int
+
+    @property
+    def halo(self) -> int:
+        return max(self.kernel_shape) // 2
+
+
+def scene_stats_many(
+    info: RasterInfo, tile_size: int, specs: list[ScanSpec], workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[SceneStats]:
+    """Summarise every tile for several plans at once (the steps of a ``steps:`` config):
+    each tile is read once, with the widest halo, and each spec sees its own part of it."""
     grid = TileGrid(info.height, info.width, tile_size)
     ny, nx = grid.shape
     nb = info.data_count
-    arrays = {k: np.full((ny, nx, nb), np.nan) for k in
-              ("statistic", "reach", "vmin", "vmax", "mean_min", "mean_max")}
-    nvalid = np.zeros((ny, nx), dtype=np.int64)
-    exact = np.zeros((ny, nx, len(strides)), dtype=np.int64)
-    still = np.zeros((ny, nx), dtype=bool)
-    halo = max(kernel_shape) // 2
+    halo = max(spec.halo for spec in specs)
 
-    def summarise(ds: object, tile: Tile) -> tuple[variance.TileStats, variance.TileStats,
-                                                   np.ndarray]:
+    def summarise(ds: object, tile: Tile) -> list[tuple[variance.TileStats,
+                                                         variance.TileStats, np.ndarray]]:
         r0, c0 = max(tile.row0 - halo, 0), max(tile.col0 - halo, 0)
         r1, c1 = min(tile.row1 + halo, info.height), min(tile.col1 + halo, info.width)
         data, valid = raster_io.read_window_valid(ds, info, r0, r1, c0, c1)
+        # (contiguous copies: numba compiles anew for strided views, in every process)
         inner = (slice(None), slice(tile.row0 - r0, tile.row1 - r0),
                  slice(tile.col0 - c0, tile.col1 - c0))
-        # (contiguous copies: numba compiles anew for strided views, in every process)
+        own_data = np.ascontiguousarray(data[inner])
         own_valid = None if valid is None else np.ascontiguousarray(valid[inner])
-        own = variance.tile_stats(np.ascontiguousarray(data[inner]), own_valid, window,
-                                  statistic)
-        around = variance.tile_stats(data, valid, window, statistic)
-        if own_valid is None:
-            near = np.zeros(len(strides), dtype=np.int64)
-        else:
-            near = _exact_pixels(own_valid, kernel_shape, strides, reach)
-        return own, around, near
+        owns: dict[tuple[int, str], variance.TileStats] = {}
+        out = []
+        for spec in specs:
+            key = (spec.window, spec.statistic)
+            if key not in owns:
+                owns[key] = variance.tile_stats(own_data, own_valid, *key)
+            h = spec.halo
+            box = (slice(None), slice(max(tile.row0 - h, 0) - r0, min(tile.row1 + h, r1) - r0),
+                   slice(max(tile.col0 - h, 0) - c0, min(tile.col1 + h, c1) - c0))
+            sub = data if h == halo else np.ascontiguousarray(data[box])
+            sub_valid = valid if valid is None or h == halo else np.ascontiguousarray(valid[box])
+            around = variance.tile_stats(sub, sub_valid, *key)
+            if own_valid is None:
+                near = np.zeros(len(spec.strides), dtype=np.int64)
+            else:
+                near = _exact_pixels(own_valid, spec.kernel_shape, spec.strides, spec.reach)
+            out.append((owns[key], around, near))
+        return out
 
+    results = []
+    for spec in specs:
+        arrays = {k: np.full((ny, nx, nb), np.nan) for k in
+                  ("statistic", "reach", "vmin", "vmax", "mean_min", "mean_max")}
+        results.append((arrays, np.zeros((ny, nx), dtype=np.int64),
+                        np.zeros((ny, nx, len(spec.strides)), dtype=np.int64),
+                        np.zeros((ny, nx), dtype=bool)))
     tiles = list(grid.tiles())  # every tile costs about the same: contiguous shares
-    for tile, (ts, around, near) in map_shares(info.path, tiles, summarise, workers):
+    for tile, per_spec in map_shares(info.path, tiles, summarise, workers):
         at = (tile.ty, tile.tx)
-        arrays["statistic"][at] = ts.statistic
-        arrays["reach"][at] = around.statistic
-        lo, hi = around.vmin, around.vmax
-        still[at] = bool(np.all(np.isnan(lo) | (lo == hi)))
-        arrays["vmin"][at] = ts.vmin
-        arrays["vmax"][at] = ts.vmax
-        arrays["mean_min"][at] = ts.mean_min
-        arrays["mean_max"][at] = ts.mean_max
-        nvalid[at] = ts.valid
-        exact[at] = near
+        for (arrays, nvalid, exact, still), (ts, around, near) in zip(results, per_spec,
+                                                                        strict=True):
+            arrays["statistic"][at] = ts.statistic
+            arrays["reach"][at] = around.statistic
+            lo, hi = around.vmin, around.vmax
+            still[at] = bool(np.all(np.isnan(lo) | (lo == hi)))
+            arrays["vmin"][at] = ts.vmin
+            arrays["vmax"][at] = ts.vmax
+            arrays["mean_min"][at] = ts.mean_min
+            arrays["mean_max"][at] = ts.mean_max
+            nvalid[at] = ts.valid
+            exact[at] = near
         if progress:
             progress(1)
-    return SceneStats(grid, nvalid=nvalid, exact=exact, still=still, **arrays)
+    return [SceneStats(grid, nvalid=nvalid, exact=exact, still=still, **arrays)
+            for arrays, nvalid, exact, still in results]
