@@ -44,27 +44,6 @@ def test_serial_dataset_runs_one_call_at_a_time():
     assert shared.name == "probe"  # plain attributes pass through
 
 
-def test_map_tiles_gives_every_worker_the_same_handle_and_every_item_once(tmp_path):
-    data = np.arange(3 * 40 * 50, dtype=np.uint16).reshape(3, 40, 50)
-    path = write_geotiff(tmp_path / "s.tif", data)
-    seen_handles = set()
-
-    def fn(ds, item):
-        seen_handles.add(id(ds))
-        r0, c0 = item
-        return raster_io.read_window(ds, r0, r0 + 10, c0, c0 + 10)
-
-    items = [(r, c) for r in range(0, 40, 10) for c in range(0, 50, 10)]
-    with raster_io.gdal_env():
-        with raster_io.open_input(path):  # vetted, as a run does before its workers start
-            pass
-        out = dict(map_tiles(str(path), items, fn, workers=3))
-    assert len(seen_handles) == 1
-    assert sorted(out) == sorted(items)
-    for (r0, c0), block in out.items():
-        np.testing.assert_array_equal(block, data[:, r0:r0 + 10, c0:c0 + 10])
-
-
 def _scene(tmp_path):
     data = np.arange(2 * 60 * 70, dtype=np.uint16).reshape(2, 60, 70)
     path = write_geotiff(tmp_path / "s.tif", data)
@@ -73,7 +52,9 @@ def _scene(tmp_path):
     return data, str(path)
 
 
-def test_map_shares_yields_every_item_once_with_its_result(tmp_path):
+def _read_every_window(mapper, tmp_path) -> set[int]:
+    """Map a 10x10 window read over a scene; check every window comes back once, right.
+    Returns the ids of the dataset handles the calls got."""
     data, path = _scene(tmp_path)
     handles = set()
 
@@ -84,11 +65,19 @@ def test_map_shares_yields_every_item_once_with_its_result(tmp_path):
 
     items = [(r, c) for r in range(0, 60, 10) for c in range(0, 70, 10)]
     with raster_io.gdal_env():
-        out = list(map_shares(path, items, fn, workers=3))
+        out = list(mapper(path, items, fn, workers=3))
     assert sorted(i for i, _ in out) == sorted(items) and len(out) == len(items)
-    assert len(handles) == 3  # a handle per share
     for (r0, c0), block in out:
         np.testing.assert_array_equal(block, data[:, r0:r0 + 10, c0:c0 + 10])
+    return handles
+
+
+def test_map_tiles_gives_every_worker_the_same_handle_and_every_item_once(tmp_path):
+    assert len(_read_every_window(map_tiles, tmp_path)) == 1
+
+
+def test_map_shares_yields_every_item_once_with_a_handle_per_share(tmp_path):
+    assert len(_read_every_window(map_shares, tmp_path)) == 3
 
 
 def test_map_shares_raises_a_workers_error_and_stops_the_others(tmp_path):
