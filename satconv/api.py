@@ -22,6 +22,7 @@ from .planning import (
     compare,
     load_plan,
     make_plan,
+    needs_scan,
     plan_from_stats,
     scan_scene,
     uniform_plan,
@@ -223,7 +224,7 @@ def run_scene(
         def make() -> Plan:
             if plan_path is not None:
                 return load_plan(str(plan_path), info, settings)
-            if len(settings.strides) == 1 and settings.context is None:
+            if not needs_scan(settings):
                 return uniform_plan(grid, settings.strides[0])
             return make_plan(info, settings, workers, progress("plan", ntiles))
 

@@ -19,7 +19,7 @@ from satconv import __version__, kernels
 from satconv.scripts.cli import cli
 
 from . import oracle
-from .conftest import tile_shape, write_geotiff
+from .conftest import slow_run_inputs, tile_shape
 
 SATCONV = Path(sys.executable).parent / "satconv"
 GAUSS3 = "kernel: {type: gaussian, size: 3, sigma: 1.0}\n"
@@ -355,12 +355,7 @@ def test_policy_missing_its_parameter_is_a_configuration_error(make_scene, write
 
 
 def test_interrupted_run_exits_130_and_cleans_up(tmp_path):
-    scene = tmp_path / "big.tif"
-    rng = np.random.default_rng(0)
-    write_geotiff(scene, rng.integers(0, 65535, size=(1, 3000, 3000), dtype=np.uint16))
-    weights = np.round(rng.normal(size=(7, 7)), 2).tolist()
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"kernel: {{type: custom, weights: {weights}}}\ntile_size: 256\n")
+    scene, cfg = slow_run_inputs(tmp_path)
     proc = subprocess.Popen([str(SATCONV), "run", str(scene), "-c", str(cfg), "-q"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     partial = tmp_path / f".big.satconv.tif.{proc.pid}.partial"

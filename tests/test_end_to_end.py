@@ -23,8 +23,8 @@ from .conftest import (
     CRS_UTM33N,
     TRANSFORM,
     random_image,
+    slow_run_inputs,
     tile_shape,
-    write_geotiff,
     write_stride_map_file,
 )
 
@@ -423,12 +423,7 @@ def test_corrupt_reference_file_fails_cleanly(shared_data, tmp_path):
 
 @pytest.mark.slow
 def test_killed_run_leaves_no_file_at_final_names(tmp_path):
-    scene = tmp_path / "big.tif"
-    rng = np.random.default_rng(0)
-    write_geotiff(scene, rng.integers(0, 65535, size=(1, 3000, 3000), dtype=np.uint16))
-    weights = np.round(rng.normal(size=(7, 7)), 2).tolist()
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"kernel: {{type: custom, weights: {weights}}}\ntile_size: 256\n")
+    scene, cfg = slow_run_inputs(tmp_path)
     finals = [tmp_path / n for n in ("big.satconv.tif", "big.stride.tif", "big.satconv.json")]
     proc = subprocess.Popen([str(SATCONV), "run", str(scene), "-c", str(cfg), "-q"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

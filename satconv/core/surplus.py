@@ -10,6 +10,20 @@ from .reconstruct import axis_taps
 
 
 @njit(cache=True, nogil=True)
+def _coarse_index(n: int) -> np.ndarray:
+    """Indices of the coarse grid among ``n`` samples: 0, 2, 4, ... and always the last."""
+    out = np.empty((n + 1) // 2 + 1, dtype=np.int64)
+    k = 0
+    for i in range(0, n, 2):
+        out[k] = i
+        k += 1
+    if out[k - 1] != n - 1:
+        out[k] = n - 1
+        k += 1
+    return out[:k]
+
+
+@njit(cache=True, nogil=True)
 def coarse_sums(samples: np.ndarray, rpos: np.ndarray, cpos: np.ndarray, nr: int, nc: int,
                 method: int, centre: np.ndarray, served: np.ndarray) -> tuple[float, int]:
     """Sum of squared surpluses of ``samples`` (at ``rpos`` x ``cpos``) over the grid of every
@@ -23,24 +37,8 @@ def coarse_sums(samples: np.ndarray, rpos: np.ndarray, cpos: np.ndarray, nr: int
     nothing. ``method`` is a ``reconstruct`` method code.
     """
     n_r, n_c = samples.shape
-    ir = np.empty((n_r + 1) // 2 + 1, dtype=np.int64)
-    k = 0
-    for i in range(0, n_r, 2):
-        ir[k] = i
-        k += 1
-    if ir[k - 1] != n_r - 1:
-        ir[k] = n_r - 1
-        k += 1
-    ir = ir[:k]
-    ic = np.empty((n_c + 1) // 2 + 1, dtype=np.int64)
-    k = 0
-    for j in range(0, n_c, 2):
-        ic[k] = j
-        k += 1
-    if ic[k - 1] != n_c - 1:
-        ic[k] = n_c - 1
-        k += 1
-    ic = ic[:k]
+    ir = _coarse_index(n_r)
+    ic = _coarse_index(n_c)
     on_r = np.zeros(n_r, dtype=np.bool_)
     on_r[ir] = True
     on_c = np.zeros(n_c, dtype=np.bool_)

@@ -25,7 +25,7 @@ from .plan import Plan
 from .scan import ScanSpec, SceneStats, scene_stats_many
 
 __all__ = ["Plan", "PlanInputs", "SceneStats", "make_plan", "make_plans", "load_plan",
-           "plan_from_stats", "scan_scene", "scan_scenes", "uniform_plan"]
+           "needs_scan", "plan_from_stats", "scan_scene", "scan_scenes", "uniform_plan"]
 
 
 #: What the plan pass read, for the run report. Every tile's statistic enters one scene-wide
@@ -64,12 +64,18 @@ def scan_scenes(info: RasterInfo, settings: list[Settings], workers: int | None 
                             progress)
 
 
+def needs_scan(settings: Settings) -> bool:
+    """Whether a run must read the scene to plan it: not with one allowed stride and no
+    context, where every tile runs at that stride (``uniform_plan``)."""
+    return len(settings.strides) > 1 or settings.context is not None
+
+
 def make_plans(info: RasterInfo, settings: list[Settings], workers: int | None = None,
                progress: Callable[[int], None] | None = None) -> list[Plan]:
     """``make_plan`` for several configs over the same scene with one plan pass; a config
     with a single allowed stride and no context needs none."""
     grid = TileGrid(info.height, info.width, settings[0].tile_size)
-    scanned = [s for s in settings if len(s.strides) > 1 or s.context is not None]
+    scanned = [s for s in settings if needs_scan(s)]
     stats = dict(zip(map(id, scanned), scan_scenes(info, scanned, workers, progress),
                      strict=True)) if scanned else {}
     plans = []
