@@ -103,7 +103,7 @@ def main() -> None:
     p.add_argument("scenes", nargs="*", type=Path, default=SCENES)
     p.add_argument("--tile-size", type=int, default=128)
     p.add_argument("--reconstruction", default="bilinear",
-                   choices=["bilinear", "cubic", "nearest"])
+                   choices=["bilinear", "cubic", "spline", "nearest"])
     p.add_argument("--tolerance-db", type=float, default=40.0)
     p.add_argument("--json", action="store_true", help="also print the raw figures as JSON")
     a = p.parse_args()

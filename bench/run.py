@@ -28,6 +28,7 @@ from quality import measure  # noqa: E402
 from satconv import config  # noqa: E402
 
 POLICY_RUNS = [
+    ["policies.py", "--reconstruction", "spline"],
     ["policies.py", "--reconstruction", "cubic"],
     ["policies.py", "--reconstruction", "bilinear"],
 ]

@@ -231,7 +231,7 @@ class Settings(_Strict):
     )
     policy: PolicyConfig = PolicyConfig()
     context: ContextConfig | None = None
-    reconstruction: Literal["bilinear", "nearest", "cubic"] = "bilinear"
+    reconstruction: Literal["bilinear", "nearest", "cubic", "spline"] = "bilinear"
     min_valid_fraction: float = Field(0.5, ge=0, le=1)
     output: OutputConfig = OutputConfig()
     input: InputConfig = InputConfig()

@@ -222,7 +222,7 @@ def _correlate(band: np.ndarray, kernel: PreparedKernel, rows: np.ndarray, col0:
 
 
 _RECONSTRUCT = {"bilinear": reconstruct.bilinear, "nearest": reconstruct.nearest,
-                "cubic": reconstruct.cubic}
+                "cubic": reconstruct.cubic, "spline": reconstruct.spline}
 
 
 def _reconstruct(samples: np.ndarray, rpos: np.ndarray, cpos: np.ndarray, h: int, w: int,
@@ -352,10 +352,8 @@ def _surplus_sums(values: np.ndarray, predicted: np.ndarray, rows: np.ndarray,
 
 def _interpolate_at(samples: np.ndarray, rpos: np.ndarray, cpos: np.ndarray,
                     rows: np.ndarray, cols: np.ndarray, method: str) -> np.ndarray:
-    code = reconstruct.METHOD_CODES[method]
-    ridx, rw = reconstruct.axis_taps(rpos, rows.astype(np.float64), code)
-    cidx, cw = reconstruct.axis_taps(cpos, cols.astype(np.float64), code)
-    return reconstruct.resample(samples, ridx, rw, cidx, cw)
+    return reconstruct.interpolate(samples, rpos, cpos, rows, cols,
+                                   reconstruct.METHOD_CODES[method])
 
 
 _NO_MASK = np.zeros((0, 0), dtype=bool)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.ndimage as ndi
+from scipy.interpolate import CubicSpline
 
 BOUNDARY_MODES = ("reflect", "mirror", "nearest", "constant", "wrap")
 
@@ -166,6 +167,25 @@ def nearest(samples: np.ndarray, rpos, cpos, h: int, w: int) -> np.ndarray:
     return samples[np.ix_(index(rpos, h), index(cpos, w))]
 
 
+def _spline_axis(pos: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """scipy's not-a-knot cubic spline along axis 0 (a chord for two samples, a constant for
+    one), held at the end samples outside them."""
+    x = np.asarray(pos, dtype=np.float64)
+    q = np.clip(np.asarray(query, dtype=np.float64), x[0], x[-1])
+    if x.size == 1:
+        return np.repeat(values[:1], q.size, axis=0)
+    if x.size == 2:
+        t = ((q - x[0]) / (x[1] - x[0]))[:, None]
+        return values[:1] * (1 - t) + values[1:2] * t
+    return CubicSpline(x, values, axis=0, bc_type="not-a-knot")(q)
+
+
+def spline(samples: np.ndarray, rpos, cpos, h: int, w: int) -> np.ndarray:
+    """The tensor-product not-a-knot cubic spline through ``samples``, by scipy, on h x w."""
+    along_cols = _spline_axis(cpos, np.asarray(samples, dtype=np.float64).T, np.arange(w)).T
+    return _spline_axis(rpos, along_cols, np.arange(h))
+
+
 def strided_tile(dense_img: np.ndarray, r0: int, r1: int, c0: int, c1: int, stride: int,
                  method: str = "bilinear") -> np.ndarray:
     """What a stride-``stride`` tile must hold: the dense values at its samples, interpolated."""
@@ -173,7 +193,7 @@ def strided_tile(dense_img: np.ndarray, r0: int, r1: int, c0: int, c1: int, stri
     rows = expected_positions(r0, r1, h, stride)
     cols = expected_positions(c0, c1, w, stride)
     samples = dense_img[np.ix_(rows, cols)]
-    fn = bilinear if method == "bilinear" else nearest
+    fn = {"bilinear": bilinear, "nearest": nearest, "spline": spline}[method]
     return fn(samples, rows - r0, cols - c0, r1 - r0, c1 - c0)
 
 

@@ -90,7 +90,7 @@ def test_stride1_every_tile_equals_dense(mode, separable):
 
 
 @pytest.mark.parametrize("stride", [2, 4, 8])
-@pytest.mark.parametrize("method", ["bilinear", "nearest"])
+@pytest.mark.parametrize("method", ["bilinear", "nearest", "spline"])
 def test_strided_tiles_match_interpolated_dense(stride, method):
     rng = np.random.default_rng(stride)
     x = rng.normal(size=(1, 45, 38)) * 10
@@ -159,7 +159,7 @@ def test_property_stride1_equals_dense(case):
 
 
 @settings(max_examples=300, deadline=None)
-@given(case=scene(), method=st.sampled_from(["bilinear", "nearest"]))
+@given(case=scene(), method=st.sampled_from(["bilinear", "nearest", "spline"]))
 def test_property_mixed_strides_grid_samples_equal_dense(case, method):
     _, k, x, strides = _make(case)
     h, w, tile = case["h"], case["w"], case["tile"]

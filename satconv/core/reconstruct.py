@@ -93,7 +93,8 @@ def nearest(samples: np.ndarray, rpos: np.ndarray, cpos: np.ndarray, h: int, w: 
 NEAREST = 0
 LINEAR = 1
 CUBIC = 2
-METHOD_CODES = {"nearest": NEAREST, "bilinear": LINEAR, "cubic": CUBIC}
+SPLINE = 3
+METHOD_CODES = {"nearest": NEAREST, "bilinear": LINEAR, "cubic": CUBIC, "spline": SPLINE}
 
 
 @njit(cache=True, nogil=True)
@@ -209,4 +210,234 @@ def cubic(samples: np.ndarray, rpos: np.ndarray, cpos: np.ndarray, h: int, w: in
     """Cubic (Catmull-Rom) reconstruction of ``samples`` onto an h x w tile."""
     ridx, rw = axis_taps(rpos, np.arange(h).astype(np.float64), CUBIC)
     cidx, cw = axis_taps(cpos, np.arange(w).astype(np.float64), CUBIC)
+    return resample(samples, ridx, rw, cidx, cw)
+
+
+# ------------------------------------------------------------------ interpolating spline
+#
+# ``spline`` is the C2 cubic spline through the samples with not-a-knot ends, per line and per
+# tile (so tiles stay independent). Unlike the local methods, a pixel's value depends on every
+# sample of its line; it is computed as a cubic Hermite spline whose slopes come from one
+# tridiagonal solve per line. A NaN sample splits its line: each run of finite samples gets its
+# own spline, and only the cells next to the NaN are lost.
+
+
+@njit(cache=True, nogil=True)
+def _run_slopes(f: np.ndarray, x: np.ndarray, a: int, b: int, m: np.ndarray) -> None:
+    """Slopes at samples ``a..b-1`` (all finite) of the not-a-knot spline through them; a run
+    of three gets the parabola's slopes, two the chord's, one a zero slope."""
+    n = b - a
+    if n == 1:
+        m[a] = 0.0
+        return
+    if n == 2:
+        m[a] = m[a + 1] = (f[a + 1] - f[a]) / (x[a + 1] - x[a])
+        return
+    if n == 3:
+        for i in range(3):
+            xi = x[a + i]
+            x0, x1, x2 = x[a], x[a + 1], x[a + 2]
+            m[a + i] = (f[a] * ((xi - x1) + (xi - x2)) / ((x0 - x1) * (x0 - x2))
+                        + f[a + 1] * ((xi - x0) + (xi - x2)) / ((x1 - x0) * (x1 - x2))
+                        + f[a + 2] * ((xi - x0) + (xi - x1)) / ((x2 - x0) * (x2 - x1)))
+        return
+    h = np.empty(n - 1)
+    d = np.empty(n - 1)
+    for i in range(n - 1):
+        h[i] = x[a + i + 1] - x[a + i]
+        d[i] = (f[a + i + 1] - f[a + i]) / h[i]
+    lo = np.zeros(n)
+    di = np.empty(n)
+    up = np.zeros(n)
+    r = np.empty(n)
+    s = h[0] + h[1]
+    di[0] = h[1]
+    up[0] = s
+    r[0] = ((h[0] + 2.0 * s) * h[1] * d[0] + h[0] * h[0] * d[1]) / s
+    for i in range(1, n - 1):
+        lo[i] = h[i]
+        di[i] = 2.0 * (h[i - 1] + h[i])
+        up[i] = h[i - 1]
+        r[i] = 3.0 * (h[i] * d[i - 1] + h[i - 1] * d[i])
+    s = h[n - 2] + h[n - 3]
+    lo[n - 1] = s
+    di[n - 1] = h[n - 3]
+    r[n - 1] = (h[n - 2] * h[n - 2] * d[n - 3] + (2.0 * s + h[n - 2]) * h[n - 3] * d[n - 2]) / s
+    for i in range(1, n):  # forward elimination (Thomas)
+        q = lo[i] / di[i - 1]
+        di[i] -= q * up[i - 1]
+        r[i] -= q * r[i - 1]
+    m[a + n - 1] = r[n - 1] / di[n - 1]
+    for i in range(n - 2, -1, -1):
+        m[a + i] = (r[i] - up[i] * m[a + i + 1]) / di[i]
+
+
+@njit(cache=True, nogil=True)
+def _line_slopes(f: np.ndarray, x: np.ndarray, m: np.ndarray) -> None:
+    """Spline slopes along one line, run by run of finite samples (NaN at NaN samples)."""
+    n = f.shape[0]
+    i = 0
+    while i < n:
+        if np.isnan(f[i]):
+            m[i] = np.nan
+            i += 1
+            continue
+        j = i + 1
+        while j < n and not np.isnan(f[j]):
+            j += 1
+        _run_slopes(f, x, i, j, m)
+        i = j
+
+
+@njit(cache=True, nogil=True)
+def _hermite_taps(pos: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each query: the cell's first sample ``k`` and the weights of ``f[k]``, ``f[k+1]``,
+    ``m[k]``, ``m[k+1]`` (values and slopes). A query at or outside a sample gets weight 1 on
+    that sample (the end sample outside the grid) and nothing else."""
+    n = pos.shape[0]
+    nq = query.shape[0]
+    cell = np.zeros(nq, dtype=np.int64)
+    wts = np.zeros((nq, 4))
+    k = 0
+    for q in range(nq):
+        p = query[q]
+        if p < pos[k]:
+            k = 0
+        while k + 1 < n and pos[k + 1] <= p:
+            k += 1
+        if k + 1 >= n or p <= pos[k]:
+            cell[q] = k if k + 1 < n or n == 1 else k - 1
+            wts[q, 0 if cell[q] == k else 1] = 1.0
+            continue
+        h = float(pos[k + 1] - pos[k])
+        t = (p - pos[k]) / h
+        t2 = t * t
+        t3 = t2 * t
+        cell[q] = k
+        wts[q, 0] = 2.0 * t3 - 3.0 * t2 + 1.0
+        wts[q, 1] = -2.0 * t3 + 3.0 * t2
+        wts[q, 2] = (t3 - 2.0 * t2 + t) * h
+        wts[q, 3] = (t3 - t2) * h
+    return cell, wts
+
+
+@njit(cache=True, nogil=True)
+def _slopes_axis0(f: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Spline slopes along axis 0 of ``f`` (n, L), for every column: all columns share the
+    positions ``x``, so a NaN-free column set is solved at once, row by row; a column with a
+    NaN is solved run by run on its own."""
+    n, ncols = f.shape
+    m = np.empty((n, ncols))
+    broken = np.zeros(ncols, dtype=np.bool_)
+    for i in range(n):
+        for j in range(ncols):
+            if np.isnan(f[i, j]):
+                broken[j] = True
+    if n >= 4:
+        h = np.empty(n - 1)
+        for i in range(n - 1):
+            h[i] = x[i + 1] - x[i]
+        lo = np.zeros(n)
+        di = np.empty(n)
+        up = np.zeros(n)
+        s0 = h[0] + h[1]
+        s1 = h[n - 2] + h[n - 3]
+        di[0] = h[1]
+        up[0] = s0
+        for i in range(1, n - 1):
+            lo[i] = h[i]
+            di[i] = 2.0 * (h[i - 1] + h[i])
+            up[i] = h[i - 1]
+        lo[n - 1] = s1
+        di[n - 1] = h[n - 3]
+        q = np.zeros(n)
+        for i in range(1, n):  # the elimination (Thomas), once for every column
+            q[i] = lo[i] / di[i - 1]
+            di[i] -= q[i] * up[i - 1]
+        inv = 1.0 / di
+        r = np.empty((n, ncols))
+        a0 = (h[0] + 2.0 * s0) * h[1] / s0
+        b0 = h[0] * h[0] / s0
+        a1 = h[n - 2] * h[n - 2] / s1
+        b1 = (2.0 * s1 + h[n - 2]) * h[n - 3] / s1
+        for j in range(ncols):
+            r[0, j] = (a0 * (f[1, j] - f[0, j]) / h[0] + b0 * (f[2, j] - f[1, j]) / h[1])
+        for i in range(1, n - 1):
+            ca = 3.0 * h[i] / h[i - 1]
+            cb = 3.0 * h[i - 1] / h[i]
+            for j in range(ncols):
+                r[i, j] = ca * (f[i, j] - f[i - 1, j]) + cb * (f[i + 1, j] - f[i, j])
+            for j in range(ncols):
+                r[i, j] -= q[i] * r[i - 1, j]
+        for j in range(ncols):
+            r[n - 1, j] = (a1 * (f[n - 2, j] - f[n - 3, j]) / h[n - 3]
+                           + b1 * (f[n - 1, j] - f[n - 2, j]) / h[n - 2])
+            r[n - 1, j] -= q[n - 1] * r[n - 2, j]
+            m[n - 1, j] = r[n - 1, j] * inv[n - 1]
+        for i in range(n - 2, -1, -1):
+            for j in range(ncols):
+                m[i, j] = (r[i, j] - up[i] * m[i + 1, j]) * inv[i]
+    else:
+        broken[:] = True
+    line = np.empty(n)
+    slope = np.empty(n)
+    for j in range(ncols):
+        if broken[j]:
+            for i in range(n):
+                line[i] = f[i, j]
+            _line_slopes(line, x, slope)
+            for i in range(n):
+                m[i, j] = slope[i]
+    return m
+
+
+@njit(cache=True, nogil=True)
+def _hermite_rows(f: np.ndarray, m: np.ndarray, cell: np.ndarray,
+                  wts: np.ndarray) -> np.ndarray:
+    """Rows of the Hermite spline of values ``f`` and slopes ``m`` (n, L) at the queries of
+    ``_hermite_taps``: ``(len(cell), L)``."""
+    out = np.empty((cell.shape[0], f.shape[1]))
+    for q in range(cell.shape[0]):
+        k = cell[q]
+        w = wts[q]
+        if w[1] == 0.0 and w[2] == 0.0 and w[3] == 0.0:
+            out[q] = f[k]
+        elif w[0] == 0.0 and w[2] == 0.0 and w[3] == 0.0:
+            out[q] = f[k + 1]
+        else:
+            for j in range(f.shape[1]):
+                out[q, j] = (w[0] * f[k, j] + w[1] * f[k + 1, j]
+                             + w[2] * m[k, j] + w[3] * m[k + 1, j])
+    return out
+
+
+@njit(cache=True, nogil=True)
+def spline_at(samples: np.ndarray, rpos: np.ndarray, cpos: np.ndarray, rows: np.ndarray,
+              cols: np.ndarray) -> np.ndarray:
+    """The tensor-product not-a-knot cubic spline through ``samples`` (at ``rpos`` x
+    ``cpos``) at ``rows`` x ``cols``: interpolating (a query at a sample gets it exactly),
+    C2 inside a run of finite samples, exact for cubic polynomials on runs of four or more,
+    NaN only in cells with a NaN corner. Returns ``(len(rows), len(cols))`` float64."""
+    ck, cw = _hermite_taps(cpos, cols.astype(np.float64))
+    rk, rw = _hermite_taps(rpos, rows.astype(np.float64))
+    across = np.ascontiguousarray(samples.T).astype(np.float64)  # (columns, rows)
+    across_slopes = _slopes_axis0(across, cpos.astype(np.float64))
+    horiz = np.ascontiguousarray(_hermite_rows(across, across_slopes, ck, cw).T)
+    return _hermite_rows(horiz, _slopes_axis0(horiz, rpos.astype(np.float64)), rk, rw)
+
+
+@njit(cache=True, nogil=True)
+def spline(samples: np.ndarray, rpos: np.ndarray, cpos: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Spline reconstruction of ``samples`` onto an h x w tile (see ``spline_at``)."""
+    return spline_at(samples, rpos, cpos, np.arange(h), np.arange(w))
+
+
+@njit(cache=True, nogil=True)
+def interpolate(samples: np.ndarray, rpos: np.ndarray, cpos: np.ndarray, rows: np.ndarray,
+                cols: np.ndarray, method: int) -> np.ndarray:
+    """Any method's reconstruction of ``samples`` at ``rows`` x ``cols`` (float64)."""
+    if method == SPLINE:
+        return spline_at(samples, rpos, cpos, rows, cols)
+    ridx, rw = axis_taps(rpos, rows.astype(np.float64), method)
+    cidx, cw = axis_taps(cpos, cols.astype(np.float64), method)
     return resample(samples, ridx, rw, cidx, cw)

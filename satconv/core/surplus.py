@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .reconstruct import axis_taps
+from .reconstruct import interpolate
 
 
 @njit(cache=True, nogil=True)
@@ -43,18 +43,11 @@ def coarse_sums(samples: np.ndarray, rpos: np.ndarray, cpos: np.ndarray, nr: int
     on_r[ir] = True
     on_c = np.zeros(n_c, dtype=np.bool_)
     on_c[ic] = True
-    cidx, cw = axis_taps(cpos[ic], cpos[:nc].astype(np.float64), method)
-    ridx, rw = axis_taps(rpos[ir], rpos[:nr].astype(np.float64), method)
-    horiz = np.zeros((ir.size, nc))
+    coarse = np.empty((ir.size, ic.size))
     for a in range(ir.size):
-        row = samples[ir[a]]
-        for c in range(nc):
-            acc = 0.0
-            for t in range(4):
-                wt = cw[c, t]
-                if wt != 0.0:
-                    acc += wt * row[ic[cidx[c, t]]]
-            horiz[a, c] = acc
+        for b in range(ic.size):
+            coarse[a, b] = samples[ir[a], ic[b]]
+    predicted = interpolate(coarse, rpos[ir], cpos[ic], rpos[:nr], cpos[:nc], method)
     masked = centre.shape[0] > 0
     total = 0.0
     count = 0
@@ -70,11 +63,7 @@ def coarse_sums(samples: np.ndarray, rpos: np.ndarray, cpos: np.ndarray, nr: int
             count += 1
             if masked and not served[rpos[r], cpos[c]]:
                 continue
-            pred = 0.0
-            for t in range(4):
-                wt = rw[r, t]
-                if wt != 0.0:
-                    pred += wt * horiz[ridx[r, t], c]
+            pred = predicted[r, c]
             if np.isnan(pred):
                 continue
             d = value - pred

@@ -43,7 +43,7 @@ def uniform_plan(grid: TileGrid, stride: int) -> Plan:
 
 
 def _spec(settings: Settings) -> ScanSpec:
-    reach = {"nearest": 1, "bilinear": 1, "cubic": 2}[settings.reconstruction]
+    reach = {"nearest": 1, "bilinear": 1, "cubic": 2, "spline": 2}[settings.reconstruction]
     return ScanSpec(settings.policy.window, settings.policy.statistic,
                     tuple(settings.kernel.array().shape), tuple(settings.strides), reach)
 

@@ -22,7 +22,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..core.reconstruct import METHOD_CODES, axis_taps, resample
+from ..core.reconstruct import METHOD_CODES, interpolate
 from ..core.stats import window_variance
 
 FIELD_SIZE = 512
@@ -73,8 +73,7 @@ class StrideModel:
 
 def _reconstruct_at(samples: np.ndarray, pos: np.ndarray, query: np.ndarray,
                     method: str) -> np.ndarray:
-    idx, w = axis_taps(pos, query.astype(np.float64), METHOD_CODES[method])
-    return resample(samples, idx, w, idx, w)
+    return interpolate(samples, pos, pos, query, query, METHOD_CODES[method])
 
 
 @lru_cache(maxsize=128)
