@@ -1,6 +1,7 @@
 """Spline reconstruction (not-a-knot cubic spline per tile): against scipy's CubicSpline, exact
 for cubics, exact at its samples, NaN kept to the cells beside it, and the quality it buys
-over Catmull-Rom at a stride, measured against scipy's dense result."""
+over Catmull-Rom at a stride, measured against scipy's dense result. (Next to nodata, with the
+cubic's test in test_core_reconstruct_cubic.py.)"""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from satconv import api, config, kernels
 from satconv.core import reconstruct, surplus
 
 try:
@@ -116,37 +116,5 @@ def test_spline_beats_catmull_rom_at_a_stride(tmp_path, stride):
     end to end and measured against scipy's dense result; the samples stay exact. (Where the
     stride aliases the data, here stride 8 on a blur of sigma 4, the spline rings more than
     Catmull-Rom: it is for strides the data is sampled well at, which refine measures.)"""
-    rng = np.random.default_rng(3)
-    x = ndimage.gaussian_filter(rng.normal(size=(160, 176)), 4) * 4000 + 10000
-    path = ps.write_tif(tmp_path / "smooth.tif", x.astype(np.float32))
-    x = ps.read_scene(path)[0]
-    ref = ps.dense(x, np.ones(x.shape, dtype=bool), kernels.gaussian(5, 1.0))
-    errors = {}
-    for method in ("cubic", "spline"):
-        s = config.from_dict({"tile_size": 32, "strides": [stride], "max_stride": "none",
-                              "reconstruction": method, "output": {"dtype": "float64"}})
-        api.run_scene(path, s, output=tmp_path / f"{method}.tif", overwrite=True)
-        out = ps.read_output(tmp_path / f"{method}.tif")
-        grid = (slice(None), slice(0, None, stride), slice(0, None, stride))
-        np.testing.assert_allclose(out[grid], ref[grid], rtol=1e-9, atol=1e-6)
-        errors[method] = np.sqrt(np.mean((out - ref) ** 2))
+    errors = ps.stride_errors(tmp_path, stride, ("cubic", "spline"))
     assert errors["spline"] < 0.8 * errors["cubic"], errors
-
-
-def test_nodata_does_not_bleed(tmp_path):
-    rng = np.random.default_rng(4)
-    x = (ndimage.gaussian_filter(rng.normal(size=(96, 80)), 3) * 50 + 100).astype(np.float32)
-    x[30:50, 20:45] = -9999
-    path = ps.write_tif(tmp_path / "holes.tif", x, nodata=-9999)
-    data, valid = ps.read_scene(path)
-    ref = ps.dense(data, valid, kernels.gaussian(7, 1.5))
-    s = config.from_dict({"tile_size": 32, "strides": [4], "max_stride": "none",
-                          "kernel": {"size": 7, "sigma": 1.5}, "reconstruction": "spline",
-                          "output": {"dtype": "float64"}})
-    api.run_scene(path, s, output=tmp_path / "out.tif", overwrite=True)
-    out = ps.read_output(tmp_path / "out.tif")
-    np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
-    near = ndimage.binary_dilation(~valid[0], iterations=3) & valid[0]
-    np.testing.assert_allclose(out[0][near], ref[0][near], rtol=1e-9, atol=1e-6)
-    far = ~ndimage.binary_dilation(~valid[0], iterations=12) & valid[0]
-    assert np.sqrt(np.mean((out[0][far] - ref[0][far]) ** 2)) < 0.02 * np.ptp(ref[0][far])

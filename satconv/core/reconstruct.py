@@ -11,14 +11,24 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
+def _cell(pos: np.ndarray, p: float, k: int) -> int:
+    """The sample at or before ``p`` (the first when ``p`` is before it), searching forward
+    from ``k``: queries in increasing order cost one pass over ``pos``."""
+    if p < pos[k]:
+        k = 0
+    while k + 1 < pos.shape[0] and pos[k + 1] <= p:
+        k += 1
+    return k
+
+
+@njit(cache=True, nogil=True)
 def _linear_weights(pos: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """For each pixel 0..n-1: index of the sample at or before it, and the weight of the next."""
     lo = np.zeros(n, dtype=np.int64)
     t = np.zeros(n, dtype=np.float64)
     k = 0
     for p in range(n):
-        while k + 1 < pos.shape[0] and pos[k + 1] <= p:
-            k += 1
+        k = _cell(pos, p, k)
         lo[p] = k
         if pos[k] == p or k + 1 >= pos.shape[0]:
             t[p] = 0.0
@@ -62,8 +72,7 @@ def _nearest_index(pos: np.ndarray, n: int) -> np.ndarray:
     idx = np.zeros(n, dtype=np.int64)
     k = 0
     for p in range(n):
-        while k + 1 < pos.shape[0] and pos[k + 1] <= p:
-            k += 1
+        k = _cell(pos, p, k)
         if k + 1 < pos.shape[0] and (pos[k + 1] - p) < (p - pos[k]):
             idx[p] = k + 1
         else:
@@ -119,6 +128,17 @@ def _tangent(pos: np.ndarray, f: int, coef: np.ndarray, base: int) -> None:
 
 
 @njit(cache=True, nogil=True)
+def _hermite_basis(t: float, h: float, w: np.ndarray) -> None:
+    """Weights of ``f[k]``, ``f[k+1]``, ``m[k]``, ``m[k+1]`` at ``t`` in a cell of width ``h``."""
+    t2 = t * t
+    t3 = t2 * t
+    w[0] = 2.0 * t3 - 3.0 * t2 + 1.0
+    w[1] = -2.0 * t3 + 3.0 * t2
+    w[2] = (t3 - 2.0 * t2 + t) * h
+    w[3] = (t3 - t2) * h
+
+
+@njit(cache=True, nogil=True)
 def axis_taps(pos: np.ndarray, query: np.ndarray, method: int) -> tuple[np.ndarray, np.ndarray]:
     """For each query position: four sample indices and their weights along one axis.
 
@@ -136,13 +156,11 @@ def axis_taps(pos: np.ndarray, query: np.ndarray, method: int) -> tuple[np.ndarr
     wts = np.zeros((m, 4), dtype=np.float64)
     coef = np.zeros(4, dtype=np.float64)
     slope = np.zeros(4, dtype=np.float64)
+    basis = np.zeros(4, dtype=np.float64)
     k = 0
     for q in range(m):
         p = query[q]
-        if p < pos[k]:
-            k = 0
-        while k + 1 < n and pos[k + 1] <= p:
-            k += 1
+        k = _cell(pos, p, k)
         base = min(max(k - 1, 0), max(n - 4, 0))
         for j in range(4):
             idx[q, j] = min(base + j, n - 1)
@@ -157,17 +175,16 @@ def axis_taps(pos: np.ndarray, query: np.ndarray, method: int) -> tuple[np.ndarr
             wts[q, k - base] = 1.0 - t
             wts[q, k + 1 - base] = t
         else:
-            t2 = t * t
-            t3 = t2 * t
+            _hermite_basis(t, h, basis)
             coef[:] = 0.0
-            coef[k - base] += 2.0 * t3 - 3.0 * t2 + 1.0
-            coef[k + 1 - base] += -2.0 * t3 + 3.0 * t2
+            coef[k - base] += basis[0]
+            coef[k + 1 - base] += basis[1]
             slope[:] = 0.0
             _tangent(pos, k, slope, base)
-            coef += ((t3 - 2.0 * t2 + t) * h) * slope
+            coef += basis[2] * slope
             slope[:] = 0.0
             _tangent(pos, k + 1, slope, base)
-            coef += ((t3 - t2) * h) * slope
+            coef += basis[3] * slope
             wts[q] = coef
     return idx, wts
 
@@ -301,23 +318,14 @@ def _hermite_taps(pos: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.nd
     k = 0
     for q in range(nq):
         p = query[q]
-        if p < pos[k]:
-            k = 0
-        while k + 1 < n and pos[k + 1] <= p:
-            k += 1
+        k = _cell(pos, p, k)
         if k + 1 >= n or p <= pos[k]:
             cell[q] = k if k + 1 < n or n == 1 else k - 1
             wts[q, 0 if cell[q] == k else 1] = 1.0
             continue
         h = float(pos[k + 1] - pos[k])
-        t = (p - pos[k]) / h
-        t2 = t * t
-        t3 = t2 * t
         cell[q] = k
-        wts[q, 0] = 2.0 * t3 - 3.0 * t2 + 1.0
-        wts[q, 1] = -2.0 * t3 + 3.0 * t2
-        wts[q, 2] = (t3 - 2.0 * t2 + t) * h
-        wts[q, 3] = (t3 - t2) * h
+        _hermite_basis((p - pos[k]) / h, h, wts[q])
     return cell, wts
 
 
