@@ -132,10 +132,13 @@ def _acceptor(plan: Plan, tile: Tile):  # noqa: ANN202 - convolve.Acceptor
     rule, estimator = plan.refine, plan.estimator
     assert rule is not None and estimator is not None
 
-    def accept(stride: int, centre: np.ndarray, coarse: np.ndarray, full: bool) -> bool:
+    def accept(stride: int, centre: np.ndarray, coarse: np.ndarray, full: bool) -> float:
         est = estimator.estimate(stride, centre, coarse,
                                  plan.predicted_at(tile.ty, tile.tx, stride), full)
-        return bool(np.all(est <= rule.tolerance[rule.strides.index(stride)]))
+        tol = rule.tolerance[rule.strides.index(stride)]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(est <= tol, 0.0, est / tol)
+        return float(np.nan_to_num(ratio, nan=np.inf).max(initial=0.0))
 
     return accept
 
