@@ -188,6 +188,36 @@ def _tags(settings: Settings) -> dict[str, str]:
     return {"SATCONV_VERSION": __version__, "SATCONV_CONFIG": settings.to_json()}
 
 
+def output_setup(info: raster_io.RasterInfo, settings: Settings) -> tuple[dict, ExecuteOptions]:
+    """The output's creation profile and the execution options of ``settings`` on ``info``."""
+    out_dtype = info.dtype if settings.output.dtype == "same" else settings.output.dtype
+    profile = raster_io.output_profile(info, out_dtype, settings.output.compress,
+                                       settings.tile_size)
+    if info.mask in ("dataset", "alpha"):
+        # GDAL's threaded compression reports a spurious "ExtraSamples" error when an
+        # internal mask is written alongside (GDAL issue 7921): compress in one thread.
+        profile.pop("num_threads", None)
+    return profile, ExecuteOptions(
+        kernel=settings.kernel.array(),
+        boundary=settings.boundary,
+        cval=settings.cval,
+        reconstruction=settings.reconstruction,
+        out_dtype=out_dtype,
+        out_nodata=profile["nodata"],
+        min_valid_fraction=settings.min_valid_fraction,
+        write_mask=info.mask in ("dataset", "alpha"),
+        compute_dtype=compute_dtype(info.dtype, out_dtype),
+    )
+
+
+def scene_summary(info: raster_io.RasterInfo) -> dict[str, object]:
+    """The input's description for the run report."""
+    return {"width": info.width, "height": info.height, "bands": info.count,
+            "data_bands": list(info.bands), "validity": info.mask, "dtype": info.dtype,
+            "nodata": _json_num(info.nodata),
+            "crs": info.crs.to_string() if info.crs else None}
+
+
 def run_scene(
     src: str | Path,
     settings: Settings,
@@ -231,24 +261,8 @@ def run_scene(
         plan = make() if engine is None else engine.plan(info, fp, make)
         t_plan = time.perf_counter()
 
-        out_dtype = info.dtype if settings.output.dtype == "same" else settings.output.dtype
-        profile = raster_io.output_profile(info, out_dtype, settings.output.compress,
-                                           settings.tile_size)
-        if info.mask in ("dataset", "alpha"):
-            # GDAL's threaded compression reports a spurious "ExtraSamples" error when an
-            # internal mask is written alongside (GDAL issue 7921): compress in one thread.
-            profile.pop("num_threads", None)
-        opts = ExecuteOptions(
-            kernel=settings.kernel.array(),
-            boundary=settings.boundary,
-            cval=settings.cval,
-            reconstruction=settings.reconstruction,
-            out_dtype=out_dtype,
-            out_nodata=profile["nodata"],
-            min_valid_fraction=settings.min_valid_fraction,
-            write_mask=info.mask in ("dataset", "alpha"),
-            compute_dtype=compute_dtype(info.dtype, out_dtype),
-        )
+        profile, opts = output_setup(info, settings)
+        out_dtype = opts.out_dtype
         tags = _tags(settings)
         with raster_io.StagedOutputs(paths.all()) as staged:
             raster_tmp = staged.temp(paths.raster)
@@ -280,10 +294,7 @@ def run_scene(
                 input=str(src),
                 outputs=outputs,
                 config=settings.to_dict(),
-                scene={"width": info.width, "height": info.height, "bands": info.count,
-                       "data_bands": list(info.bands), "validity": info.mask,
-                       "dtype": info.dtype, "nodata": _json_num(info.nodata),
-                       "crs": info.crs.to_string() if info.crs else None},
+                scene=scene_summary(info),
                 plan=plan.summary(),
                 execute={"tiles": stats.tiles, "kernel_evaluations": stats.evaluations,
                          "evaluations_per_pixel": round(

@@ -22,12 +22,21 @@ from typing import Any
 import numpy as np
 
 from . import fingerprint, raster_io
-from .api import OutputPaths, ProgressFactory, _check_outputs, _json_num, _tags, input_policy
+from .api import (
+    OutputPaths,
+    ProgressFactory,
+    _check_outputs,
+    _json_num,
+    _tags,
+    input_policy,
+    output_setup,
+    scene_summary,
+)
 from .config import Settings, StepConfig
 from .convolve import PreparedKernel, convolve_tile, tile_samples
 from .errors import UsageError
 from .parallel import map_tiles
-from .pipeline import ExecuteOptions, compute_dtype, to_output
+from .pipeline import ExecuteOptions, to_output
 from .planning import Plan, make_plans
 from .report import RunReport, peak_memory_mb
 from .tiling import Tile, TileGrid
@@ -141,20 +150,8 @@ def run_steps(
         plans = make_plans(info, [st.settings for st in steps], workers,
                            progress("plan", ntiles))
         t_plan = time.perf_counter()
-        profs, opts = [], []
-        for st in steps:
-            ss = st.settings
-            out_dtype = info.dtype if ss.output.dtype == "same" else ss.output.dtype
-            prof = raster_io.output_profile(info, out_dtype, ss.output.compress, ss.tile_size)
-            if info.mask in ("dataset", "alpha"):  # see api.run_scene (GDAL issue 7921)
-                prof.pop("num_threads", None)
-            profs.append(prof)
-            opts.append(ExecuteOptions(
-                kernel=ss.kernel.array(), boundary=ss.boundary, cval=ss.cval,
-                reconstruction=ss.reconstruction, out_dtype=out_dtype,
-                out_nodata=prof["nodata"], min_valid_fraction=ss.min_valid_fraction,
-                write_mask=info.mask in ("dataset", "alpha"),
-                compute_dtype=compute_dtype(info.dtype, out_dtype)))
+        profs, opts = map(list, zip(*(output_setup(info, st.settings) for st in steps),
+                                     strict=True))
         kernels = [PreparedKernel.from_kernel(o.kernel) for o in opts]
         finals = [p for st in steps for p in st.paths.all()]
         evaluations = [0] * len(steps)
@@ -205,10 +202,7 @@ def run_steps(
                              "stride_map": str(st.paths.stride_map),
                              "report": str(st.paths.report)},
                     config=st.settings.to_dict(),
-                    scene={"width": info.width, "height": info.height, "bands": info.count,
-                           "data_bands": list(info.bands), "validity": info.mask,
-                           "dtype": info.dtype, "nodata": _json_num(info.nodata),
-                           "crs": info.crs.to_string() if info.crs else None},
+                    scene=scene_summary(info),
                     plan=plans[k].summary(),
                     execute={"tiles": ntiles, "kernel_evaluations": evaluations[k],
                              "evaluations_per_pixel": round(evaluations[k] / max(pixels, 1),
