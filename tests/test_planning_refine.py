@@ -4,9 +4,13 @@ here with scipy (normalised over valid pixels), never against satconv's output."
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import rasterio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import ndimage
 
 from satconv import api, config, kernels
@@ -98,12 +102,16 @@ def test_stopping_at_a_stride_gives_that_strides_result_plus_checks(stop):
         assert res.evaluations - res.checks == direct.evaluations
 
 
-@pytest.mark.parametrize("first,stops", [(1.5, True), (RECHECK_WITHIN * 1.5, False)])
-def test_a_tile_just_over_is_rechecked_densely_once(first, stops):
+@pytest.mark.parametrize("first,then,stop", [
+    (1.5, 0.5, 4),                     # just over: rechecked, passes, stops
+    (1.5, 1.2, 2),                     # just over: rechecked, still over, refined
+    (RECHECK_WITHIN * 1.5, None, 2),   # far over: refined without a recheck
+])
+def test_a_tile_just_over_is_rechecked_densely_once(first, then, stop):
     """A tile whose first estimate is a little over its tolerance gets one denser lattice of
     check samples before it is refined (costing at most RECHECK_SHARE of the refinement), and
     stops if that passes; one far over is refined without it. The output is the stopping
-    stride's either way."""
+    stride's either way, and the recheck's samples are reused when the tile is refined."""
     x = textured(seed=4)
     valid = np.ones(x.shape, dtype=bool)
     pk = PreparedKernel.from_kernel(kernels.gaussian(5, 1.0))
@@ -114,23 +122,58 @@ def test_a_tile_just_over_is_rechecked_densely_once(first, stops):
     def accept(stride, checks, coarse, full):
         if stride != 4:
             return np.inf if stride > 4 else 0.0
-        rechecked = len(calls) > 0
         calls.append(checks)
-        return 0.5 if rechecked else first
+        return then if len(calls) > 1 else first
 
     res = refine_tile(reader(x, valid), tile, [1, 2, 4, 8, 16], 96, 96, pk, "reflect",
                       accept)
-    stop = 4 if stops else 2
     direct = convolve_tile(reader(x, valid), tile, stop, 96, 96, pk, "reflect")
     assert res.stride == stop
     np.testing.assert_allclose(res.values, direct.values, rtol=1e-12, atol=1e-9)
-    if stops:
-        assert len(calls) == 2 and not np.array_equal(calls[0], calls[1])
+    assert len(calls) == (1 if then is None else 2)
+    if then is not None:
+        assert not np.array_equal(calls[0], calls[1])
+    if stop == 4:
         refining = 2 * (33 * 33 - 17 * 17) - first_lattice
         assert first_lattice < res.checks <= first_lattice + RECHECK_SHARE * refining
-        assert res.evaluations - res.checks == direct.evaluations
-    else:
-        assert len(calls) == 1
+    # nothing evaluated twice: the final grid (every check on it reused) plus the last checks
+    assert res.evaluations - res.checks == direct.evaluations
+
+
+@settings(max_examples=60, deadline=None)
+@given(h=st.integers(9, 100), w=st.integers(9, 100), size=st.sampled_from([16, 32, 64]),
+       method=st.sampled_from(["bilinear", "cubic", "spline"]), hole=st.booleans(),
+       verdicts=st.lists(st.floats(0.0, 3.0), min_size=12, max_size=12),
+       seed=st.integers(0, 2**32 - 1))
+def test_property_refine_equals_a_plain_run_at_its_stride(h, w, size, method, hole, verdicts,
+                                                          seed):
+    """Whatever the acceptor says (stop, refine, or a little over: recheck), on any tile and
+    grid, with or without nodata: the result is the plain run's at the stride the tile
+    stopped at, and nothing is evaluated twice (the evaluations are that run's plus the
+    checks, and at stride 1 the closing samples the coarser grids took from the next tile)."""
+    x = textured(h, w, bands=2, seed=seed % 1000)
+    valid = np.ones(x.shape, dtype=bool)
+    if hole:
+        x[1, h // 3: h // 3 + 4, w // 4: w // 4 + 5] = np.nan
+        valid[1, h // 3: h // 3 + 4, w // 4: w // 4 + 5] = False
+    pk = PreparedKernel.from_kernel(kernels.gaussian(5, 1.0))
+    said = itertools.cycle(verdicts)
+
+    def accept(stride, checks, coarse, full):
+        return next(said)
+
+    for tile in TileGrid(h, w, size).tiles():
+        res = refine_tile(reader(x, valid), tile, [1, 2, 4, 8, 16], h, w, pk, "reflect",
+                          accept, method)
+        direct = convolve_tile(reader(x, valid), tile, res.stride, h, w, pk, "reflect",
+                               method)
+        np.testing.assert_array_equal(np.isnan(res.values), np.isnan(direct.values))
+        np.testing.assert_allclose(res.values, direct.values, rtol=1e-9, atol=1e-9)
+        extra = res.evaluations - res.checks - direct.evaluations
+        if res.stride > 1:
+            assert extra == 0
+        else:  # the coarse grids' closing row and column lie in the next tile
+            assert 0 <= extra <= 2 * (tile.height + tile.width + 1)
 
 
 def test_minus_leaves_each_point_once():
@@ -254,10 +297,10 @@ def tolerance_db_run(name, tmp_path):
     with np.errstate(divide="ignore"):
         tile_db = np.where(per_tile > 0, 20 * np.log10(ps.peaks(ref) / per_tile), np.inf)
     uniform = {}
-    for st in LOWPASS["strides"]:
-        u_out, u_rep = run(scene, config.from_dict({**base, "strides": [st]}),
-                           tmp_path / f"u{st}.tif")
-        uniform[st] = (ps.psnr(u_out, ref), u_rep.execute["kernel_evaluations"])
+    for stride in LOWPASS["strides"]:
+        u_out, u_rep = run(scene, config.from_dict({**base, "strides": [stride]}),
+                           tmp_path / f"u{stride}.tif")
+        uniform[stride] = (ps.psnr(u_out, ref), u_rep.execute["kernel_evaluations"])
     return (ps.psnr(out, ref), float(np.nanmin(tile_db)), rep.execute["kernel_evaluations"],
             uniform)
 
