@@ -412,8 +412,7 @@ def _check_places(rpos: np.ndarray, cpos: np.ndarray, half_r: np.ndarray,
     midpoints: when there are at most ``checks`` of them) rather than a sub-lattice of cell
     centres (at least ``checks`` of them where the tile has that many cells; evenly spread,
     the rows and columns next to the tile's edges included)."""
-    odd_r = half_r[~np.isin(half_r, rpos) & (half_r < h)]
-    odd_c = half_c[~np.isin(half_c, cpos) & (half_c < w)]
+    odd_r, odd_c = _centres(rpos, cpos, half_r, half_c, h, w)
     in_c = half_c[half_c < w]
     even_r = rpos[rpos < h]
     if odd_r.size * in_c.size + even_r.size * odd_c.size <= checks:
@@ -427,17 +426,30 @@ def _check_places(rpos: np.ndarray, cpos: np.ndarray, half_r: np.ndarray,
     return [(_spread(odd_r, m), _spread(odd_c, m))], False
 
 
+def _centres(rpos: np.ndarray, cpos: np.ndarray, half_r: np.ndarray, half_c: np.ndarray,
+             h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the cell centres inside the tile: the half-stride positions off
+    the sample grid."""
+    return (half_r[~np.isin(half_r, rpos) & (half_r < h)],
+            half_c[~np.isin(half_c, cpos) & (half_c < w)])
+
+
 def _recheck_places(rpos: np.ndarray, cpos: np.ndarray, half_r: np.ndarray,
                     half_c: np.ndarray, h: int, w: int,
-                    count: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """A lattice of at most ``count`` of the tile's cell centres (all of them when it has no
-    more), evenly spread with the rows and columns next to the tile's edges."""
-    odd_r = half_r[~np.isin(half_r, rpos) & (half_r < h)]
-    odd_c = half_c[~np.isin(half_c, cpos) & (half_c < w)]
-    if not (odd_r.size and odd_c.size):
+                    checked: list[tuple[np.ndarray, np.ndarray]],
+                    budget: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Where to check a tile once more: a lattice of cell centres (evenly spread, the rows
+    and columns next to the tile's edges included) of at most ``budget`` points and 16 times
+    the ``checked`` ones, less those; nothing unless that at least doubles the checks."""
+    odd_r, odd_c = _centres(rpos, cpos, half_r, half_c, h, w)
+    first = sum(r.size * c.size for r, c in checked)
+    count = min(16 * first, budget)
+    if not (odd_r.size and odd_c.size and first):
         return []
     f = min(1.0, float(np.sqrt(count / (odd_r.size * odd_c.size))))
-    return [(_evenly(odd_r, int(odd_r.size * f)), _evenly(odd_c, int(odd_c.size * f)))]
+    lattice = [(_evenly(odd_r, int(odd_r.size * f)), _evenly(odd_c, int(odd_c.size * f)))]
+    more = _minus(lattice, checked)
+    return more if sum(r.size * c.size for r, c in more) >= first else []
 
 
 def _spread(idx: np.ndarray, m: int) -> np.ndarray:
@@ -466,8 +478,7 @@ Acceptor = Callable[[int, np.ndarray, np.ndarray, bool], float]
 #: widely around the error they estimate (on world.byte.tif at stride 4, from a quarter to 1.5
 #: times it), the cell centres all together hardly at all (0.92-1.01 times).
 RECHECK_WITHIN = 2.0
-#: The recheck's new samples cost at most this share of the evaluations refining would add
-#: (and at most 16 times the first lattice).
+#: The recheck's new samples cost at most this share of the evaluations refining would add.
 RECHECK_SHARE = 0.25
 
 
@@ -647,10 +658,9 @@ def refine_tile(
         cf = sample_positions(tile.col0, tile.col1, width, order[level + 1]) - tile.col0
         if 1.0 < excess <= RECHECK_WITHIN and not full:
             refining = (rf.size * cf.size - grid[0].size) * bands - checked
-            first = checked // bands
-            count = min(16 * first, int(RECHECK_SHARE * refining) // bands)
-            more = _minus(_recheck_places(rpos, cpos, half_r, half_c, h, w, count), places)
-            if sum(r.size * c.size for r, c in more) >= first:
+            more = _recheck_places(rpos, cpos, half_r, half_c, h, w, places,
+                                   int(RECHECK_SHARE * refining) // bands)
+            if more:
                 extra, s2, c2 = _check(block, vbs, kernel, grid, rpos, cpos, more, masks,
                                        method, min_fraction)
                 found += extra
