@@ -240,73 +240,6 @@ def cubic(samples: np.ndarray, rpos: np.ndarray, cpos: np.ndarray, h: int, w: in
 
 
 @njit(cache=True, nogil=True)
-def _run_slopes(f: np.ndarray, x: np.ndarray, a: int, b: int, m: np.ndarray) -> None:
-    """Slopes at samples ``a..b-1`` (all finite) of the not-a-knot spline through them; a run
-    of three gets the parabola's slopes, two the chord's, one a zero slope."""
-    n = b - a
-    if n == 1:
-        m[a] = 0.0
-        return
-    if n == 2:
-        m[a] = m[a + 1] = (f[a + 1] - f[a]) / (x[a + 1] - x[a])
-        return
-    if n == 3:
-        for i in range(3):
-            xi = x[a + i]
-            x0, x1, x2 = x[a], x[a + 1], x[a + 2]
-            m[a + i] = (f[a] * ((xi - x1) + (xi - x2)) / ((x0 - x1) * (x0 - x2))
-                        + f[a + 1] * ((xi - x0) + (xi - x2)) / ((x1 - x0) * (x1 - x2))
-                        + f[a + 2] * ((xi - x0) + (xi - x1)) / ((x2 - x0) * (x2 - x1)))
-        return
-    h = np.empty(n - 1)
-    d = np.empty(n - 1)
-    for i in range(n - 1):
-        h[i] = x[a + i + 1] - x[a + i]
-        d[i] = (f[a + i + 1] - f[a + i]) / h[i]
-    lo = np.zeros(n)
-    di = np.empty(n)
-    up = np.zeros(n)
-    r = np.empty(n)
-    s = h[0] + h[1]
-    di[0] = h[1]
-    up[0] = s
-    r[0] = ((h[0] + 2.0 * s) * h[1] * d[0] + h[0] * h[0] * d[1]) / s
-    for i in range(1, n - 1):
-        lo[i] = h[i]
-        di[i] = 2.0 * (h[i - 1] + h[i])
-        up[i] = h[i - 1]
-        r[i] = 3.0 * (h[i] * d[i - 1] + h[i - 1] * d[i])
-    s = h[n - 2] + h[n - 3]
-    lo[n - 1] = s
-    di[n - 1] = h[n - 3]
-    r[n - 1] = (h[n - 2] * h[n - 2] * d[n - 3] + (2.0 * s + h[n - 2]) * h[n - 3] * d[n - 2]) / s
-    for i in range(1, n):  # forward elimination (Thomas)
-        q = lo[i] / di[i - 1]
-        di[i] -= q * up[i - 1]
-        r[i] -= q * r[i - 1]
-    m[a + n - 1] = r[n - 1] / di[n - 1]
-    for i in range(n - 2, -1, -1):
-        m[a + i] = (r[i] - up[i] * m[a + i + 1]) / di[i]
-
-
-@njit(cache=True, nogil=True)
-def _line_slopes(f: np.ndarray, x: np.ndarray, m: np.ndarray) -> None:
-    """Spline slopes along one line, run by run of finite samples (NaN at NaN samples)."""
-    n = f.shape[0]
-    i = 0
-    while i < n:
-        if np.isnan(f[i]):
-            m[i] = np.nan
-            i += 1
-            continue
-        j = i + 1
-        while j < n and not np.isnan(f[j]):
-            j += 1
-        _run_slopes(f, x, i, j, m)
-        i = j
-
-
-@njit(cache=True, nogil=True)
 def _hermite_taps(pos: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For each query: the cell's first sample ``k`` and the weights of ``f[k]``, ``f[k+1]``,
     ``m[k]``, ``m[k+1]`` (values and slopes). A query at or outside a sample gets weight 1 on
@@ -330,72 +263,117 @@ def _hermite_taps(pos: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 @njit(cache=True, nogil=True)
-def _slopes_axis0(f: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Spline slopes along axis 0 of ``f`` (n, L), for every column: all columns share the
-    positions ``x``, so a NaN-free column set is solved at once, row by row; a column with a
-    NaN is solved run by run on its own."""
+def _not_a_knot(f: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Slopes at the ``n >= 4`` positions ``x`` of the not-a-knot spline through every column
+    of ``f`` (n, L), all finite: one tridiagonal system, factorised once for all columns
+    (Thomas), solved row by row across them."""
     n, ncols = f.shape
+    h = np.empty(n - 1)
+    for i in range(n - 1):
+        h[i] = x[i + 1] - x[i]
+    lo = np.zeros(n)
+    di = np.empty(n)
+    up = np.zeros(n)
+    s0 = h[0] + h[1]
+    s1 = h[n - 2] + h[n - 3]
+    di[0] = h[1]
+    up[0] = s0
+    for i in range(1, n - 1):
+        lo[i] = h[i]
+        di[i] = 2.0 * (h[i - 1] + h[i])
+        up[i] = h[i - 1]
+    lo[n - 1] = s1
+    di[n - 1] = h[n - 3]
+    q = np.zeros(n)
+    for i in range(1, n):
+        q[i] = lo[i] / di[i - 1]
+        di[i] -= q[i] * up[i - 1]
+    inv = 1.0 / di
+    a0 = (h[0] + 2.0 * s0) * h[1] / s0
+    b0 = h[0] * h[0] / s0
+    a1 = h[n - 2] * h[n - 2] / s1
+    b1 = (2.0 * s1 + h[n - 2]) * h[n - 3] / s1
+    r = np.empty((n, ncols))
+    for j in range(ncols):
+        r[0, j] = a0 * (f[1, j] - f[0, j]) / h[0] + b0 * (f[2, j] - f[1, j]) / h[1]
+    for i in range(1, n - 1):
+        ca = 3.0 * h[i] / h[i - 1]
+        cb = 3.0 * h[i - 1] / h[i]
+        for j in range(ncols):
+            r[i, j] = ca * (f[i, j] - f[i - 1, j]) + cb * (f[i + 1, j] - f[i, j])
+        for j in range(ncols):  # (a loop of its own: it vectorises)
+            r[i, j] -= q[i] * r[i - 1, j]
     m = np.empty((n, ncols))
+    for j in range(ncols):
+        r[n - 1, j] = (a1 * (f[n - 2, j] - f[n - 3, j]) / h[n - 3]
+                       + b1 * (f[n - 1, j] - f[n - 2, j]) / h[n - 2])
+        r[n - 1, j] -= q[n - 1] * r[n - 2, j]
+        m[n - 1, j] = r[n - 1, j] * inv[n - 1]
+    for i in range(n - 2, -1, -1):
+        for j in range(ncols):
+            m[i, j] = (r[i, j] - up[i] * m[i + 1, j]) * inv[i]
+    return m
+
+
+@njit(cache=True, nogil=True)
+def _short_run(f: np.ndarray, x: np.ndarray, m: np.ndarray) -> None:
+    """Slopes of the interpolant through one to three finite samples: the parabola through
+    three (what not-a-knot gives for three), the chord through two, 0 for one."""
+    n = f.shape[0]
+    if n == 1:
+        m[0] = 0.0
+    elif n == 2:
+        m[0] = m[1] = (f[1] - f[0]) / (x[1] - x[0])
+    else:
+        x0, x1, x2 = x[0], x[1], x[2]
+        for i in range(3):
+            xi = x[i]
+            m[i] = (f[0] * ((xi - x1) + (xi - x2)) / ((x0 - x1) * (x0 - x2))
+                    + f[1] * ((xi - x0) + (xi - x2)) / ((x1 - x0) * (x1 - x2))
+                    + f[2] * ((xi - x0) + (xi - x1)) / ((x2 - x0) * (x2 - x1)))
+
+
+@njit(cache=True, nogil=True)
+def _slopes_axis0(f: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Spline slopes along axis 0 of ``f`` (n, L), for every column. Columns without NaN
+    are solved together; a column with a NaN run by run of finite samples, each its own
+    spline (NaN slopes at NaN samples)."""
+    n, ncols = f.shape
     broken = np.zeros(ncols, dtype=np.bool_)
     for i in range(n):
         for j in range(ncols):
             if np.isnan(f[i, j]):
                 broken[j] = True
     if n >= 4:
-        h = np.empty(n - 1)
-        for i in range(n - 1):
-            h[i] = x[i + 1] - x[i]
-        lo = np.zeros(n)
-        di = np.empty(n)
-        up = np.zeros(n)
-        s0 = h[0] + h[1]
-        s1 = h[n - 2] + h[n - 3]
-        di[0] = h[1]
-        up[0] = s0
-        for i in range(1, n - 1):
-            lo[i] = h[i]
-            di[i] = 2.0 * (h[i - 1] + h[i])
-            up[i] = h[i - 1]
-        lo[n - 1] = s1
-        di[n - 1] = h[n - 3]
-        q = np.zeros(n)
-        for i in range(1, n):  # the elimination (Thomas), once for every column
-            q[i] = lo[i] / di[i - 1]
-            di[i] -= q[i] * up[i - 1]
-        inv = 1.0 / di
-        r = np.empty((n, ncols))
-        a0 = (h[0] + 2.0 * s0) * h[1] / s0
-        b0 = h[0] * h[0] / s0
-        a1 = h[n - 2] * h[n - 2] / s1
-        b1 = (2.0 * s1 + h[n - 2]) * h[n - 3] / s1
-        for j in range(ncols):
-            r[0, j] = (a0 * (f[1, j] - f[0, j]) / h[0] + b0 * (f[2, j] - f[1, j]) / h[1])
-        for i in range(1, n - 1):
-            ca = 3.0 * h[i] / h[i - 1]
-            cb = 3.0 * h[i - 1] / h[i]
-            for j in range(ncols):
-                r[i, j] = ca * (f[i, j] - f[i - 1, j]) + cb * (f[i + 1, j] - f[i, j])
-            for j in range(ncols):
-                r[i, j] -= q[i] * r[i - 1, j]
-        for j in range(ncols):
-            r[n - 1, j] = (a1 * (f[n - 2, j] - f[n - 3, j]) / h[n - 3]
-                           + b1 * (f[n - 1, j] - f[n - 2, j]) / h[n - 2])
-            r[n - 1, j] -= q[n - 1] * r[n - 2, j]
-            m[n - 1, j] = r[n - 1, j] * inv[n - 1]
-        for i in range(n - 2, -1, -1):
-            for j in range(ncols):
-                m[i, j] = (r[i, j] - up[i] * m[i + 1, j]) * inv[i]
+        m = _not_a_knot(f, x)
     else:
+        m = np.empty((n, ncols))
         broken[:] = True
     line = np.empty(n)
     slope = np.empty(n)
     for j in range(ncols):
-        if broken[j]:
-            for i in range(n):
-                line[i] = f[i, j]
-            _line_slopes(line, x, slope)
-            for i in range(n):
-                m[i, j] = slope[i]
+        if not broken[j]:
+            continue
+        for i in range(n):
+            line[i] = f[i, j]
+        i = 0
+        while i < n:
+            if np.isnan(line[i]):
+                m[i, j] = np.nan
+                i += 1
+                continue
+            k = i + 1
+            while k < n and not np.isnan(line[k]):
+                k += 1
+            if k - i >= 4:
+                run = _not_a_knot(line[i:k].copy().reshape((k - i, 1)), x[i:k])
+                for t in range(k - i):
+                    m[i + t, j] = run[t, 0]
+            else:
+                _short_run(line[i:k], x[i:k], slope[i:k])
+                for t in range(k - i):
+                    m[i + t, j] = slope[t + i]
+            i = k
     return m
 
 
