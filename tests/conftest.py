@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -121,6 +123,16 @@ def slow_run_inputs(folder: Path) -> tuple[Path, Path]:
     cfg = folder / "c.yaml"
     cfg.write_text(f"kernel: {{type: custom, weights: {weights}}}\ntile_size: 256\n")
     return scene, cfg
+
+
+def wait_for_staging(proc: subprocess.Popen, partial: Path, timeout: float = 60) -> None:
+    """Wait until a satconv run started as ``proc`` has staged ``partial``, and fail if it
+    ends or takes ``timeout`` seconds before."""
+    deadline = time.monotonic() + timeout
+    while not partial.exists():
+        assert proc.poll() is None, "satconv finished before its output was seen"
+        assert time.monotonic() < deadline, "no temporary output appeared"
+        time.sleep(0.002)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from satconv import __version__, kernels
 from satconv.scripts.cli import cli
 
 from . import oracle
-from .conftest import slow_run_inputs, tile_shape
+from .conftest import slow_run_inputs, tile_shape, wait_for_staging
 
 SATCONV = Path(sys.executable).parent / "satconv"
 GAUSS3 = "kernel: {type: gaussian, size: 3, sigma: 1.0}\n"
@@ -360,11 +359,7 @@ def test_interrupted_run_exits_130_and_cleans_up(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     partial = tmp_path / f".big.satconv.tif.{proc.pid}.partial"
     try:
-        deadline = time.monotonic() + 60
-        while not partial.exists():
-            assert proc.poll() is None, "satconv finished before its output was seen"
-            assert time.monotonic() < deadline, "no temporary output appeared"
-            time.sleep(0.002)
+        wait_for_staging(proc, partial)
         assert proc.poll() is None, "satconv finished before it could be interrupted"
         os.kill(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=60)

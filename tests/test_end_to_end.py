@@ -25,6 +25,7 @@ from .conftest import (
     random_image,
     slow_run_inputs,
     tile_shape,
+    wait_for_staging,
     write_stride_map_file,
 )
 
@@ -429,11 +430,7 @@ def test_killed_run_leaves_no_file_at_final_names(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     partial = tmp_path / f".big.satconv.tif.{proc.pid}.partial"
     try:
-        deadline = time.monotonic() + 60
-        while not partial.exists():
-            assert proc.poll() is None, "satconv finished before its output was seen"
-            assert time.monotonic() < deadline, "no temporary output appeared"
-            time.sleep(0.002)
+        wait_for_staging(proc, partial)
         time.sleep(0.05)  # let it write a little
         assert proc.poll() is None, "satconv finished before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)
