@@ -320,17 +320,12 @@ def _short_run(f: np.ndarray, x: np.ndarray, m: np.ndarray) -> None:
     """Slopes of the interpolant through one to three finite samples: the parabola through
     three (what not-a-knot gives for three), the chord through two, 0 for one."""
     n = f.shape[0]
-    if n == 1:
-        m[0] = 0.0
-    elif n == 2:
-        m[0] = m[1] = (f[1] - f[0]) / (x[1] - x[0])
-    else:
-        x0, x1, x2 = x[0], x[1], x[2]
-        for i in range(3):
-            xi = x[i]
-            m[i] = (f[0] * ((xi - x1) + (xi - x2)) / ((x0 - x1) * (x0 - x2))
-                    + f[1] * ((xi - x0) + (xi - x2)) / ((x1 - x0) * (x1 - x2))
-                    + f[2] * ((xi - x0) + (xi - x1)) / ((x2 - x0) * (x2 - x1)))
+    coef = np.zeros(n)
+    for i in range(n):
+        coef[:] = 0.0
+        if n > 1:
+            _tangent(x, i, coef, 0)
+        m[i] = np.sum(coef * f)
 
 
 @njit(cache=True, nogil=True)
