@@ -637,10 +637,25 @@ def run_batch(
 
         distributed.run_batch(scheduler, todo, settings, opts, emit, finish, distribute)
     elif backend != "local":
+        if todo:
+            _warm_up(settings, emit)
         _run_processes(todo, settings, opts, emit, finish, jobs, timeout)
     summary = BatchSummary([results[s] for s in sources], time.monotonic() - t0, backend)
     emit(summary.event())
     return summary
+
+
+def _warm_up(settings: Settings, emit: Emit) -> None:
+    """Compile the kernels ``settings`` needs in this process before any child starts, so
+    that no child spends its ``--timeout`` compiling and no two compile the same kernel at
+    once. A failure is reported and the batch goes on: each child then compiles for itself."""
+    from . import warmup
+
+    try:
+        emit(Event("warmup", None, {"seconds": round(warmup.warm_up(settings), 2)}))
+    except Exception as err:  # noqa: BLE001 - never the reason a batch fails
+        emit(Event("warmup", None, {"error": str(err).splitlines()[0] if str(err) else
+                                    type(err).__name__}))
 
 
 def _run_processes(sources: list[str], settings: Settings, opts: RunOptions, emit: Emit,

@@ -261,7 +261,9 @@ def _finish_band(samples: np.ndarray, band: np.ndarray, vb: np.ndarray | None,
     centre, served = masks if masks is not None else _interpolated(vb, kernel, h, w)
     n = 0
     if values is not samples:
-        rr, cc = np.nonzero(centre & (~served | np.isnan(values)))
+        # (contiguous: np.nonzero gives strided views, or contiguous ones for one point, and
+        # numba compiles one version per layout)
+        rr, cc = map(np.ascontiguousarray, np.nonzero(centre & (~served | np.isnan(values))))
         values[rr, cc] = conv.correlate_masked_points(
             band, vb, kernel.positive, kernel.negative, rr, cc, min_fraction)
         n = rr.size
@@ -365,8 +367,10 @@ def _coarse_surplus(samples: np.ndarray, rpos: np.ndarray, cpos: np.ndarray, h: 
     the reconstruction error the tile would have at twice its stride, measured for free."""
     nr, nc = int(np.count_nonzero(rpos < h)), int(np.count_nonzero(cpos < w))  # in the tile
     centre, served = masks if masks is not None else (_NO_MASK, _NO_MASK)
+    # (contiguous arguments: one compiled version, not one per memory layout)
     sq, n = surplus.coarse_sums(np.ascontiguousarray(samples), rpos, cpos, nr, nc,
-                                reconstruct.METHOD_CODES[method], centre, served)
+                                reconstruct.METHOD_CODES[method], np.ascontiguousarray(centre),
+                                np.ascontiguousarray(served))
     return float(np.sqrt(sq / n)) if n else float("nan")
 
 

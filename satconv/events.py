@@ -9,6 +9,8 @@ and Dask workers unchanged.
 Kinds, in the order a batch produces them:
 
 ``batch_start``  inputs, jobs, backend
+``warmup``       seconds, or error: the kernels compiled before child processes start
+                 (``--jobs``, ``--timeout``; ``satconv.warmup``)
 ``start``        input, outputs: one input begins (after its output lock is held)
 ``lock_wait``    input, output, holder: another run writes the same output; waiting for it
 ``lock_takeover`` input, output, holder: the lock of a run that is gone was taken over
@@ -28,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-KINDS = ("batch_start", "start", "lock_wait", "lock_takeover", "checkpoint", "progress",
+KINDS = ("batch_start", "warmup", "start", "lock_wait", "lock_takeover", "checkpoint", "progress",
          "done", "skipped", "failed", "batch_done")
 
 

@@ -921,6 +921,17 @@ def write_error_map(path: Path, errors: np.ndarray, info: RasterInfo, tile_size:
 STRIDE_MAP_COG_BLOCK = 256
 
 
+def write_scene(path: Path, data: np.ndarray, nodata: float | None = None) -> None:
+    """Write ``data`` (bands, h, w) as a plain tiled GeoTIFF on a 30 m UTM grid: a generated
+    input (``satconv.warmup``), never an output."""
+    bands, h, w = data.shape
+    with gdal_env(), rasterio.open(
+            path, "w", driver="GTiff", width=w, height=h, count=bands, dtype=data.dtype,
+            crs="EPSG:32633", transform=Affine(30.0, 0.0, 500000.0, 0.0, -30.0, 4500000.0),
+            nodata=nodata, tiled=True, blockxsize=256, blockysize=256) as dst:
+        dst.write(data)
+
+
 def stride_map_transform(transform: Affine, tile_size: int) -> Affine:
     """One stride-map pixel per tile: the input transform scaled by the tile size."""
     return transform @ Affine.scale(tile_size)

@@ -110,7 +110,8 @@ def cli() -> None:
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               metavar="SECONDS",
               help="Stop an input that takes longer, count it as failed and go on with the "
-                   "next (each input then runs in a child process).")
+                   "next (each input then runs in a child process; compiling the kernels "
+                   "first, once, is not counted).")
 @click.option("--on-lock", type=click.Choice(["fail", "wait"]), default="fail",
               show_default=True,
               help="When another run is writing the same output: fail that input, or wait.")
@@ -363,6 +364,29 @@ def preview(path: str, output: str | None, size: int, error_map: str | None, ove
         sys.exit(1)
     if not quiet:
         click.echo(f"wrote {written}", err=True)
+
+
+@cli.command()
+@config_option
+@quiet_option
+@debug_option
+def warmup(config_path: str | None, quiet: bool, debug: bool) -> None:
+    """Compile satconv's kernels now, once after installing or upgrading, so that the first
+    scheduled run does not spend its time (or its --timeout) compiling.
+
+    With -c, the kernels that config uses; without, those of the built-in defaults and of a
+    non-separable kernel. Batches with --jobs or --timeout warm up by themselves.
+    """
+    from .. import warmup as warming
+
+    settings = _load_settings(config_path, debug) if config_path else None
+    try:
+        seconds = warming.warm_up(settings)
+    except SatconvError as err:
+        _fail(err, debug)
+        sys.exit(err.exit_code)
+    if not quiet:
+        click.echo(f"satconv: kernels ready ({seconds:.1f} s)", err=True)
 
 
 def main() -> None:

@@ -12,6 +12,10 @@ from typing import Any, TextIO
 
 from ..events import Event
 
+#: A warm-up that loaded cached kernels (a second or two) is not worth a line; one that compiled
+#: them (tens of seconds, after an install or upgrade) is.
+WARMUP_SHOWN_FROM = 5.0
+
 
 def _when(t: float) -> str:
     return datetime.datetime.fromtimestamp(t).isoformat(timespec="seconds")
@@ -92,6 +96,15 @@ class Renderer:
     def _info(self, text: str) -> None:
         if not self.quiet:
             self.line(text)
+
+    def _on_warmup(self, ev: Event) -> None:
+        f = ev.fields
+        if "error" in f:
+            self._info(f"satconv: compiling the kernels ahead of the inputs failed "
+                       f"({f['error']}); each input compiles what it needs")
+        elif f.get("seconds", 0) >= WARMUP_SHOWN_FROM:
+            self._info(f"satconv: compiled the kernels in {f['seconds']:.0f} s (once after an "
+                       "install or upgrade)")
 
     def _on_lock_wait(self, ev: Event) -> None:
         f = ev.fields

@@ -1,0 +1,159 @@
+"""Compiling the kernels ahead of the work: ``satconv warmup`` and the warm-up a batch of child
+processes does first (``satconv.warmup``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from satconv import batch, config, warmup
+from satconv.events import Event
+from satconv.scripts.cli import cli
+from satconv.scripts.render import Renderer
+
+from .test_batch import listing, scene
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "sample_data" / "sample_scene.tif"
+REFINE = REPO / "configs" / "refine-water.yaml"
+
+#: Runs satconv in this process, then prints which of satconv's compiled functions numba had
+#: to compile rather than load from its cache (``CACHE``), as JSON {name: count}.
+COMPILED = """
+import importlib, json, pkgutil, sys
+from pathlib import Path
+from numba.core.registry import CPUDispatcher
+import satconv
+from satconv import api, config, warmup
+what, cfg, *scenes = sys.argv[1:]
+settings = config.load(cfg)
+if what == "warmup":
+    warmup.warm_up(settings)
+for i, src in enumerate(scenes):
+    api.run_scene(Path(src), settings, output=Path(sys.argv[0]).parent / f"out{i}.tif",
+                  overwrite=True, error_map=True)
+compiled = {}
+for m in pkgutil.walk_packages(satconv.__path__, "satconv."):
+    if m.name.endswith("__main__"):
+        continue
+    for name, obj in vars(importlib.import_module(m.name)).items():
+        if isinstance(obj, CPUDispatcher) and obj.__module__ == m.name:
+            n = sum(obj.stats.cache_misses.values())
+            if n:
+                compiled[f"{m.name}.{name}"] = n
+print(json.dumps(compiled))
+"""
+
+
+def compiled_by(tmp_path: Path, cache: Path, *args: object) -> dict[str, int]:
+    script = tmp_path / "compiled.py"
+    script.write_text(COMPILED)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NUMBA_CACHE_DIR": str(cache)}
+    proc = subprocess.run([sys.executable, str(script), *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_after_a_warm_up_a_real_run_compiles_nothing(tmp_path: Path) -> None:
+    cache = tmp_path / "numba-cache"  # empty: as right after an install
+    warmed = compiled_by(tmp_path, cache, "warmup", REFINE)
+    # (the counter sees compilation: the warm-up compiled the convolution core, among others)
+    assert any(name.startswith("satconv.core.conv.") for name in warmed), warmed
+    # a real uint16 scene with nodata, 4 bands, its own size and tiles: every kernel it needs
+    # is loaded from the cache the warm-up filled
+    assert compiled_by(tmp_path, cache, "run", REFINE, SAMPLE) == {}
+
+
+def test_warm_up_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    seconds = warmup.warm_up(config.load(REFINE))
+    assert seconds > 0
+    assert listing(tmp_path) == []
+
+
+def test_warm_up_without_context_limits_or_large_tiles(tmp_path: Path) -> None:
+    roi = tmp_path / "roi.geojson"
+    roi.write_text('{"type": "FeatureCollection", "features": []}')
+    settings = config.from_dict({
+        "tile_size": 2048, "strides": [1, 2, 4],
+        "context": {"geometries": str(roi), "skip_outside": True},
+        "limits": {"max_pixels": 100}})
+    small = warmup._small(settings)
+    assert small.tile_size == warmup.MAX_TILE
+    assert small.context is None and small.limits == config.Settings().limits
+    assert small.kernel == settings.kernel and small.strides == settings.strides
+    warmup.warm_up(settings)  # would fail on the limit or find nothing inside the context
+
+
+def test_cli_warmup(tmp_path: Path) -> None:
+    runner = CliRunner()
+    res = runner.invoke(cli, ["warmup", "-c", str(REPO / "configs" / "steps.yaml")])
+    assert res.exit_code == 0, res.output
+    assert "kernels ready" in res.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kernel: {type: gaussian, size: 4}\n")
+    res = runner.invoke(cli, ["warmup", "-c", str(bad)])
+    assert res.exit_code == 2
+    assert "kernel" in res.output and "Traceback" not in res.output
+
+
+def _events(sources: list[Path], out: Path, jobs: int, timeout: float | None = None,
+            ) -> list[Event]:
+    got: list[Event] = []
+    batch.run_batch([str(s) for s in sources], config.Settings(),
+                    batch.RunOptions(out_dir=out), got.append, jobs=jobs, timeout=timeout)
+    return got
+
+
+def test_a_batch_of_child_processes_warms_up_first(tmp_path: Path) -> None:
+    a, _ = scene(tmp_path, "a.tif", 1)
+    b, _ = scene(tmp_path, "b.tif", 2)
+    out = tmp_path / "out"
+    out.mkdir()
+    kinds = [e.kind for e in _events([a, b], out, jobs=2)]
+    assert kinds.count("warmup") == 1
+    assert kinds.index("warmup") < kinds.index("start")
+    assert kinds.count("done") == 2
+    kinds = [e.kind for e in _events([a], out, jobs=1, timeout=60)]
+    assert kinds.index("warmup") < kinds.index("start")
+    # in this process (no children) each kernel is compiled where it is first needed
+    assert "warmup" not in [e.kind for e in _events([a, b], out, jobs=1)]
+
+
+def test_a_failed_warm_up_is_reported_and_the_batch_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(settings: config.Settings | None = None) -> float:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(warmup, "warm_up", broken)
+    a, _ = scene(tmp_path, "a.tif", 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    got = _events([a], out, jobs=2)
+    warm = [e for e in got if e.kind == "warmup"]
+    assert warm and warm[0].fields == {"error": "No space left on device"}
+    assert [e.kind for e in got].count("done") == 1
+
+
+@pytest.mark.parametrize(("fields", "shown"), [
+    ({"seconds": 1.2}, None),
+    ({"seconds": 41.0}, "satconv: compiled the kernels in 41 s (once after an install or "
+                        "upgrade)"),
+    ({"error": "disk full"}, "satconv: compiling the kernels ahead of the inputs failed (disk "
+                             "full); each input compiles what it needs"),
+])
+def test_warmup_event_in_text_logs(fields: dict, shown: str | None,
+                                   capsys: pytest.CaptureFixture) -> None:
+    render = Renderer("text")
+    render(Event("warmup", None, fields))
+    render.close()
+    err = capsys.readouterr().err.strip()
+    assert err == (shown or "")
