@@ -64,6 +64,21 @@ def warm_up(settings: config.Settings | None = None) -> float:
     return time.monotonic() - t0
 
 
+def cache_note() -> str:
+    """Where the compiled kernels are kept, in words (``core.cache_dir`` decided it)."""
+    from .core import cache_dir
+
+    how, folder = cache_dir.chosen or cache_dir.settle(Path(cache_dir.__file__).parent)
+    if folder is None:
+        return "no writable folder to cache them in: set NUMBA_CACHE_DIR to one"
+    if how == "temporary":
+        return (f"cached in {folder} (nothing beside the code or in the user's cache folder "
+                "is writable; set NUMBA_CACHE_DIR to keep them across reboots)")
+    if how == "NUMBA_CACHE_DIR":
+        return f"cached in {folder} (NUMBA_CACHE_DIR)"
+    return f"cached in {folder} ({how})"
+
+
 def _every_stride(src: Path, settings: config.Settings, folder: Path) -> Path:
     """A plan for ``src`` that runs every allowed stride, next to nodata and away from it
     (whatever the config's policy would choose)."""

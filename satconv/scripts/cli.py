@@ -386,7 +386,7 @@ def warmup(config_path: str | None, quiet: bool, debug: bool) -> None:
         _fail(err, debug)
         sys.exit(err.exit_code)
     if not quiet:
-        click.echo(f"satconv: kernels ready ({seconds:.1f} s)", err=True)
+        click.echo(f"satconv: kernels ready ({seconds:.1f} s); {warming.cache_note()}", err=True)
 
 
 def main() -> None:

@@ -1,0 +1,97 @@
+"""Where numba keeps the compiled kernels, settled before the first kernel module is imported.
+
+numba caches a ``cache=True`` function beside its source (``__pycache__``), else in the user's
+cache folder (``$XDG_CACHE_HOME/numba`` or ``~/.cache/numba``); when neither is writable it
+refuses to import the module at all ("cannot cache function ...: no locator available"). That
+is the case of a read-only install run by an account without a usable home (a service user, a
+read-only container, a Nix store), so satconv then points ``NUMBA_CACHE_DIR`` at a private
+folder of its own in the temporary directory. A folder set by the user is always respected.
+
+This module imports nothing of numba: the variable must be set before numba reads it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import tempfile
+from pathlib import Path
+
+#: Why the cache is where it is, for ``satconv warmup`` (None until :func:`settle` ran).
+chosen: tuple[str, Path | None] | None = None
+
+
+def writable(folder: Path) -> bool:
+    """Whether ``folder`` exists or can be created, and a file can be written in it (numba's
+    own test of a cache location)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError:
+        return False
+    return True
+
+
+def user_cache() -> Path:
+    """numba's per-user cache folder on this platform."""
+    if sys.platform == "darwin":
+        return Path("~/Library/Caches/numba").expanduser()
+    if os.name == "nt":
+        return Path(os.environ.get("LOCALAPPDATA", "~")).expanduser() / "numba" / "Cache"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(base) / "numba"
+
+
+def private_folder(path: Path) -> bool:
+    """Create ``path`` readable by this user only, or accept it if it already is such a folder
+    owned by this user (a folder in a shared temporary directory that someone else made could
+    hand us their compiled code)."""
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        st = path.lstat()
+    except OSError:
+        return False
+    if not stat.S_ISDIR(st.st_mode) or st.st_mode & 0o022:
+        return False
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        return False
+    return writable(path)
+
+
+def fallback() -> Path:
+    """The private folder used when numba has no writable location of its own."""
+    who = os.getuid() if hasattr(os, "getuid") else "user"
+    return Path(tempfile.gettempdir()) / f"satconv-kernels-{who}"
+
+
+def settle(kernels: Path) -> tuple[str, Path | None]:
+    """Make sure numba can cache the kernels in ``kernels`` (the folder of their modules).
+
+    Returns how: ``("NUMBA_CACHE_DIR", folder)`` when the user set one, ``("beside the code",
+    folder)`` or ``("user cache", folder)`` when numba's own choice works, ``("temporary",
+    folder)`` when satconv set ``NUMBA_CACHE_DIR`` to its private folder, and ``("none",
+    None)`` when nothing is writable (numba then refuses to import the kernels).
+    """
+    global chosen
+    given = os.environ.get("NUMBA_CACHE_DIR")
+    if given:
+        chosen = ("NUMBA_CACHE_DIR", Path(given))
+    elif writable(kernels / "__pycache__"):
+        chosen = ("beside the code", kernels / "__pycache__")
+    elif writable(user_cache()):
+        chosen = ("user cache", user_cache())
+    elif private_folder(fallback()):
+        chosen = ("temporary", fallback())
+        _point_numba_at(fallback())
+    else:
+        chosen = ("none", None)
+    return chosen
+
+
+def _point_numba_at(folder: Path) -> None:
+    os.environ["NUMBA_CACHE_DIR"] = str(folder)  # child processes inherit it
+    numba_config = sys.modules.get("numba.core.config")
+    if numba_config is not None:  # numba was imported before satconv: tell it directly
+        numba_config.CACHE_DIR = str(folder)
