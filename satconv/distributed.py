@@ -47,6 +47,9 @@ from .raster_io import RasterInfo
 
 #: Seconds to wait for the scheduler to answer.
 CONNECT_TIMEOUT = 15
+#: Seconds to wait for the workers' warm-up (a cold compile takes one to two minutes; a
+#: worker that leaves meanwhile would otherwise be waited for forever).
+WARMUP_TIMEOUT = 900
 
 
 def _absolute(src: str) -> str:
@@ -164,6 +167,8 @@ def run_batch(address: str, sources: list[str], settings: Settings, opts: RunOpt
     try:
         if settings.steps and distribute == "bands":
             raise UsageError("--distribute bands runs single-kernel configs only (no steps:)")
+        if sources:
+            warm_up(client, settings, emit)
         if distribute == "bands" or (distribute == "auto" and len(sources) == 1
                                      and not settings.steps):
             for src in sources:
@@ -174,6 +179,42 @@ def run_batch(address: str, sources: list[str], settings: Settings, opts: RunOpt
     finally:
         with contextlib.suppress(Exception):
             client.close()
+
+
+def warm_up(client: Any, settings: Settings, emit: Emit) -> None:
+    """Compile the kernels ``settings`` needs here, then on one worker of each host, then on
+    the others, before any task: no task spends its time compiling, and no two processes of
+    one machine (which share numba's cache) compile the same kernel at once. A warm-up runs
+    as a task, so a worker's event loop stays free. A failure is reported and the batch goes
+    on (each worker then compiles what it needs)."""
+    from . import warmup
+
+    t0 = time.monotonic()
+    try:
+        warmup.warm_up(settings)  # the client plans; a LocalCluster shares its cache
+        hosts: dict[str, list[str]] = {}
+        for addr, info in client.scheduler_info()["workers"].items():
+            hosts.setdefault(str(info.get("host", addr)), []).append(addr)
+        waves = [[addrs[0] for addrs in hosts.values()],
+                 [a for addrs in hosts.values() for a in addrs[1:]]]
+        for wave in waves:
+            futures = [client.submit(warmup.warm_up, settings, workers=[addr], pure=False,
+                                     key=f"satconv-warmup-{uuid.uuid4().hex}")
+                       for addr in wave]
+            deadline = time.monotonic() + WARMUP_TIMEOUT
+            try:
+                for fut in futures:
+                    fut.result(timeout=max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                raise TimeoutError(f"workers still compiling after {WARMUP_TIMEOUT} s; "
+                                   "going on without waiting") from None
+            finally:
+                client.cancel(futures)
+        emit(Event("warmup", None, {"seconds": round(time.monotonic() - t0, 2),
+                                    "workers": sum(map(len, waves))}))
+    except Exception as err:  # noqa: BLE001 - never the reason a batch fails
+        emit(Event("warmup", None, {"error": str(err).splitlines()[0] if str(err) else
+                                    type(err).__name__}))
 
 
 def _run_scenes(client: Any, sources: list[str], settings: Settings, opts: RunOptions,

@@ -133,6 +133,16 @@ def test_batch_on_dask_equals_local_run(cluster, tmp_path, monkeypatch):
     assert result.exit_code == 1, result.stderr
     events = [json.loads(ln) for ln in result.stderr.splitlines()]
     assert events[0]["event"] == "batch_start" and events[0]["backend"] == "dask"
+    # the kernels were ready on the client and both workers before the first input started
+    kinds = [e["event"] for e in events]
+    assert kinds.index("warmup") < kinds.index("start")
+    warm = events[kinds.index("warmup")]
+    assert warm["workers"] == 2 and "error" not in warm
+    from distributed import Client
+
+    with Client(cluster, timeout=START_TIMEOUT) as client:
+        ran = client.run(lambda: "satconv.warmup" in sys.modules)  # no scene task imports it
+    assert sorted(ran.values()) == [True, True]
     failed = [e for e in events if e["event"] == "failed"]
     assert [e["input"] for e in failed] == ["in/broken.tif"]
     assert failed[0]["error"].startswith("in/broken.tif: ")  # named as given
@@ -175,6 +185,26 @@ def test_one_scene_in_row_bands_on_dask_equals_local_run(cluster, tmp_path, monk
     reports_agree(local / "big.satconv.json", remote / "big.satconv.json")
     assert sorted(os.listdir(remote)) == ["big.satconv.json", "big.satconv.tif",
                                           "big.stride.tif"]
+
+
+def test_a_failed_warm_up_does_not_fail_the_batch(cluster, tmp_path, monkeypatch):
+    from satconv import warmup
+
+    def broken(settings=None):
+        raise RuntimeError("no compiler today")
+
+    monkeypatch.setattr(warmup, "warm_up", broken)
+    scene = write_geotiff(tmp_path / "s.tif", random_image(np.random.default_rng(2),
+                                                            (1, 80, 90), "uint8"))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("tile_size: 32\n")
+    result = invoke("run", scene, "-c", cfg, "--scheduler", cluster, "--distribute", "scenes",
+                    "--log-format", "json")
+    assert result.exit_code == 0, result.stderr
+    events = [json.loads(ln) for ln in result.stderr.splitlines()]
+    assert [e.get("error") for e in events if e["event"] == "warmup"] == ["no compiler today"]
+    assert [e["event"] for e in events if e["event"] in ("done", "failed")] == ["done"]
+    assert (tmp_path / "s.satconv.tif").exists()
 
 
 def test_unreachable_scheduler_is_a_clear_error(tmp_path, monkeypatch):

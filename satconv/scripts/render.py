@@ -103,8 +103,9 @@ class Renderer:
             self._info(f"satconv: compiling the kernels ahead of the inputs failed "
                        f"({f['error']}); each input compiles what it needs")
         elif f.get("seconds", 0) >= WARMUP_SHOWN_FROM:
-            self._info(f"satconv: compiled the kernels in {f['seconds']:.0f} s (once after an "
-                       "install or upgrade)")
+            where = f" here and on {f['workers']} Dask workers" if "workers" in f else ""
+            self._info(f"satconv: compiled the kernels{where} in {f['seconds']:.0f} s (once "
+                       "after an install or upgrade)")
 
     def _on_lock_wait(self, ev: Event) -> None:
         f = ev.fields
