@@ -191,7 +191,7 @@ def warm_up(client: Any, settings: Settings, emit: Emit) -> None:
 
     t0 = time.monotonic()
     try:
-        warmup.warm_up(settings)  # the client plans; a LocalCluster shares its cache
+        slowest = warmup.warm_up(settings)  # the client plans; a LocalCluster shares its cache
         hosts: dict[str, list[str]] = {}
         for addr, info in client.scheduler_info()["workers"].items():
             hosts.setdefault(str(info.get("host", addr)), []).append(addr)
@@ -204,14 +204,16 @@ def warm_up(client: Any, settings: Settings, emit: Emit) -> None:
             deadline = time.monotonic() + WARMUP_TIMEOUT
             try:
                 for fut in futures:
-                    fut.result(timeout=max(0.1, deadline - time.monotonic()))
+                    seconds = fut.result(timeout=max(0.1, deadline - time.monotonic()))
+                    slowest = max(slowest, seconds)
             except TimeoutError:
                 raise TimeoutError(f"workers still compiling after {WARMUP_TIMEOUT} s; "
                                    "going on without waiting") from None
             finally:
                 client.cancel(futures)
         emit(Event("warmup", None, {"seconds": round(time.monotonic() - t0, 2),
-                                    "workers": sum(map(len, waves))}))
+                                    "workers": sum(map(len, waves)),
+                                    "slowest": round(slowest, 2)}))
     except Exception as err:  # noqa: BLE001 - never the reason a batch fails
         emit(Event("warmup", None, {"error": str(err).splitlines()[0] if str(err) else
                                     type(err).__name__}))

@@ -138,6 +138,7 @@ def test_batch_on_dask_equals_local_run(cluster, tmp_path, monkeypatch):
     assert kinds.index("warmup") < kinds.index("start")
     warm = events[kinds.index("warmup")]
     assert warm["workers"] == 2 and "error" not in warm
+    assert 0 < warm["slowest"] <= warm["seconds"]
     from distributed import Client
 
     with Client(cluster, timeout=START_TIMEOUT) as client:

@@ -147,6 +147,10 @@ def test_a_failed_warm_up_is_reported_and_the_batch_goes_on(
     ({"seconds": 1.2}, None),
     ({"seconds": 41.0}, "satconv: compiled the kernels in 41 s (once after an install or "
                         "upgrade)"),
+    ({"seconds": 6.1, "workers": 2, "slowest": 2.1}, None),  # loading on three processes
+    ({"seconds": 95.0, "workers": 2, "slowest": 50.0},
+     "satconv: compiled the kernels here and on 2 Dask workers in 95 s (once after an install "
+     "or upgrade)"),
     ({"error": "disk full"}, "satconv: compiling the kernels ahead of the inputs failed (disk "
                              "full); each input compiles what it needs"),
 ])
