@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 from . import fingerprint, locks, parts, raster_io
 from .api import OutputPaths, RunReport, input_policy, run_scene
 from .config import Settings
+from .core import cache_dir
 from .errors import InputError, InputTimeout, OutputError, SatconvError, UsageError
 from .events import Emit, Event, ignore, progress_factory
 from .parallel import default_workers
@@ -294,6 +295,8 @@ def failure(src: str, err: BaseException, seconds: float = 0.0, debug: bool = Fa
         return Outcome(src, "failed", str(err), err.exit_code, type(err).__name__,
                        seconds=seconds, traceback=tb)
     text = " ".join(str(err).split()) or "(no message)"  # one line
+    if cache_dir.damaged(err):
+        text += f" ({cache_dir.DAMAGED})"
     return Outcome(src, "failed", f"{src}: unexpected error: {type(err).__name__}: {text}", 1,
                    type(err).__name__, seconds=seconds, traceback=tb)
 

@@ -10,6 +10,7 @@ start with every kernel compiled, and several of them never compile the same ker
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from dataclasses import replace
@@ -26,10 +27,16 @@ from .planning import variance
 MAX_TILE = 64
 
 
+class _Damaged(Exception):
+    """A kernel could not be loaded from numba's cache."""
+
+
 def warm_up(settings: config.Settings | None = None) -> float:
     """Run ``settings`` on tiny generated scenes in a temporary folder and return the seconds
     it took; nothing is left behind. Without settings: the built-in defaults, and a
-    non-separable kernel with integer output (the other kernels satconv compiles).
+    non-separable kernel with integer output (the other kernels satconv compiles). A cache
+    that numba cannot read back (``core.cache_dir.damaged``) is cleared, and the warm-up run
+    once more, compiling anew.
 
     The scenes are a 2-band uint16 scene with a nodata collar and hole, a float32 scene with
     NaN and a float64 scene, each 2.5 tiles wide and high with smooth and textured parts; each
@@ -39,9 +46,19 @@ def warm_up(settings: config.Settings | None = None) -> float:
     input rules and limits (the scenes are satconv's own). Raises :class:`SatconvError` when
     a run fails: the config cannot run at all.
     """
-    from . import batch  # (batch imports the whole pipeline; warm-up is its first user)
-
     t0 = time.monotonic()
+    try:
+        _warm_up(settings)
+    except _Damaged:
+        clear_cache()
+        _warm_up(settings)
+    return time.monotonic() - t0
+
+
+def _warm_up(settings: config.Settings | None) -> None:
+    from . import batch  # (batch imports the whole pipeline; warm-up is its first user)
+    from .core import cache_dir
+
     variants = [settings] if settings is not None else [
         config.Settings(),
         config.from_dict({"kernel": {"type": "sobel_x"}, "output": {"dtype": "same"}})]
@@ -58,10 +75,43 @@ def warm_up(settings: config.Settings | None = None) -> float:
                     todo.append(replace(opts, plan_path=_every_stride(src, run, folder)))
                 for o in todo:
                     outcome = batch.run_one(str(src), run, o)
+                    if outcome.status == "failed" and cache_dir.DAMAGED in outcome.message:
+                        raise _Damaged(outcome.message)
                     if outcome.status == "failed":
                         raise SatconvError(f"warm-up: {outcome.message}")
-    _per_type_kernels()
-    return time.monotonic() - t0
+    try:
+        _per_type_kernels()
+    except Exception as err:
+        if cache_dir.damaged(err):
+            raise _Damaged(str(err)) from err
+        raise
+
+
+def clear_cache() -> int:
+    """Delete every numba cache file of satconv's kernels (``satconv.core``), those of older
+    versions of the code included, wherever ``core.cache_dir`` put them; return how many.
+    Kernels already loaded in running processes keep working; the next process compiles."""
+    import importlib
+    import pkgutil
+
+    from numba.core.dispatcher import Dispatcher
+
+    from . import core
+
+    folders = set()
+    for found in pkgutil.iter_modules(core.__path__):
+        module = importlib.import_module(f"{core.__name__}.{found.name}")
+        for obj in vars(module).values():
+            path = getattr(getattr(obj, "_cache", None), "cache_path", None)
+            if isinstance(obj, Dispatcher) and path:
+                folders.add(Path(path))
+    removed = 0
+    for folder in folders:  # numba gives each source folder a cache folder of its own
+        for f in folder.glob("*.nb[ci]"):
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+                removed += 1
+    return removed
 
 
 def cache_note() -> str:

@@ -26,10 +26,17 @@ def _blocked(base: Path) -> Path:
     return base / "file" / "sub"
 
 
+def _unset_numba_cache_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset, and restored to its state before the test whatever ``settle`` sets meanwhile
+    (``delenv`` of an absent variable alone records nothing to undo)."""
+    monkeypatch.setenv("NUMBA_CACHE_DIR", "")
+    monkeypatch.delenv("NUMBA_CACHE_DIR")
+
+
 @pytest.fixture
 def nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No NUMBA_CACHE_DIR, an unusable home, and a temporary directory of the test's own."""
-    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    _unset_numba_cache_dir(monkeypatch)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(_blocked(tmp_path)))
     tmp = tmp_path / "tmp"
@@ -45,7 +52,7 @@ def nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_numba_own_places_are_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    _unset_numba_cache_dir(monkeypatch)
     monkeypatch.setattr(cache_dir, "chosen", cache_dir.chosen)
     assert cache_dir.settle(tmp_path / "pkg") == ("beside the code", tmp_path / "pkg" /
                                                    "__pycache__")
@@ -123,3 +130,56 @@ def test_warmup_says_where_the_kernels_are(monkeypatch: pytest.MonkeyPatch,
     assert res.exit_code == 0, res.output
     assert f"cached in {tmp_path / 'k'}" in res.output
     assert "NUMBA_CACHE_DIR" in res.output
+
+
+# ---------------------------------------------------------------- a damaged cache
+
+KERNEL = """
+from numba import njit
+
+@njit(cache=True)
+def twice(x):
+    return 2 * x
+"""
+
+
+def _load(path: Path, name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def damaged_cache_error(tmp_path: Path) -> BaseException:
+    """The exception numba raises for a cached kernel whose index file was garbled: the kernel
+    compiled and cached once, then its index overwritten, then loaded by a fresh module."""
+    src = tmp_path / "kernel_mod.py"
+    src.write_text(KERNEL)
+    assert _load(src, "kernel_mod_a").twice(3) == 6
+    index = list((tmp_path / "__pycache__").glob("kernel_mod.twice-*.nbi"))
+    assert index, "numba wrote no cache"
+    index[0].write_bytes(b"garbage\n")
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - numba's own error, whatever it is
+        _load(src, "kernel_mod_b").twice(3)
+    return caught.value
+
+
+def test_a_garbled_cache_file_is_told_from_other_errors(tmp_path: Path) -> None:
+    assert cache_dir.damaged(damaged_cache_error(tmp_path))
+    try:
+        int("garbage")
+    except ValueError as err:
+        assert not cache_dir.damaged(err)
+
+
+def test_a_run_failing_on_a_damaged_cache_names_the_repair(tmp_path: Path) -> None:
+    from satconv import batch
+
+    outcome = batch.failure("scene.tif", damaged_cache_error(tmp_path))
+    assert outcome.message.startswith("scene.tif: unexpected error: ")
+    assert outcome.message.endswith(f"({cache_dir.DAMAGED})")
+    assert "satconv warmup --fresh" in outcome.message and "\n" not in outcome.message
+    plain = batch.failure("scene.tif", ValueError("bad"))
+    assert cache_dir.DAMAGED not in plain.message

@@ -161,3 +161,91 @@ def test_warmup_event_in_text_logs(fields: dict, shown: str | None,
     render.close()
     err = capsys.readouterr().err.strip()
     assert err == (shown or "")
+
+
+#: In a process with its own NUMBA_CACHE_DIR: ``compile`` caches one real kernel; ``repair``
+#: runs ``warm_up`` with no scenes and that kernel as the per-type kernels (the rest of a
+#: warm-up is what the other tests run) and prints what it saw, as JSON.
+REPAIR = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from satconv import warmup
+from satconv.core import stats
+
+def kernel():
+    return stats.valid_range(np.arange(6.0).reshape(2, 3), np.ones((2, 3), bool))
+
+folder = Path(stats.valid_range._cache.cache_path)
+if sys.argv[1] == "compile":
+    kernel()
+    print(json.dumps([p.name for p in folder.glob("stats.valid_range-*.nbi")]))
+else:
+    calls = []
+    def one_kernel():
+        calls.append(1)
+        assert kernel() == (0.0, 5.0)
+    warmup._scenes = lambda tile: []
+    warmup._per_type_kernels = one_kernel
+    warmup.warm_up()
+    print(json.dumps({"calls": len(calls), "files": sorted(p.name for p in folder.iterdir())}))
+"""
+
+
+def _repair_step(tmp_path: Path, cache: Path, step: str):
+    script = tmp_path / "repair.py"
+    script.write_text(REPAIR)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NUMBA_CACHE_DIR": str(cache)}
+    proc = subprocess.run([sys.executable, str(script), step], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_a_damaged_cache_is_cleared_and_compiled_anew(tmp_path: Path) -> None:
+    cache = tmp_path / "numba-cache"
+    (index,) = _repair_step(tmp_path, cache, "compile")
+    (path,) = cache.rglob(index)
+    path.write_bytes(b"garbage\n")  # as a process killed while writing it leaves it
+    stale = path.parent / "conv.gone-12.py311.nbi"  # an older version's kernel
+    stale.write_bytes(b"old")
+    seen = _repair_step(tmp_path, cache, "repair")
+    assert seen["calls"] == 2  # failed on the damaged file, then ran again after clearing
+    assert stale.name not in seen["files"]
+    assert index in seen["files"] and path.read_bytes() != b"garbage\n"  # written anew
+    assert _repair_step(tmp_path, cache, "repair")["calls"] == 1  # and loads from now on
+
+
+def test_a_run_failing_on_a_damaged_cache_makes_the_warm_up_start_over(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from satconv import batch
+    from satconv.core import cache_dir
+
+    first = []
+
+    def run_one(src, settings, opts, *args, **kwargs):
+        first.append(src)
+        if len(first) == 1:
+            return batch.Outcome(src, "failed", f"{src}: unexpected error: ValueError: x "
+                                 f"({cache_dir.DAMAGED})", 1, "ValueError")
+        return batch.Outcome(src, "done")
+
+    cleared = []
+    monkeypatch.setattr(batch, "run_one", run_one)
+    monkeypatch.setattr(warmup, "_per_type_kernels", lambda: None)
+    monkeypatch.setattr(warmup, "clear_cache", lambda: cleared.append(1) or 0)
+    warmup.warm_up()
+    assert cleared == [1] and len(first) > 2
+
+
+def test_cli_warmup_fresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    order = []
+    monkeypatch.setattr(warmup, "clear_cache", lambda: order.append("clear") or 7)
+    monkeypatch.setattr(warmup, "warm_up", lambda settings=None: order.append("warm") or 0.5)
+    res = CliRunner().invoke(cli, ["warmup", "--fresh"])
+    assert res.exit_code == 0, res.output
+    assert order == ["clear", "warm"]
+    assert "removed 7 cached kernel files; kernels ready (0.5 s)" in res.output
+    order.clear()
+    assert CliRunner().invoke(cli, ["warmup"]).exit_code == 0
+    assert order == ["warm"]

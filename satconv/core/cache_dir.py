@@ -21,6 +21,9 @@ from pathlib import Path
 #: Why the cache is where it is, for ``satconv warmup`` (None until :func:`settle` ran).
 chosen: tuple[str, Path | None] | None = None
 
+#: Added to the error of a run that failed while numba read a cached kernel.
+DAMAGED = "satconv's compiled-kernel cache looks damaged; 'satconv warmup --fresh' rebuilds it"
+
 
 def writable(folder: Path) -> bool:
     """Whether ``folder`` exists or can be created, and a file can be written in it (numba's
@@ -95,3 +98,17 @@ def _point_numba_at(folder: Path) -> None:
     numba_config = sys.modules.get("numba.core.config")
     if numba_config is not None:  # numba was imported before satconv: tell it directly
         numba_config.CACHE_DIR = str(folder)
+
+
+def damaged(err: BaseException) -> bool:
+    """Whether ``err`` was raised while numba loaded a kernel from its cache (a truncated or
+    garbled cache file: a process killed while writing it, a full disk, two processes writing
+    the same file), as opposed to a failure of the kernel itself."""
+    tb = err.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if (code.co_filename.replace("\\", "/").endswith("numba/core/caching.py")
+                and code.co_name.lstrip("_").startswith("load")):
+            return True
+        tb = tb.tb_next
+    return False

@@ -368,9 +368,12 @@ def preview(path: str, output: str | None, size: int, error_map: str | None, ove
 
 @cli.command()
 @config_option
+@click.option("--fresh", is_flag=True,
+              help="Delete satconv's cached kernels first (older versions' too) and compile "
+                   "them anew: the repair for a damaged cache.")
 @quiet_option
 @debug_option
-def warmup(config_path: str | None, quiet: bool, debug: bool) -> None:
+def warmup(config_path: str | None, fresh: bool, quiet: bool, debug: bool) -> None:
     """Compile satconv's kernels now, once after installing or upgrading, so that the first
     scheduled run does not spend its time (or its --timeout) compiling.
 
@@ -380,13 +383,16 @@ def warmup(config_path: str | None, quiet: bool, debug: bool) -> None:
     from .. import warmup as warming
 
     settings = _load_settings(config_path, debug) if config_path else None
+    removed = warming.clear_cache() if fresh else 0
     try:
         seconds = warming.warm_up(settings)
     except SatconvError as err:
         _fail(err, debug)
         sys.exit(err.exit_code)
     if not quiet:
-        click.echo(f"satconv: kernels ready ({seconds:.1f} s); {warming.cache_note()}", err=True)
+        first = f"removed {removed} cached kernel files; " if fresh else ""
+        click.echo(f"satconv: {first}kernels ready ({seconds:.1f} s); {warming.cache_note()}",
+                   err=True)
 
 
 def main() -> None:
