@@ -654,11 +654,7 @@ def _warm_up(settings: Settings, emit: Emit) -> None:
     once. A failure is reported and the batch goes on: each child then compiles for itself."""
     from . import warmup
 
-    try:
-        emit(Event("warmup", None, {"seconds": round(warmup.warm_up(settings), 2)}))
-    except Exception as err:  # noqa: BLE001 - never the reason a batch fails
-        emit(Event("warmup", None, {"error": str(err).splitlines()[0] if str(err) else
-                                    type(err).__name__}))
+    warmup.report(emit, lambda: {"seconds": round(warmup.warm_up(settings), 2)})
 
 
 def _run_processes(sources: list[str], settings: Settings, opts: RunOptions, emit: Emit,

@@ -189,8 +189,8 @@ def warm_up(client: Any, settings: Settings, emit: Emit) -> None:
     on (each worker then compiles what it needs)."""
     from . import warmup
 
-    t0 = time.monotonic()
-    try:
+    def work() -> dict[str, Any]:
+        t0 = time.monotonic()
         slowest = warmup.warm_up(settings)  # the client plans; a LocalCluster shares its cache
         hosts: dict[str, list[str]] = {}
         for addr, info in client.scheduler_info()["workers"].items():
@@ -211,12 +211,10 @@ def warm_up(client: Any, settings: Settings, emit: Emit) -> None:
                                    "going on without waiting") from None
             finally:
                 client.cancel(futures)
-        emit(Event("warmup", None, {"seconds": round(time.monotonic() - t0, 2),
-                                    "workers": sum(map(len, waves)),
-                                    "slowest": round(slowest, 2)}))
-    except Exception as err:  # noqa: BLE001 - never the reason a batch fails
-        emit(Event("warmup", None, {"error": str(err).splitlines()[0] if str(err) else
-                                    type(err).__name__}))
+        return {"seconds": round(time.monotonic() - t0, 2), "workers": sum(map(len, waves)),
+                "slowest": round(slowest, 2)}
+
+    warmup.report(emit, work)
 
 
 def _run_scenes(client: Any, sources: list[str], settings: Settings, opts: RunOptions,

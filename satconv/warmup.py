@@ -13,13 +13,16 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from . import config, pipeline, raster_io
 from .errors import SatconvError
+from .events import Emit, Event
 from .planning import variance
 
 #: The generated scenes' tiles are at most this large (a config's larger tiles would only make
@@ -75,9 +78,9 @@ def _warm_up(settings: config.Settings | None) -> None:
                     todo.append(replace(opts, plan_path=_every_stride(src, run, folder)))
                 for o in todo:
                     outcome = batch.run_one(str(src), run, o)
-                    if outcome.status == "failed" and cache_dir.DAMAGED in outcome.message:
-                        raise _Damaged(outcome.message)
                     if outcome.status == "failed":
+                        if cache_dir.DAMAGED in outcome.message:
+                            raise _Damaged(outcome.message)
                         raise SatconvError(f"warm-up: {outcome.message}")
     try:
         _per_type_kernels()
@@ -85,6 +88,18 @@ def _warm_up(settings: config.Settings | None) -> None:
         if cache_dir.damaged(err):
             raise _Damaged(str(err)) from err
         raise
+
+
+def report(emit: Emit, work: Callable[[], dict[str, Any]]) -> None:
+    """Run ``work`` (a warm-up returning its event's fields) and emit the ``warmup`` event:
+    those fields, or the first line of the error. A warm-up is never the reason a batch
+    fails: without it, each process compiles what it needs."""
+    try:
+        fields = work()
+    except Exception as err:  # noqa: BLE001 - reported, and the batch goes on
+        lines = str(err).strip().splitlines()
+        fields = {"error": lines[0] if lines else type(err).__name__}
+    emit(Event("warmup", None, fields))
 
 
 def clear_cache() -> int:
