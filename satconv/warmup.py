@@ -10,7 +10,6 @@ start with every kernel compiled, and several of them never compile the same ker
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 import time
 from collections.abc import Callable
@@ -123,9 +122,14 @@ def clear_cache() -> int:
     removed = 0
     for folder in folders:  # numba gives each source folder a cache folder of its own
         for f in folder.glob("*.nb[ci]"):
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 f.unlink()
-                removed += 1
+            except FileNotFoundError:  # another process cleared it first
+                continue
+            except OSError as err:
+                raise SatconvError(f"{f}: cannot remove the cached kernel "
+                                   f"({err.strerror or err})") from None
+            removed += 1
     return removed
 
 

@@ -249,3 +249,18 @@ def test_cli_warmup_fresh(monkeypatch: pytest.MonkeyPatch) -> None:
     order.clear()
     assert CliRunner().invoke(cli, ["warmup"]).exit_code == 0
     assert order == ["warm"]
+
+
+def test_warmup_fresh_names_a_cache_file_it_cannot_remove(tmp_path: Path) -> None:
+    cache = tmp_path / "numba-cache"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NUMBA_CACHE_DIR": str(cache)}
+    make = ("from pathlib import Path; from satconv.core import stats; "
+            "d = Path(stats.valid_range._cache.cache_path) / 'stats.stuck-1.py311.nbi'; "
+            "d.mkdir(parents=True); print(d)")  # a folder: unlink fails, for root too
+    stuck = subprocess.run([sys.executable, "-c", make], env=env, capture_output=True,
+                           text=True, timeout=120, check=True).stdout.strip()
+    res = subprocess.run([sys.executable, "-m", "satconv", "warmup", "--fresh"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"satconv: {stuck}: cannot remove"), lines

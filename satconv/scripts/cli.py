@@ -383,8 +383,8 @@ def warmup(config_path: str | None, fresh: bool, quiet: bool, debug: bool) -> No
     from .. import warmup as warming
 
     settings = _load_settings(config_path, debug) if config_path else None
-    removed = warming.clear_cache() if fresh else 0
     try:
+        removed = warming.clear_cache() if fresh else 0
         seconds = warming.warm_up(settings)
     except SatconvError as err:
         _fail(err, debug)
