@@ -10,7 +10,8 @@ Kinds, in the order a batch produces them:
 
 ``batch_start``  inputs, jobs, backend
 ``warmup``       seconds, or error: the kernels compiled before child processes start
-                 (``--jobs``, ``--timeout``; ``satconv.warmup``)
+                 (``--jobs``, ``--timeout``; ``satconv.warmup``); on Dask also workers and
+                 slowest (the longest single warm-up, client or worker)
 ``start``        input, outputs: one input begins (after its output lock is held)
 ``lock_wait``    input, output, holder: another run writes the same output; waiting for it
 ``lock_takeover`` input, output, holder: the lock of a run that is gone was taken over

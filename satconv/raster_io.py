@@ -307,7 +307,7 @@ def _open_allowed(target: str, drivers: tuple[str, ...], shown: str, local: bool
         try:
             return rasterio.open(target, driver=driver)
         except RasterioError as err:
-            errors.append(_first_line(err))
+            errors.append(first_line(err))
     failures = [m for m in errors if "not recognized as" not in m]
     if failures:  # a driver took the file but could not open it
         raise InputError(f"{shown}: not a readable raster ({failures[0]})")
@@ -334,7 +334,7 @@ def open_input(path: str | os.PathLike[str], policy: InputPolicy | None = None,
         try:
             ds = rasterio.open(shown, driver=driver)
         except RasterioError as err:
-            raise InputError(f"{shown}: cannot open ({_first_line(err)})") from None
+            raise InputError(f"{shown}: cannot open ({first_line(err)})") from None
     else:
         ds = _open_vetted(shown, policy or DEFAULT_POLICY)
     try:
@@ -478,8 +478,8 @@ def describe(ds: rasterio.io.DatasetReader) -> RasterInfo:
     )
 
 
-def _first_line(err: BaseException) -> str:
-    """GDAL's own message for an error, first line only (rasterio keeps it as the cause)."""
+def first_line(err: BaseException) -> str:
+    """An error's message, first line only (of a rasterio error, GDAL's own, kept as its cause)."""
     cause = err.__cause__ or err.__context__
     if cause is not None and "previous exception" in str(err):
         err = cause
@@ -541,7 +541,7 @@ def read_window_valid(
         except RasterioError as err:
             raise InputError(
                 f"{shown_name(ds)}: mask read failed at rows {row0}-{row1}, columns {col0}-{col1} "
-                f"({_first_line(err)})"
+                f"({first_line(err)})"
             ) from None
         valid = np.broadcast_to(m, data.shape).copy()
         if data.dtype.kind == "f":
@@ -564,7 +564,7 @@ def read_window(
     except RasterioError as err:
         raise InputError(
             f"{shown_name(ds)}: read failed at rows {row0}-{row1}, columns {col0}-{col1} "
-            f"({_first_line(err)})"
+            f"({first_line(err)})"
         ) from None
 
 
@@ -735,7 +735,7 @@ def open_output(path: Path, profile: dict) -> Iterator[rasterio.io.DatasetWriter
     try:
         dst = rasterio.open(path, "w", **profile)
     except RasterioError as err:
-        raise OutputError(f"{display_name(path)}: cannot create ({_first_line(err)})") from None
+        raise OutputError(f"{display_name(path)}: cannot create ({first_line(err)})") from None
     try:
         yield dst
     except BaseException:
@@ -745,7 +745,7 @@ def open_output(path: Path, profile: dict) -> Iterator[rasterio.io.DatasetWriter
     try:
         dst.close()
     except RasterioError as err:
-        raise OutputError(f"{display_name(path)}: write failed ({_first_line(err)})") from None
+        raise OutputError(f"{display_name(path)}: write failed ({first_line(err)})") from None
     verify_output(path)
 
 
@@ -761,7 +761,7 @@ def write_tile(
         if mask is not None:
             dst.write_mask(np.where(mask, 255, 0).astype(np.uint8), window=window)
     except RasterioError as err:
-        raise OutputError(f"{display_name(dst.name)}: write failed ({_first_line(err)})") from None
+        raise OutputError(f"{display_name(dst.name)}: write failed ({first_line(err)})") from None
 
 
 def describe_output(dst: rasterio.io.DatasetWriter, info: RasterInfo, tags: dict[str, str],
@@ -809,7 +809,7 @@ def to_cog(src: Path, dst: Path, compress: str, tile_size: int, dtype: str,
         rasterio.shutil.copy(str(src), str(dst), **opts)
     except RasterioError as err:
         raise OutputError(f"{display_name(dst)}: COG conversion failed "
-                          f"({_first_line(err)})") from None
+                          f"({first_line(err)})") from None
     verify_output(dst)
 
 
@@ -848,7 +848,7 @@ def mask_footprints(path: str | os.PathLike[str], info: RasterInfo,
                 data = ds.read(1, window=window)
                 ok = ds.read_masks(1, window=window) > 0
             except RasterioError as err:
-                raise InputError(f"{p}: read failed ({_first_line(err)})") from None
+                raise InputError(f"{p}: read failed ({first_line(err)})") from None
             roi = ok & (data != 0)
             if data.dtype.kind == "f":
                 roi &= ~np.isnan(data)
@@ -912,7 +912,7 @@ def write_error_map(path: Path, errors: np.ndarray, info: RasterInfo, tile_size:
                 dst.set_band_description(i, f"estimated RMS error, {name}")
             dst.update_tags(**tags, UNITS="output units (RMS per tile)")
     except RasterioError as err:
-        raise OutputError(f"{path}: cannot write error map ({_first_line(err)})") from None
+        raise OutputError(f"{path}: cannot write error map ({first_line(err)})") from None
 
 
 # ---------------------------------------------------------------- stride map
@@ -972,7 +972,7 @@ def write_stride_map(path: Path, strides: np.ndarray, info: RasterInfo, tile_siz
             dst.update_tags(**tags)
     except RasterioError as err:
         raise OutputError(f"{display_name(path)}: cannot write stride map "
-                          f"({_first_line(err)})") from None
+                          f"({first_line(err)})") from None
     verify_output(path)
 
 
@@ -1060,7 +1060,7 @@ def read_decimated(path: str | os.PathLike[str], max_size: int,
             else:
                 valid = np.ones((h, w), dtype=bool)
         except RasterioError as err:
-            raise InputError(f"{shown_name(ds)}: read failed ({_first_line(err)})") from None
+            raise InputError(f"{shown_name(ds)}: read failed ({first_line(err)})") from None
     data = data.astype(np.float64)
     valid &= np.isfinite(data).all(axis=0)
     return Decimated(data, valid, chosen, info)
@@ -1089,5 +1089,5 @@ def read_small(path: str | os.PathLike[str], max_pixels: int = 4_000_000,
             else:
                 valid = valid_mask(data, info.nodata)
         except RasterioError as err:
-            raise InputError(f"{shown_name(ds)}: read failed ({_first_line(err)})") from None
+            raise InputError(f"{shown_name(ds)}: read failed ({first_line(err)})") from None
     return np.where(valid, data, np.nan), info

@@ -96,8 +96,7 @@ def report(emit: Emit, work: Callable[[], dict[str, Any]]) -> None:
     try:
         fields = work()
     except Exception as err:  # noqa: BLE001 - reported, and the batch goes on
-        lines = str(err).strip().splitlines()
-        fields = {"error": lines[0] if lines else type(err).__name__}
+        fields = {"error": raster_io.first_line(err)}
     emit(Event("warmup", None, fields))
 
 
@@ -137,7 +136,8 @@ def cache_note() -> str:
     """Where the compiled kernels are kept, in words (``core.cache_dir`` decided it)."""
     from .core import cache_dir
 
-    how, folder = cache_dir.chosen or cache_dir.settle(Path(cache_dir.__file__).parent)
+    assert cache_dir.chosen is not None  # settled when satconv.core was imported
+    how, folder = cache_dir.chosen
     if folder is None:
         return "no writable folder to cache them in: set NUMBA_CACHE_DIR to one"
     if how == "temporary":
