@@ -148,16 +148,17 @@ def _band_samples(band: np.ndarray, kernel: PreparedKernel, rpos: np.ndarray,
                   cpos: np.ndarray) -> np.ndarray:
     """Plain convolution of an all-valid band at ``rpos`` x ``cpos``, in the band's type.
 
-    In float32 the block is first shifted by its centre pixel (added back times the kernel's
-    sum): the sums then carry only the local variation, so an offset-heavy scene (uint16
-    reflectance near 10000) keeps float32's seven digits for the detail that matters.
+    In float32 an offset-heavy block is first shifted by its centre pixel (added back times
+    the kernel's sum; ``core.conv.shift_offset`` decides): the sums then carry only the local
+    variation, so a scene of uint16 reflectance near 10000 keeps float32's seven digits for
+    the detail that matters.
     """
     if kernel.column is None:  # one compiled call: shift, runs and taps all inside
         return conv.correlate_samples(band, kernel.weights, _index(rpos), _index(cpos),
                                       band.dtype == np.float32)
     offset = 0.0
     if band.dtype == np.float32:
-        offset = float(band[band.shape[0] // 2, band.shape[1] // 2])
+        offset = float(conv.shift_offset(band))
         if offset:
             band = band - np.float32(offset)
     out = _at_runs(band, kernel, rpos, cpos)

@@ -8,7 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from satconv.core.conv import correlate_grid, correlate_samples, correlate_separable_grid
+from satconv.core.conv import (
+    correlate_grid,
+    correlate_samples,
+    correlate_separable_grid,
+    shift_offset,
+)
 
 from . import oracle
 
@@ -110,7 +115,8 @@ def test_block_wider_than_needed_is_ignored(fn):
 # Every path of the compiled core: kernels of 1 to 17 taps a side (so every mix of the 8-, 4-,
 # 2- and 1-tap groups), column steps 1 to 9 (the de-interleaving copies written for steps 2, 4
 # and 8 and the generic one), several runs of columns in one call (a closing column, irregular
-# check columns), rows in any order, float32 with and without the centre shift and float64.
+# check columns), rows in any order, float32 with and without the centre shift (blocks near 50
+# rarely take it, blocks near 10000 always do) and float64.
 
 
 @st.composite
@@ -128,17 +134,18 @@ def samples_case(draw):
     rows = draw(st.lists(st.integers(0, height - kh), min_size=1, max_size=9))
     dtype = draw(st.sampled_from(["float32", "float64"]))
     shift = draw(st.booleans())
+    base = draw(st.sampled_from([50.0, 10000.0]))
     seed = draw(st.integers(0, 2**32 - 1))
     return kh, kw, cols.astype(np.int64), height, width, np.asarray(rows, np.int64), dtype, \
-        shift, seed
+        shift, base, seed
 
 
 @settings(max_examples=400, deadline=None)
 @given(case=samples_case())
 def test_correlate_samples_matches_loop_and_scipy(case):
-    kh, kw, cols, height, width, rows, dtype, shift, seed = case
+    kh, kw, cols, height, width, rows, dtype, shift, base, seed = case
     rng = np.random.default_rng(seed)
-    block = (rng.normal(size=(height, width)) * 100 + 50).astype(dtype)
+    block = (rng.normal(size=(height, width)) * 100 + base).astype(dtype)
     w = rng.normal(size=(kh, kw))
     got = correlate_samples(block, w, rows, cols, shift)
     assert got.shape == (rows.size, cols.size) and got.dtype == block.dtype
@@ -177,6 +184,29 @@ def test_correlate_samples_shift_keeps_float32_precision(step):
     ulp = np.spacing(np.float32(np.abs(expected).max()))
     assert shifted <= 2 * ulp
     assert plain > 2 * shifted
+
+
+@pytest.mark.parametrize("step", [1, 4])
+def test_shift_only_where_the_offset_dominates(step):
+    """Zero-centred data gains nothing from a shift: none is made (the result is bit for bit
+    the unshifted one, read in place at stride 1); offset-heavy data is shifted by its centre."""
+    rng = np.random.default_rng(3)
+    centred = rng.normal(size=(40, 40)).astype(np.float32)
+    centred[20, 20] = 0.5
+    w = rng.normal(size=(7, 7))
+    pos = np.arange(0, 34, step)
+    assert shift_offset(centred) == 0
+    np.testing.assert_array_equal(correlate_samples(centred, w, pos, pos, True),
+                                  correlate_samples(centred, w, pos, pos, False))
+    heavy = centred + np.float32(10000)
+    assert shift_offset(heavy) == heavy[20, 20]
+    # centre 1, half the pixels 1 and half -1.1 / -0.9: a mean absolute deviation from the
+    # centre of 1.05 / 0.95, just above / below the centre's magnitude
+    spread = np.full((40, 40), 1.0, dtype=np.float32)
+    spread[1::2] = -1.1
+    assert shift_offset(spread) == 0
+    spread[1::2] = -0.9
+    assert shift_offset(spread) == 1.0
 
 
 def test_correlate_samples_skips_shift_on_infinite_centre():

@@ -263,11 +263,37 @@ def _run(out, c0, block, ws, kh, kw, rows, start, step, count, off, shifted):
 
 
 @njit(cache=True, nogil=True, fastmath=FAST)
+def shift_offset(block: np.ndarray) -> float:
+    """The offset worth subtracting from a block before its sums: its centre pixel when that
+    is larger than the block's mean absolute deviation from it, else 0 (also for a non-finite
+    centre or data).
+
+    Shifting pays only on offset-heavy data (uint16 reflectance near 10000): there the taps'
+    rounding scales with the offset instead of the local variation. Where the centre is no
+    larger than the variation, unshifted sums lose at most a factor 2 of precision, and the
+    strided core reads such a block in place at stride 1 instead of copying it. One
+    vectorised pass in the block's type decides (a precision choice, not a result).
+    """
+    b = np.ascontiguousarray(block)
+    zero = np.zeros(1, dtype=b.dtype)[0]
+    if b.size == 0:
+        return zero
+    off = b[b.shape[0] // 2, b.shape[1] // 2]
+    if off == 0 or not np.isfinite(off):
+        return zero
+    f = b.reshape(-1)
+    dev = zero
+    for i in range(f.shape[0]):
+        dev += abs(f[i] - off)
+    return off if abs(off) * f.shape[0] > dev else zero
+
+
+@njit(cache=True, nogil=True, fastmath=FAST)
 def correlate_samples(block, weights, rows, cols, shift):
     """Direct 2-D correlation at ``rows`` x ``cols`` (any rows; increasing columns, computed
     one run of equal steps at a time), ``(len(rows), len(cols))`` in the block's type.
 
-    With ``shift`` the block is first shifted by its centre pixel (added back times the sum of
+    With ``shift`` the block is first shifted by ``shift_offset`` (added back times the sum of
     the weights): the sums then carry only the local variation, so an offset-heavy float32
     scene keeps its precision for the detail that matters. The shift is fused into the copy
     that strided runs make anyway.
@@ -284,13 +310,8 @@ def correlate_samples(block, weights, rows, cols, shift):
     out = np.empty((rows.shape[0], cols.shape[0]), dtype=block.dtype)
     if rows.shape[0] == 0 or cols.shape[0] == 0:
         return out
-    zero = np.zeros(1, dtype=block.dtype)[0]
-    off = zero
-    if shift:
-        off = block[block.shape[0] // 2, block.shape[1] // 2]
-    shifted = shift and off != 0 and np.isfinite(off)
-    if not shifted:
-        off = zero
+    off = shift_offset(block) if shift else np.zeros(1, dtype=block.dtype)[0]
+    shifted = off != 0
     n = cols.shape[0]
     i = 0
     while i < n:
