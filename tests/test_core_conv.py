@@ -3,6 +3,12 @@ scipy.ndimage.correlate."""
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -207,6 +213,72 @@ def test_shift_only_where_the_offset_dominates(step):
     assert shift_offset(spread) == 0
     spread[1::2] = -0.9
     assert shift_offset(spread) == 1.0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("step", [3, 4, 8])
+@pytest.mark.parametrize("shift", [False, True])
+def test_strided_samples_never_see_past_their_window(dtype, step, shift):
+    """At strides of 3 and more a sample reads its window's rows as 8-lane vectors: the lanes
+    past a 5- or 7-wide kernel hold the next columns, and an infinity or NaN there must not
+    reach the sample (0 * inf is NaN). Every sample whose window holds no such pixel stays
+    finite and equals the loop's value."""
+    rng = np.random.default_rng(step)
+    for kw in (5, 7):
+        block = (rng.normal(size=(30, 110)) + (10000 if shift else 0)).astype(dtype)
+        block[rng.integers(0, 30, 12), rng.integers(0, 110, 12)] = np.inf
+        block[rng.integers(0, 30, 12), rng.integers(0, 110, 12)] = np.nan
+        w = rng.normal(size=(6, kw))
+        rows = np.arange(0, 25, 2)
+        cols = np.arange(0, 110 - kw + 1, step)
+        got = correlate_samples(block, w, rows, cols, shift)
+        expected = oracle.correlate_loop(block, w.astype(dtype), rows, cols)
+        clean = np.array([[np.isfinite(block[r:r + 6, c:c + kw]).all() for c in cols]
+                          for r in rows])
+        assert clean.sum() > 20 and (~clean).sum() > 20
+        assert np.isfinite(got[clean]).all()
+        np.testing.assert_allclose(got[clean], expected[clean],
+                                   rtol=1e-4 if dtype == "float32" else 1e-12, atol=1e-2)
+        assert not np.isfinite(got[~clean]).any()
+
+
+_GUARDED = textwrap.dedent("""
+    import ctypes, mmap, sys
+    import numpy as np
+    from satconv.core.conv import correlate_samples
+    page = mmap.PAGESIZE
+    for case in sys.argv[1:]:
+        dtype, kh, kw, step = case.split(",")
+        kh, kw, step = int(kh), int(kw), int(step)
+        buf = mmap.mmap(-1, 2 * page)
+        start = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+        assert ctypes.CDLL(None).mprotect(ctypes.c_void_p(start + page), page, 0) == 0
+        width = 15 * step + kw  # 16 samples a row, the last window ending at the last column
+        shape = (page // np.dtype(dtype).itemsize // width, width)
+        n = shape[0] * shape[1]
+        block = np.frombuffer(buf, dtype, n, page - n * np.dtype(dtype).itemsize)
+        block = block.reshape(shape)
+        block[:] = np.arange(n).reshape(shape) % 7
+        rows = np.arange(shape[0] - kh + 1)
+        cols = np.arange(16) * step
+        got = correlate_samples(block, np.ones((kh, kw)), rows, cols, False)
+        want = [[block[r:r + kh, c:c + kw].sum() for c in cols] for r in rows]
+        assert np.allclose(got, want), (case, got, want)
+""")
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 code generation")
+def test_strided_samples_stay_inside_the_block():
+    """Blocks that end right before an unreadable page: the last samples of their last rows,
+    whose 8-lane loads would run past the end, must be summed without reading there (that
+    would crash). Compiled for AVX2 without AVX-512, whose masked loads would hide a read past
+    the end: there the lanes past the kernel are loaded, then zeroed."""
+    env = {**os.environ, "NUMBA_CPU_NAME": "haswell",
+           "NUMBA_CPU_FEATURES": "+avx,+avx2,+fma,+sse4.2,-avx512f,-avx512vl,-avx512bw"}
+    run = subprocess.run([sys.executable, "-c", _GUARDED, "float32,7,7,4", "float64,3,5,3",
+                          "float32,8,1,8", "float64,2,7,5"], env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-2000:]
 
 
 def test_correlate_samples_skips_shift_on_infinite_centre():

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from . import window_dot
+
 #: Reassociation and contraction let LLVM fuse and vectorise the tap loops; NaN and infinity
 #: semantics are kept (no ``nnan``/``ninf``), so these kernels stay exact IEEE on odd data.
 FAST = {"contract", "reassoc", "nsz", "arcp"}
@@ -164,7 +166,8 @@ def _rows(out, c0, count, f, base, offs, ws):
 # At a stride the samples of a row read every ``step``-th source column. The needed part of
 # the block is copied once into ``step`` phases, ``ph[p, r, k] = block[r, start + p + k*step]``,
 # so that every tap reads a contiguous slice; the copy also subtracts the block's offset. The
-# copy loops for steps 2, 4 and 8 (the default strides) have the step as a constant.
+# copy loops for steps 2, 4 and 8 (the default strides) have the step as a constant. Steps of 3
+# and more with kernels up to 8x8 skip the copy: ``window_dot`` reads each window in place.
 
 @njit(cache=True, nogil=True, fastmath=FAST, inline="always")
 def _copy(d, s, off):
@@ -235,6 +238,10 @@ def _run(out, c0, block, ws, kh, kw, rows, start, step, count, off, shifted):
     nt = kh * kw
     offs = np.empty(nt, dtype=np.int64)
     base = np.empty(nr, dtype=np.int64)
+    if step >= 3 and count >= window_dot.GROUP and kh <= window_dot.MAX_ROWS \
+            and kw <= window_dot.LANES:  # few shared columns: a dot product per sample
+        window_dot.correlate_strided(out, c0, block, ws, kh, kw, rows, start, step, count, off)
+        return
     if step == 1 and not shifted:  # read the block in place
         f = block.reshape(-1)
         for a in range(kh):
