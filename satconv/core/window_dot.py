@@ -159,8 +159,10 @@ def correlate_strided(out, c0, block, ws, kh, kw, rows, start, step, count, off)
     """``out[i, c0 + j] = sum_{a, b} ws[a*kw + b] * (block[rows[i] + a, start + j*step + b] -
     off)`` for ``j < count``, reading ``block`` (C-contiguous) in place.
 
-    ``kh <= MAX_ROWS``, ``kw <= LANES``, and ``out`` C-contiguous. Samples whose vector loads
-    would run past the block's end (the last ones of its last rows) are summed one by one.
+    ``kh <= MAX_ROWS``, ``kw <= LANES``, and ``out`` C-contiguous. A row's samples go in groups
+    of ``GROUP``, the last group ending at its last sample (overlapping the one before);
+    samples whose vector loads would run past the block's end (the last ones of its last rows)
+    are summed one by one.
     """
     w = block.shape[1]
     f = block.reshape(-1)
@@ -180,6 +182,10 @@ def correlate_strided(out, c0, block, ws, kh, kw, rows, start, step, count, off)
         while j + GROUP <= count and rb + j * step + reach <= f.shape[0]:
             _group(kh, shifted, f, rb + j * step, step, w, w8, kw, off, o, oi + j)
             j += GROUP
+        if j < count and GROUP <= count and rb + (count - GROUP) * step + reach <= f.shape[0]:
+            j = count - GROUP  # the last group again, ending at the last sample
+            _group(kh, shifted, f, rb + j * step, step, w, w8, kw, off, o, oi + j)
+            j = count
         while j < count:
             s = zero
             p = rb + j * step
