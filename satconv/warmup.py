@@ -104,20 +104,9 @@ def clear_cache() -> int:
     """Delete every numba cache file of satconv's kernels (``satconv.core``), those of older
     versions of the code included, wherever ``core.cache_dir`` put them; return how many.
     Kernels already loaded in running processes keep working; the next process compiles."""
-    import importlib
-    import pkgutil
+    from .core import cache_folders
 
-    from numba.core.dispatcher import Dispatcher
-
-    from . import core
-
-    folders = set()
-    for found in pkgutil.iter_modules(core.__path__):
-        module = importlib.import_module(f"{core.__name__}.{found.name}")
-        for obj in vars(module).values():
-            path = getattr(getattr(obj, "_cache", None), "cache_path", None)
-            if isinstance(obj, Dispatcher) and path:
-                folders.add(Path(path))
+    folders = cache_folders()
     removed = 0
     for folder in folders:  # numba gives each source folder a cache folder of its own
         for f in folder.glob("*.nb[ci]"):

@@ -132,6 +132,45 @@ def test_warmup_says_where_the_kernels_are(monkeypatch: pytest.MonkeyPatch,
     assert "NUMBA_CACHE_DIR" in res.output
 
 
+# ---------------------------------------------------------------- a kernel module changes
+
+LEAF = "from numba import njit\n\n\n@njit(cache=True)\ndef leaf(x):\n    return x + {add}\n"
+CALLER = """from numba import njit
+
+from .zz_leaf import leaf
+
+
+@njit(cache=True)
+def caller(x):
+    return leaf(x) * 2
+"""
+
+
+def test_a_changed_kernel_module_recompiles_the_kernels_calling_it(tmp_path: Path) -> None:
+    """numba checks a cached kernel against its own module only, and a caller keeps the callee
+    it was compiled with: after an upgrade that changes only the callee's module, the caller
+    must still run the new callee (and, back to the old module, the old one)."""
+    pkg = tmp_path / "install"
+    shutil.copytree(REPO / "satconv", pkg / "satconv",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    core = pkg / "satconv" / "core"
+    (core / "zz_caller.py").write_text(CALLER)
+    env = {**os.environ, "PYTHONPATH": str(pkg), "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    code = "from satconv.core.zz_caller import caller; print(caller(1))"
+    outs = []
+    for add in (1, 1, 10, 1):
+        (core / "zz_leaf.py").write_text(LEAF.format(add=add))
+        res = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        outs.append(res.stdout.strip())
+    assert outs == ["4", "4", "22", "4"]
+    cached = list((tmp_path / "cache").rglob("zz_caller.caller-*.nbi"))
+    assert len(cached) == 1  # the caller was cached, and is reused while nothing changes
+    assert (cached[0].parent / cache_dir.SOURCES).read_text().strip() == \
+        cache_dir.sources_hash(core)
+
+
 # ---------------------------------------------------------------- a damaged cache
 
 KERNEL = """

@@ -7,15 +7,22 @@ is the case of a read-only install run by an account without a usable home (a se
 read-only container, a Nix store), so satconv then points ``NUMBA_CACHE_DIR`` at a private
 folder of its own in the temporary directory. A folder set by the user is always respected.
 
+numba checks a cached kernel against its own source file only: a kernel that calls one of
+another module keeps the callee it was compiled with when only the callee's module changes (an
+upgrade or a checkout that edits ``window_dot.py`` but not ``conv.py``). :func:`drop_stale`
+therefore keys the cache on every kernel module at once, and clears it when any changed.
+
 This module imports nothing of numba: the variable must be set before numba reads it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 #: Why the cache is where it is, for ``satconv warmup`` (None until :func:`settle` ran).
@@ -98,6 +105,49 @@ def _point_numba_at(folder: Path) -> None:
     numba_config = sys.modules.get("numba.core.config")
     if numba_config is not None:  # numba was imported before satconv: tell it directly
         numba_config.CACHE_DIR = str(folder)
+
+
+#: Beside the cached kernels: the hash of the kernel modules they were compiled from.
+SOURCES = "satconv-kernels.sha256"
+
+
+def sources_hash(kernels: Path) -> str:
+    """One hash of every module in ``kernels`` (names and contents)."""
+    h = hashlib.sha256()
+    for path in sorted(kernels.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def drop_stale(kernels: Path, folders: Iterable[Path]) -> int:
+    """In each cache folder of the kernels in ``kernels``: when the kernels were compiled from
+    other sources than the present ones (or it is not known from which), delete every cached
+    kernel and record the present sources; return how many files went. Nothing is loaded from
+    the cache before this runs (numba reads it at a kernel's first call). A folder that cannot
+    be changed is left alone: numba cannot have cached anything new there either."""
+    digest = sources_hash(kernels)
+    removed = 0
+    for folder in folders:
+        marker = folder / SOURCES
+        try:
+            if marker.read_text().strip() == digest:
+                continue
+        except OSError:
+            pass
+        try:
+            for f in folder.glob("*.nb[ci]"):
+                try:
+                    f.unlink()
+                    removed += 1
+                except FileNotFoundError:  # another process cleared it first
+                    continue
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".{SOURCES}.{os.getpid()}"
+            tmp.write_text(digest + "\n")
+            os.replace(tmp, marker)
+        except OSError:
+            continue
+    return removed
 
 
 def damaged(err: BaseException) -> bool:
