@@ -104,20 +104,15 @@ def clear_cache() -> int:
     """Delete every numba cache file of satconv's kernels (``satconv.core``), those of older
     versions of the code included, wherever ``core.cache_dir`` put them; return how many.
     Kernels already loaded in running processes keep working; the next process compiles."""
-    from .core import cache_folders
+    from .core import cache_dir, cache_folders
 
-    folders = cache_folders()
     removed = 0
-    for folder in folders:  # numba gives each source folder a cache folder of its own
-        for f in folder.glob("*.nb[ci]"):
-            try:
-                f.unlink()
-            except FileNotFoundError:  # another process cleared it first
-                continue
-            except OSError as err:
-                raise SatconvError(f"{f}: cannot remove the cached kernel "
-                                   f"({err.strerror or err})") from None
-            removed += 1
+    for folder in cache_folders():  # numba gives each source folder a cache folder of its own
+        try:
+            removed += cache_dir.remove_cached(folder)
+        except OSError as err:
+            raise SatconvError(f"{err.filename}: cannot remove the cached kernel "
+                               f"({err.strerror or err})") from None
     return removed
 
 

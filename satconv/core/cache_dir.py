@@ -119,6 +119,19 @@ def sources_hash(kernels: Path) -> str:
     return h.hexdigest()
 
 
+def remove_cached(folder: Path) -> int:
+    """Delete numba's cache files in ``folder``; return how many. A file that cannot be
+    removed raises its ``OSError`` (which names it)."""
+    removed = 0
+    for f in folder.glob("*.nb[ci]"):
+        try:
+            f.unlink()
+        except FileNotFoundError:  # another process cleared it first
+            continue
+        removed += 1
+    return removed
+
+
 def drop_stale(kernels: Path, folders: Iterable[Path]) -> int:
     """In each cache folder of the kernels in ``kernels``: when the kernels were compiled from
     other sources than the present ones (or it is not known from which), delete every cached
@@ -135,12 +148,7 @@ def drop_stale(kernels: Path, folders: Iterable[Path]) -> int:
         except OSError:
             pass
         try:
-            for f in folder.glob("*.nb[ci]"):
-                try:
-                    f.unlink()
-                    removed += 1
-                except FileNotFoundError:  # another process cleared it first
-                    continue
+            removed += remove_cached(folder)
             folder.mkdir(parents=True, exist_ok=True)
             tmp = folder / f".{SOURCES}.{os.getpid()}"
             tmp.write_text(digest + "\n")

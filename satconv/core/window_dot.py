@@ -113,45 +113,43 @@ def _make_group(rows: int, shifted: bool):  # noqa: ANN202 - a numba intrinsic
     return group
 
 
-_G1, _G2, _G3, _G4, _G5, _G6, _G7, _G8 = (_make_group(k, False) for k in range(1, 9))
-_S1, _S2, _S3, _S4, _S5, _S6, _S7, _S8 = (_make_group(k, True) for k in range(1, 9))
+def _by_height(shifted: bool):  # noqa: ANN202 - a numba function
+    """A call of the group intrinsic for a kernel height known only at run time (one branch
+    per height, each an unrolled version)."""
+    g1, g2, g3, g4, g5, g6, g7, g8 = (_make_group(k, shifted) for k in range(1, MAX_ROWS + 1))
 
-
-@njit(cache=True, nogil=True, fastmath=FAST, inline="always")
-def _group(kh, shifted, f, base, step, w_row, w8, kw, off, o, oidx):
-    if shifted:
+    @njit(nogil=True, fastmath=FAST, inline="always")
+    def call(kh, f, base, step, w_row, w8, kw, off, o, oidx):  # noqa: ANN001, ANN202
         if kh == 1:
-            _S1(f, base, step, w_row, w8, kw, off, o, oidx)
+            g1(f, base, step, w_row, w8, kw, off, o, oidx)
         elif kh == 2:
-            _S2(f, base, step, w_row, w8, kw, off, o, oidx)
+            g2(f, base, step, w_row, w8, kw, off, o, oidx)
         elif kh == 3:
-            _S3(f, base, step, w_row, w8, kw, off, o, oidx)
+            g3(f, base, step, w_row, w8, kw, off, o, oidx)
         elif kh == 4:
-            _S4(f, base, step, w_row, w8, kw, off, o, oidx)
+            g4(f, base, step, w_row, w8, kw, off, o, oidx)
         elif kh == 5:
-            _S5(f, base, step, w_row, w8, kw, off, o, oidx)
+            g5(f, base, step, w_row, w8, kw, off, o, oidx)
         elif kh == 6:
-            _S6(f, base, step, w_row, w8, kw, off, o, oidx)
+            g6(f, base, step, w_row, w8, kw, off, o, oidx)
         elif kh == 7:
-            _S7(f, base, step, w_row, w8, kw, off, o, oidx)
+            g7(f, base, step, w_row, w8, kw, off, o, oidx)
         else:
-            _S8(f, base, step, w_row, w8, kw, off, o, oidx)
-    elif kh == 1:
-        _G1(f, base, step, w_row, w8, kw, off, o, oidx)
-    elif kh == 2:
-        _G2(f, base, step, w_row, w8, kw, off, o, oidx)
-    elif kh == 3:
-        _G3(f, base, step, w_row, w8, kw, off, o, oidx)
-    elif kh == 4:
-        _G4(f, base, step, w_row, w8, kw, off, o, oidx)
-    elif kh == 5:
-        _G5(f, base, step, w_row, w8, kw, off, o, oidx)
-    elif kh == 6:
-        _G6(f, base, step, w_row, w8, kw, off, o, oidx)
-    elif kh == 7:
-        _G7(f, base, step, w_row, w8, kw, off, o, oidx)
+            g8(f, base, step, w_row, w8, kw, off, o, oidx)
+
+    return call
+
+
+_plain = _by_height(False)
+_shifted = _by_height(True)
+
+
+@njit(nogil=True, fastmath=FAST, inline="always")
+def _group(kh, shifted, f, base, step, w_row, w8, kw, off, o, oidx):  # noqa: ANN001, ANN202
+    if shifted:
+        _shifted(kh, f, base, step, w_row, w8, kw, off, o, oidx)
     else:
-        _G8(f, base, step, w_row, w8, kw, off, o, oidx)
+        _plain(kh, f, base, step, w_row, w8, kw, off, o, oidx)
 
 
 @njit(cache=True, nogil=True, fastmath=FAST)
@@ -179,12 +177,12 @@ def correlate_strided(out, c0, block, ws, kh, kw, rows, start, step, count, off)
         rb = rows[i] * w + start
         oi = i * ncols + c0
         j = 0
-        while j + GROUP <= count and rb + j * step + reach <= f.shape[0]:
+        last = count - GROUP  # where the row's last group starts (overlapping the one before)
+        while j <= last and rb + j * step + reach <= f.shape[0]:
             _group(kh, shifted, f, rb + j * step, step, w, w8, kw, off, o, oi + j)
             j += GROUP
-        if j < count and GROUP <= count and rb + (count - GROUP) * step + reach <= f.shape[0]:
-            j = count - GROUP  # the last group again, ending at the last sample
-            _group(kh, shifted, f, rb + j * step, step, w, w8, kw, off, o, oi + j)
+        if last >= 0 and last < j < count and rb + last * step + reach <= f.shape[0]:
+            _group(kh, shifted, f, rb + last * step, step, w, w8, kw, off, o, oi + last)
             j = count
         while j < count:
             s = zero
