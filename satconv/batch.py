@@ -366,6 +366,12 @@ def run_one(src: str, settings: Settings, opts: RunOptions, emit: Emit = ignore,
             if opts.skip_existing:
                 states = [outputs_state(src, ss, p, opts.plan_path) for ss, p in todo]
                 if all(st == "current" for st in states):
+                    for _, p in todo:  # a resumable run killed after committing its outputs
+                        if parts.leftovers(p.raster):
+                            emit(Event("checkpoint", src, {
+                                "action": "discard",
+                                "reason": "its outputs were already complete"}))
+                            parts.discard(p.raster)
                     return Outcome(src, "skipped", "outputs are complete and current "
                                    "(same input and config)", report=str(paths.report),
                                    seconds=time.monotonic() - t0)

@@ -15,7 +15,7 @@ Kinds, in the order a batch produces them:
 ``start``        input, outputs: one input begins (after its output lock is held)
 ``lock_wait``    input, output, holder: another run writes the same output; waiting for it
 ``lock_takeover`` input, output, holder: the lock of a run that is gone was taken over
-``checkpoint``   input, tiles_done, tiles_total, action (``resume`` or ``discard``)
+``checkpoint``   input, tiles_done, tiles_total, action (``resume``; or ``discard``, with reason)
 ``progress``     input, phase (``plan`` / ``execute``), done, total
 ``done``         input, summary, report, seconds
 ``skipped``      input, reason

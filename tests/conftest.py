@@ -114,14 +114,15 @@ def tile_shape(height: int, width: int, tile_size: int) -> tuple[int, int]:
 
 
 def slow_run_inputs(folder: Path) -> tuple[Path, Path]:
-    """A 3000x3000 uint16 scene and a random 7x7 kernel config on tiles of 256: a run long
-    enough (seconds) to be interrupted mid-way. Returns (scene, config)."""
+    """A 3000x3000 uint16 scene and a random 7x7 kernel config on tiles of 64: a run long
+    enough (seconds; 1.4-1.8 s after its output is staged) to be interrupted mid-way. Returns
+    (scene, config)."""
     scene = folder / "big.tif"
     rng = np.random.default_rng(0)
     write_geotiff(scene, rng.integers(0, 65535, size=(1, 3000, 3000), dtype=np.uint16))
     weights = np.round(rng.normal(size=(7, 7)), 2).tolist()
     cfg = folder / "c.yaml"
-    cfg.write_text(f"kernel: {{type: custom, weights: {weights}}}\ntile_size: 256\n")
+    cfg.write_text(f"kernel: {{type: custom, weights: {weights}}}\ntile_size: 64\n")
     return scene, cfg
 
 

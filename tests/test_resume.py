@@ -131,6 +131,25 @@ def test_kill_after_some_bands_then_resume(big, tmp_path):
     assert sorted(os.listdir(out)) == sorted(FINALS)  # parts, checkpoint, lock: all gone
 
 
+def test_rerun_clears_what_a_run_killed_after_committing_left(big, tmp_path):
+    """A resumable run killed between committing its outputs and removing its parts and
+    checkpoint: a rerun with --resume --skip-existing skips the input and removes them."""
+    out = tmp_path / "out"
+    out.mkdir()
+    result = invoke("run", big["scene"], "-c", big["cfg"], "--out-dir", out, "--resume", "-q")
+    assert result.exit_code == 0, result.stderr
+    raster = out / "big.satconv.tif"
+    (out / parts.part_path(raster, 0).name).write_bytes(raster.read_bytes())
+    parts.checkpoint_path(raster).write_text("{}")
+    result = invoke("run", big["scene"], "-c", big["cfg"], "--out-dir", out, "--resume",
+                    "--skip-existing")
+    assert result.exit_code == 0, result.stderr
+    assert "discarded what an interrupted run left (its outputs were already complete)" in \
+        result.stderr
+    assert sorted(os.listdir(out)) == sorted(FINALS)
+    assert_same_outputs(out, big["ref"])
+
+
 def test_sigkill_at_random_moments_then_rerun(big, tmp_path):
     rng = random.Random(int(os.environ.get("SATCONV_KILL_SEED", "6")))
     span = max(2.0, 1.5 * big["seconds"])  # counted from the first file the run stages
