@@ -353,10 +353,18 @@ def test_policy_missing_its_parameter_is_a_configuration_error(make_scene, write
     assert result.exit_code == 2
 
 
+def _ctrl_c_reaches_it() -> None:
+    """In the child before it starts: SIGINT as in a terminal's foreground. A process started
+    in the background by a non-interactive shell (``make test &``) inherits SIGINT ignored,
+    and satconv, like any Python program, then ignores Ctrl-C too."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_interrupted_run_exits_130_and_cleans_up(tmp_path):
     scene, cfg = slow_run_inputs(tmp_path)
     proc = subprocess.Popen([str(SATCONV), "run", str(scene), "-c", str(cfg), "-q"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_ctrl_c_reaches_it)
     partial = tmp_path / f".big.satconv.tif.{proc.pid}.partial"
     try:
         wait_for_staging(proc, partial)
