@@ -12,7 +12,7 @@ and about 8 against 37 µs at stride 8.
 The vectors are written as LLVM IR (``numba.extending.intrinsic``): numba's loop vectoriser
 does not turn a per-sample sum over a handful of columns into vector code. The IR uses only
 target-independent instructions (loads, shuffles, selects, floating-point arithmetic), so it
-compiles wherever numba does; one version is generated per kernel height.
+compiles wherever numba does; one unrolled body is generated per kernel height.
 """
 
 from __future__ import annotations
@@ -59,53 +59,64 @@ def _reduce4(builder: ir.IRBuilder, v: list[ir.Value]) -> ir.Value:
                         _shuffle(builder, u, u, [1, 3, 5, 7]), flags=_FLAGS)
 
 
-def _make_group(rows: int, shifted: bool):  # noqa: ANN202 - a numba intrinsic
-    """The intrinsic computing ``GROUP`` samples of a kernel ``rows`` high:
-    ``o[oidx + q] = sum_{a, b < kw} w8[a*LANES + b] * (f[base + q*step + a*w_row + b] - off)``.
-    Reads ``f[base + q*step + a*w_row : ... + LANES]``: the caller keeps that inside ``f``."""
+def _make_group(shifted: bool):  # noqa: ANN202 - a numba intrinsic
+    """The intrinsic computing ``GROUP`` samples of a kernel ``kh`` high (1 to ``MAX_ROWS``):
+    ``o[oidx + q] = sum_{a < kh, b < kw} w8[a*LANES + b] * (f[base + q*step + a*w_row + b] -
+    off)``. It switches on ``kh`` to one unrolled body per height. Reads ``f[base + q*step +
+    a*w_row : ... + LANES]``: the caller keeps that inside ``f``."""
 
     @intrinsic
-    def group(typingctx, f, base, step, w_row, w8, kw, off, o, oidx):  # noqa: ANN001, ANN202
+    def group(typingctx, kh, f, base, step, w_row, w8, kw, off, o,  # noqa: ANN001, ANN202
+              oidx):
         if not (isinstance(f, types.Array) and isinstance(w8, types.Array)
                 and isinstance(o, types.Array) and f.dtype == w8.dtype == o.dtype
                 and f.dtype in (types.float32, types.float64)):
             return None
-        sig = types.void(f, types.intp, types.intp, types.intp, w8, types.intp, f.dtype, o,
-                         types.intp)
+        sig = types.void(types.intp, f, types.intp, types.intp, types.intp, w8, types.intp,
+                         f.dtype, o, types.intp)
 
         def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
-            fa, base, step, wrow, wa, kw, off, oa, oidx = args
-            fdata = context.make_array(signature.args[0])(context, builder, fa).data
-            wdata = context.make_array(signature.args[4])(context, builder, wa).data
-            odata = context.make_array(signature.args[7])(context, builder, oa).data
-            elt = context.get_data_type(signature.args[0].dtype)
+            kh, fa, base, step, wrow, wa, kw, off, oa, oidx = args
+            fdata = context.make_array(signature.args[1])(context, builder, fa).data
+            wdata = context.make_array(signature.args[5])(context, builder, wa).data
+            odata = context.make_array(signature.args[8])(context, builder, oa).data
+            elt = context.get_data_type(signature.args[1].dtype)
             vec = ir.VectorType(elt, LANES)
             i32 = ir.IntType(32)
+            intp = base.type
             lane = ir.Constant(ir.VectorType(i32, LANES), list(range(LANES)))
             inside = builder.icmp_signed("<", lane, _splat(builder, builder.trunc(kw, i32),
                                                            ir.VectorType(i32, LANES)))
             zero = vec([ir.Constant(elt, 0.0)] * LANES)
             offv = _splat(builder, off, vec)
-            intp = base.type
-            acc: list[ir.Value | None] = [None] * GROUP
-            for a in range(rows):
-                row = builder.add(base, builder.mul(ir.Constant(intp, a), wrow))
-                wp = builder.gep(wdata, [ir.Constant(intp, a * LANES)])
-                wv = builder.load(builder.bitcast(wp, vec.as_pointer()), align=1)
-                for q in range(GROUP):
-                    p = builder.gep(fdata, [builder.add(row, builder.mul(step,
-                                                                         ir.Constant(intp, q)))])
-                    x = builder.load(builder.bitcast(p, vec.as_pointer()), align=1)
-                    x = builder.select(inside, x, zero)
-                    if shifted:
-                        x = builder.fsub(x, offv, flags=_FLAGS)
-                    m = builder.fmul(x, wv, flags=_FLAGS)
-                    acc[q] = m if acc[q] is None else builder.fadd(acc[q], m, flags=_FLAGS)
-            for g in range(0, GROUP, 4):
-                r = _reduce4(builder, acc[g:g + 4])
-                op = builder.gep(odata, [builder.add(oidx, ir.Constant(intp, g))])
-                builder.store(r, builder.bitcast(op, ir.VectorType(elt, 4).as_pointer()),
-                              align=1)
+            done = builder.append_basic_block("group_done")
+            switch = builder.switch(kh, done)
+            for rows in range(1, MAX_ROWS + 1):
+                body = builder.append_basic_block(f"group_{rows}_rows")
+                switch.add_case(ir.Constant(intp, rows), body)
+                builder.position_at_end(body)
+                acc: list[ir.Value | None] = [None] * GROUP
+                for a in range(rows):
+                    row = builder.add(base, builder.mul(ir.Constant(intp, a), wrow))
+                    wp = builder.gep(wdata, [ir.Constant(intp, a * LANES)])
+                    wv = builder.load(builder.bitcast(wp, vec.as_pointer()), align=1)
+                    for q in range(GROUP):
+                        p = builder.gep(fdata, [builder.add(row, builder.mul(
+                            step, ir.Constant(intp, q)))])
+                        x = builder.load(builder.bitcast(p, vec.as_pointer()), align=1)
+                        x = builder.select(inside, x, zero)
+                        if shifted:
+                            x = builder.fsub(x, offv, flags=_FLAGS)
+                        m = builder.fmul(x, wv, flags=_FLAGS)
+                        acc[q] = m if acc[q] is None else builder.fadd(acc[q], m,
+                                                                       flags=_FLAGS)
+                for g in range(0, GROUP, 4):
+                    r = _reduce4(builder, acc[g:g + 4])
+                    op = builder.gep(odata, [builder.add(oidx, ir.Constant(intp, g))])
+                    builder.store(r, builder.bitcast(op, ir.VectorType(elt, 4).as_pointer()),
+                                  align=1)
+                builder.branch(done)
+            builder.position_at_end(done)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -113,43 +124,8 @@ def _make_group(rows: int, shifted: bool):  # noqa: ANN202 - a numba intrinsic
     return group
 
 
-def _by_height(shifted: bool):  # noqa: ANN202 - a numba function
-    """A call of the group intrinsic for a kernel height known only at run time (one branch
-    per height, each an unrolled version)."""
-    g1, g2, g3, g4, g5, g6, g7, g8 = (_make_group(k, shifted) for k in range(1, MAX_ROWS + 1))
-
-    @njit(nogil=True, fastmath=FAST, inline="always")
-    def call(kh, f, base, step, w_row, w8, kw, off, o, oidx):  # noqa: ANN001, ANN202
-        if kh == 1:
-            g1(f, base, step, w_row, w8, kw, off, o, oidx)
-        elif kh == 2:
-            g2(f, base, step, w_row, w8, kw, off, o, oidx)
-        elif kh == 3:
-            g3(f, base, step, w_row, w8, kw, off, o, oidx)
-        elif kh == 4:
-            g4(f, base, step, w_row, w8, kw, off, o, oidx)
-        elif kh == 5:
-            g5(f, base, step, w_row, w8, kw, off, o, oidx)
-        elif kh == 6:
-            g6(f, base, step, w_row, w8, kw, off, o, oidx)
-        elif kh == 7:
-            g7(f, base, step, w_row, w8, kw, off, o, oidx)
-        else:
-            g8(f, base, step, w_row, w8, kw, off, o, oidx)
-
-    return call
-
-
-_plain = _by_height(False)
-_shifted = _by_height(True)
-
-
-@njit(nogil=True, fastmath=FAST, inline="always")
-def _group(kh, shifted, f, base, step, w_row, w8, kw, off, o, oidx):  # noqa: ANN001, ANN202
-    if shifted:
-        _shifted(kh, f, base, step, w_row, w8, kw, off, o, oidx)
-    else:
-        _plain(kh, f, base, step, w_row, w8, kw, off, o, oidx)
+_plain = _make_group(False)
+_shifted = _make_group(True)
 
 
 @njit(cache=True, nogil=True, fastmath=FAST)
@@ -179,10 +155,16 @@ def correlate_strided(out, c0, block, ws, kh, kw, rows, start, step, count, off)
         j = 0
         last = count - GROUP  # where the row's last group starts (overlapping the one before)
         while j <= last and rb + j * step + reach <= f.shape[0]:
-            _group(kh, shifted, f, rb + j * step, step, w, w8, kw, off, o, oi + j)
+            if shifted:
+                _shifted(kh, f, rb + j * step, step, w, w8, kw, off, o, oi + j)
+            else:
+                _plain(kh, f, rb + j * step, step, w, w8, kw, off, o, oi + j)
             j += GROUP
         if last >= 0 and last < j < count and rb + last * step + reach <= f.shape[0]:
-            _group(kh, shifted, f, rb + last * step, step, w, w8, kw, off, o, oi + last)
+            if shifted:
+                _shifted(kh, f, rb + last * step, step, w, w8, kw, off, o, oi + last)
+            else:
+                _plain(kh, f, rb + last * step, step, w, w8, kw, off, o, oi + last)
             j = count
         while j < count:
             s = zero
