@@ -158,7 +158,7 @@ def _band_samples(band: np.ndarray, kernel: PreparedKernel, rpos: np.ndarray,
                                       band.dtype == np.float32)
     offset = 0.0
     if band.dtype == np.float32:
-        offset = float(conv.shift_offset(band))
+        offset = float(conv.shift_offset(band, _index(rpos)))
         if offset:
             band = band - np.float32(offset)
     out = _at_runs(band, kernel, rpos, cpos)
@@ -218,8 +218,7 @@ def _correlate(band: np.ndarray, kernel: PreparedKernel, rows: np.ndarray, col0:
         return conv.correlate_separable_grid(
             band, kernel.column.astype(dt, copy=False), kernel.row.astype(dt, copy=False), rows,
             col0, step, ncols)
-    return conv.correlate_grid(band, kernel.weights.astype(dt, copy=False), rows, col0, step,
-                               ncols)
+    return conv.correlate_grid(band, kernel.weights, rows, col0, step, ncols)
 
 
 _RECONSTRUCT = {"bilinear": reconstruct.bilinear, "nearest": reconstruct.nearest,

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from satconv.core.conv import (
+    SHIFT_ROWS,
     correlate_grid,
     correlate_samples,
     correlate_separable_grid,
@@ -201,18 +202,26 @@ def test_shift_only_where_the_offset_dominates(step):
     centred[20, 20] = 0.5
     w = rng.normal(size=(7, 7))
     pos = np.arange(0, 34, step)
-    assert shift_offset(centred) == 0
+    every = np.arange(40)
+    assert shift_offset(centred, every) == 0
     np.testing.assert_array_equal(correlate_samples(centred, w, pos, pos, True),
                                   correlate_samples(centred, w, pos, pos, False))
     heavy = centred + np.float32(10000)
-    assert shift_offset(heavy) == heavy[20, 20]
+    assert shift_offset(heavy, every) == heavy[20, 20]
     # centre 1, half the pixels 1 and half -1.1 / -0.9: a mean absolute deviation from the
     # centre of 1.05 / 0.95, just above / below the centre's magnitude
     spread = np.full((40, 40), 1.0, dtype=np.float32)
+    spread[:, 1::2] = -1.1
+    assert shift_offset(spread, every) == 0
+    spread[:, 1::2] = -0.9
+    assert shift_offset(spread, every) == 1.0
+    # only the rows given count, at most SHIFT_ROWS of them evenly spread: here the even rows,
+    # all 1 (the centre's value) where the odd ones are spread out
+    spread = np.full((80, 40), 1.0, dtype=np.float32)
     spread[1::2] = -1.1
-    assert shift_offset(spread) == 0
-    spread[1::2] = -0.9
-    assert shift_offset(spread) == 1.0
+    assert shift_offset(spread, np.arange(1, 80, 2)) == 0
+    assert shift_offset(spread, np.arange(0, 80, 2)) == 1.0
+    assert shift_offset(spread, np.arange(2 * SHIFT_ROWS)) == 1.0
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -271,8 +280,8 @@ _GUARDED = textwrap.dedent("""
 def test_strided_samples_stay_inside_the_block():
     """Blocks that end right before an unreadable page: the last samples of their last rows,
     whose 8-lane loads would run past the end, must be summed without reading there (that
-    would crash). Compiled for AVX2 without AVX-512, whose masked loads would hide a read past
-    the end: there the lanes past the kernel are loaded, then zeroed."""
+    would crash). Compiled for AVX2 without AVX-512, so that LLVM cannot turn a load into a
+    fault-suppressing masked one and hide a read past the end."""
     env = {**os.environ, "NUMBA_CPU_NAME": "haswell",
            "NUMBA_CPU_FEATURES": "+avx,+avx2,+fma,+sse4.2,-avx512f,-avx512vl,-avx512bw"}
     run = subprocess.run([sys.executable, "-c", _GUARDED, "float32,7,7,4", "float64,3,5,3",

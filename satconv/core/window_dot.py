@@ -3,16 +3,22 @@
 At a stride of 3 or more, a sample's window shares few columns with its neighbour's, and
 de-interleaving the block's columns first (``conv._phases``) costs more than the taps it
 saves. Here each sample reads its window in place instead: one 8-lane load per kernel row (the
-kernel's columns, at most 8; lanes past them are zeroed, so a non-finite pixel next to a
-window never reaches it), multiplied by that row's weights and summed over the rows; eight
-samples are then reduced together. On one 256-pixel tile with a 7x7 kernel in float32 this
-takes about 16-20 µs at stride 4 against about 40 µs de-interleaved (and 140 µs at stride 1),
-and about 8 against 37 µs at stride 8.
+kernel's columns, at most 8, then whatever follows them in the block), multiplied by that
+row's weights, which are zero past the kernel, and summed over the rows; eight samples are then
+reduced together. A whole row of such groups is one loop, with the weights held in registers
+and, at stride 4, the sample offsets as constants. On one 256-pixel tile with a 7x7 kernel in
+float32 this takes about 11-13 µs at stride 4, against about 40 µs de-interleaved and 130-150
+µs at stride 1.
+
+The columns past a window are multiplied by zero, which is exact for finite pixels, but an
+infinity or NaN there would turn the sample into NaN. Such a sample is recognised by its
+non-finite result and recomputed over its own window alone, so that it stays finite unless
+its window is not.
 
 The vectors are written as LLVM IR (``numba.extending.intrinsic``): numba's loop vectoriser
 does not turn a per-sample sum over a handful of columns into vector code. The IR uses only
-target-independent instructions (loads, shuffles, selects, floating-point arithmetic), so it
-compiles wherever numba does; one unrolled body is generated per kernel height.
+target-independent instructions (loads, shuffles, floating-point arithmetic), so it compiles
+wherever numba does.
 """
 
 from __future__ import annotations
@@ -28,8 +34,11 @@ FAST = {"contract", "reassoc", "nsz", "arcp"}
 LANES = 8
 #: Samples computed (and reduced) together.
 GROUP = 8
-#: Tallest kernel this path takes (one unrolled version per height).
+#: Tallest kernel this path takes (one unrolled loop per height).
 MAX_ROWS = 8
+#: Strides whose loops have the sample offsets as constants (others read them from a register):
+#: 4, the default grid's finest strided level, where it saves about 15 %.
+CONSTANT_STEPS = (4,)
 
 _FLAGS = ("contract", "reassoc", "nsz")
 
@@ -46,86 +55,202 @@ def _shuffle(builder: ir.IRBuilder, a: ir.Value, b: ir.Value, lanes: list[int]) 
                                                     lanes))
 
 
-def _reduce4(builder: ir.IRBuilder, v: list[ir.Value]) -> ir.Value:
-    """Four 8-lane vectors to one 4-lane vector of their lane sums."""
-    lo, hi = [0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]
-    s01 = builder.fadd(_shuffle(builder, v[0], v[1], lo), _shuffle(builder, v[0], v[1], hi),
-                       flags=_FLAGS)
-    s23 = builder.fadd(_shuffle(builder, v[2], v[3], lo), _shuffle(builder, v[2], v[3], hi),
-                       flags=_FLAGS)
-    u = builder.fadd(_shuffle(builder, s01, s23, [0, 1, 4, 5, 8, 9, 12, 13]),
-                     _shuffle(builder, s01, s23, [2, 3, 6, 7, 10, 11, 14, 15]), flags=_FLAGS)
-    return builder.fadd(_shuffle(builder, u, u, [0, 2, 4, 6]),
-                        _shuffle(builder, u, u, [1, 3, 5, 7]), flags=_FLAGS)
+def _reduce8(builder: ir.IRBuilder, v: list[ir.Value]) -> ir.Value:
+    """Eight 8-lane vectors to one 8-lane vector of their lane sums, in order: a tree of
+    seven additions, each of two shuffles that halve the lanes per vector."""
+    def halve(a: ir.Value, b: ir.Value, n: int) -> ir.Value:
+        # a and b hold 8 // n vectors' partial sums, n lanes each: add each run's two halves
+        h = n // 2
+        lo = [r + i for src in (0, 8) for r in range(src, src + 8, n) for i in range(h)]
+        return builder.fadd(_shuffle(builder, a, b, lo), _shuffle(builder, a, b,
+                                                                   [i + h for i in lo]),
+                            flags=_FLAGS)
+    quads = [halve(v[q], v[q + 1], 8) for q in range(0, 8, 2)]
+    pairs = [halve(quads[q], quads[q + 1], 4) for q in range(0, 4, 2)]
+    return halve(pairs[0], pairs[1], 2)
 
 
-def _make_group(shifted: bool):  # noqa: ANN202 - a numba intrinsic
-    """The intrinsic computing ``GROUP`` samples of a kernel ``kh`` high (1 to ``MAX_ROWS``):
-    ``o[oidx + q] = sum_{a < kh, b < kw} w8[a*LANES + b] * (f[base + q*step + a*w_row + b] -
-    off)``. It switches on ``kh`` to one unrolled body per height. Reads ``f[base + q*step +
-    a*w_row : ... + LANES]``: the caller keeps that inside ``f``."""
+def _row_loop(builder: ir.IRBuilder, entry: ir.Block, rows: int, step: ir.Value,
+              ptrs: tuple[ir.Value, ir.Value, ir.Value], args: tuple, shifted: bool,
+              done: ir.Block) -> ir.Value:
+    """Emit, from ``entry``, the loop over ``ngroups`` groups for a kernel ``rows`` high; it
+    branches to ``done`` and returns, as seen there, the sum of the samples it wrote: finite
+    unless one of them is not (or the sum overflows)."""
+    fdata, wdata, odata = ptrs
+    base, wrow, off, oidx, ngroups = args
+    elt = fdata.type.pointee
+    vec = ir.VectorType(elt, LANES)
+    intp = base.type
+    builder.position_at_end(entry)
+    weights = [builder.load(builder.bitcast(builder.gep(wdata, [ir.Constant(intp, a * LANES)]),
+                                            vec.as_pointer()), align=1) for a in range(rows)]
+    offv = _splat(builder, off, vec)
+    zero = vec([ir.Constant(elt, 0.0)] * LANES)
+    loop = builder.append_basic_block(f"{entry.name}_loop")
+    tail = builder.append_basic_block(f"{entry.name}_tail")
+    builder.cbranch(builder.icmp_signed(">", ngroups, ir.Constant(intp, 0)), loop, tail)
+
+    builder.position_at_end(loop)
+    g = builder.phi(intp)
+    b = builder.phi(intp)
+    o = builder.phi(intp)
+    check = builder.phi(vec)
+    acc: list[ir.Value | None] = [None] * GROUP
+    for a in range(rows):
+        row = builder.add(b, builder.mul(ir.Constant(intp, a), wrow))
+        for q in range(GROUP):
+            p = builder.gep(fdata, [builder.add(row, builder.mul(step, ir.Constant(intp, q)))])
+            x = builder.load(builder.bitcast(p, vec.as_pointer()), align=1)
+            if shifted:
+                x = builder.fsub(x, offv, flags=_FLAGS)
+            m = builder.fmul(x, weights[a], flags=_FLAGS)
+            acc[q] = m if acc[q] is None else builder.fadd(acc[q], m, flags=_FLAGS)
+    r = _reduce8(builder, acc)
+    builder.store(r, builder.bitcast(builder.gep(odata, [o]), vec.as_pointer()), align=1)
+    new_check = builder.fadd(check, r)  # finite unless a sample is not (or the sum overflows)
+    g_next = builder.add(g, ir.Constant(intp, 1))
+    g.add_incoming(ir.Constant(intp, 0), entry)
+    g.add_incoming(g_next, loop)
+    b.add_incoming(base, entry)
+    b.add_incoming(builder.add(b, builder.mul(step, ir.Constant(intp, GROUP))), loop)
+    o.add_incoming(oidx, entry)
+    o.add_incoming(builder.add(o, ir.Constant(intp, GROUP)), loop)
+    check.add_incoming(zero, entry)
+    check.add_incoming(new_check, loop)
+    builder.cbranch(builder.icmp_signed("<", g_next, ngroups), loop, tail)
+
+    builder.position_at_end(tail)
+    seen = builder.phi(vec)
+    seen.add_incoming(zero, entry)
+    seen.add_incoming(new_check, loop)
+    total = builder.extract_element(seen, ir.Constant(ir.IntType(32), 0))
+    for lane in range(1, LANES):
+        total = builder.fadd(total, builder.extract_element(seen, ir.Constant(ir.IntType(32),
+                                                                              lane)))
+    builder.branch(done)
+    return total
+
+
+def _make_rows(shifted: bool):  # noqa: ANN202 - a numba intrinsic
+    """The intrinsic computing ``ngroups`` consecutive groups of ``GROUP`` samples, for a
+    kernel ``kh`` high (1 to ``MAX_ROWS``): ``o[oidx + k] = sum_{a < kh, b < LANES} w8[a*LANES
+    + b] * (f[base + k*step + a*w_row + b] - off)`` for ``k < ngroups * GROUP``. Reads ``f[base
+    + k*step + a*w_row : ... + LANES]``: the caller keeps that inside ``f``. Returns the sum of
+    the samples written, finite unless one of them is not (or the sum overflows)."""
 
     @intrinsic
-    def group(typingctx, kh, f, base, step, w_row, w8, kw, off, o,  # noqa: ANN001, ANN202
-              oidx):
+    def rows_(typingctx, kh, f, base, step, w_row, w8, off, o, oidx,  # noqa: ANN001, ANN202
+              ngroups):
         if not (isinstance(f, types.Array) and isinstance(w8, types.Array)
                 and isinstance(o, types.Array) and f.dtype == w8.dtype == o.dtype
                 and f.dtype in (types.float32, types.float64)):
             return None
-        sig = types.void(types.intp, f, types.intp, types.intp, types.intp, w8, types.intp,
-                         f.dtype, o, types.intp)
+        sig = f.dtype(types.intp, f, types.intp, types.intp, types.intp, w8, f.dtype, o,
+                      types.intp, types.intp)
 
         def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
-            kh, fa, base, step, wrow, wa, kw, off, oa, oidx = args
-            fdata = context.make_array(signature.args[1])(context, builder, fa).data
-            wdata = context.make_array(signature.args[5])(context, builder, wa).data
-            odata = context.make_array(signature.args[8])(context, builder, oa).data
-            elt = context.get_data_type(signature.args[1].dtype)
-            vec = ir.VectorType(elt, LANES)
-            i32 = ir.IntType(32)
+            kh, fa, base, step, wrow, wa, off, oa, oidx, ngroups = args
+            ptrs = (context.make_array(signature.args[1])(context, builder, fa).data,
+                    context.make_array(signature.args[5])(context, builder, wa).data,
+                    context.make_array(signature.args[7])(context, builder, oa).data)
             intp = base.type
-            lane = ir.Constant(ir.VectorType(i32, LANES), list(range(LANES)))
-            inside = builder.icmp_signed("<", lane, _splat(builder, builder.trunc(kw, i32),
-                                                           ir.VectorType(i32, LANES)))
-            zero = vec([ir.Constant(elt, 0.0)] * LANES)
-            offv = _splat(builder, off, vec)
-            done = builder.append_basic_block("group_done")
-            switch = builder.switch(kh, done)
+            elt = ptrs[0].type.pointee
+            # one loop per (height, constant stride or none): key = kh * 16 + stride or 0
+            key = builder.mul(kh, ir.Constant(intp, 16))
+            for s in CONSTANT_STEPS:
+                key = builder.select(builder.icmp_signed("==", step, ir.Constant(intp, s)),
+                                     builder.add(key, ir.Constant(intp, s)), key)
+            done = builder.append_basic_block("rows_done")
+            switch = builder.switch(key, done)
+            results = []
             for rows in range(1, MAX_ROWS + 1):
-                body = builder.append_basic_block(f"group_{rows}_rows")
-                switch.add_case(ir.Constant(intp, rows), body)
-                builder.position_at_end(body)
-                acc: list[ir.Value | None] = [None] * GROUP
-                for a in range(rows):
-                    row = builder.add(base, builder.mul(ir.Constant(intp, a), wrow))
-                    wp = builder.gep(wdata, [ir.Constant(intp, a * LANES)])
-                    wv = builder.load(builder.bitcast(wp, vec.as_pointer()), align=1)
-                    for q in range(GROUP):
-                        p = builder.gep(fdata, [builder.add(row, builder.mul(
-                            step, ir.Constant(intp, q)))])
-                        x = builder.load(builder.bitcast(p, vec.as_pointer()), align=1)
-                        x = builder.select(inside, x, zero)
-                        if shifted:
-                            x = builder.fsub(x, offv, flags=_FLAGS)
-                        m = builder.fmul(x, wv, flags=_FLAGS)
-                        acc[q] = m if acc[q] is None else builder.fadd(acc[q], m,
-                                                                       flags=_FLAGS)
-                for g in range(0, GROUP, 4):
-                    r = _reduce4(builder, acc[g:g + 4])
-                    op = builder.gep(odata, [builder.add(oidx, ir.Constant(intp, g))])
-                    builder.store(r, builder.bitcast(op, ir.VectorType(elt, 4).as_pointer()),
-                                  align=1)
-                builder.branch(done)
+                for s in (0, *CONSTANT_STEPS):
+                    entry = builder.append_basic_block(f"rows{rows}_step{s}")
+                    switch.add_case(ir.Constant(intp, rows * 16 + s), entry)
+                    stepv = ir.Constant(intp, s) if s else step
+                    total = _row_loop(builder, entry, rows, stepv, ptrs,
+                                      (base, wrow, off, oidx, ngroups), shifted, done)
+                    results.append((total, builder.block))
             builder.position_at_end(done)
-            return context.get_dummy_value()
+            result = builder.phi(elt)
+            result.add_incoming(ir.Constant(elt, 0.0), switch.parent)
+            for total, block in results:
+                result.add_incoming(total, block)
+            return result
 
         return sig, codegen
 
-    return group
+    return rows_
 
 
-_plain = _make_group(False)
-_shifted = _make_group(True)
+def _make_single(shifted: bool):  # noqa: ANN202 - a numba intrinsic
+    """The intrinsic computing one sample, for a kernel ``kh`` high (1 to ``MAX_ROWS``):
+    ``sum_{a < kh, b < LANES} w8[a*LANES + b] * (f[p + a*w_row + b] - off)``, reading
+    ``f[p + a*w_row : ... + LANES]`` (the caller keeps that inside ``f``). A row's last few
+    samples cost one vector per kernel row this way, where an overlapping group recomputes
+    eight."""
+
+    @intrinsic
+    def single(typingctx, kh, f, p, w_row, w8, off):  # noqa: ANN001, ANN202
+        if not (isinstance(f, types.Array) and isinstance(w8, types.Array)
+                and f.dtype == w8.dtype and f.dtype in (types.float32, types.float64)):
+            return None
+        sig = f.dtype(types.intp, f, types.intp, types.intp, w8, f.dtype)
+
+        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+            kh, fa, p, wrow, wa, off = args
+            fdata = context.make_array(signature.args[1])(context, builder, fa).data
+            wdata = context.make_array(signature.args[4])(context, builder, wa).data
+            elt = fdata.type.pointee
+            vec = ir.VectorType(elt, LANES)
+            intp = p.type
+            offv = _splat(builder, off, vec)
+            done = builder.append_basic_block("single_done")
+            switch = builder.switch(kh, done)
+            results = []
+            for rows in range(1, MAX_ROWS + 1):
+                body = builder.append_basic_block(f"single_{rows}_rows")
+                switch.add_case(ir.Constant(intp, rows), body)
+                builder.position_at_end(body)
+                acc = None
+                for a in range(rows):
+                    wv = builder.load(builder.bitcast(builder.gep(
+                        wdata, [ir.Constant(intp, a * LANES)]), vec.as_pointer()), align=1)
+                    x = builder.load(builder.bitcast(builder.gep(fdata, [builder.add(
+                        p, builder.mul(ir.Constant(intp, a), wrow))]), vec.as_pointer()),
+                        align=1)
+                    if shifted:
+                        x = builder.fsub(x, offv, flags=_FLAGS)
+                    m = builder.fmul(x, wv, flags=_FLAGS)
+                    acc = m if acc is None else builder.fadd(acc, m, flags=_FLAGS)
+                n = LANES
+                while n > 1:  # halve the lanes until one holds the sum
+                    n //= 2
+                    acc = builder.fadd(_shuffle(builder, acc, acc, list(range(n))),
+                                       _shuffle(builder, acc, acc, list(range(n, 2 * n))),
+                                       flags=_FLAGS)
+                results.append((builder.extract_element(acc, ir.Constant(ir.IntType(32), 0)),
+                                builder.block))
+                builder.branch(done)
+            builder.position_at_end(done)
+            result = builder.phi(elt)
+            result.add_incoming(ir.Constant(elt, 0.0), switch.parent)
+            for value, block in results:
+                result.add_incoming(value, block)
+            return result
+
+        return sig, codegen
+
+    return single
+
+
+_plain = _make_rows(False)
+_shifted = _make_rows(True)
+_plain_single = _make_single(False)
+_shifted_single = _make_single(True)
+#: A row's last samples, when no more than this many remain, are computed one by one (see
+#: ``_make_single``) rather than as an overlapping group.
+SINGLES = 4
 
 
 @njit(cache=True, nogil=True, fastmath=FAST)
@@ -134,9 +259,10 @@ def correlate_strided(out, c0, block, ws, kh, kw, rows, start, step, count, off)
     off)`` for ``j < count``, reading ``block`` (C-contiguous) in place.
 
     ``kh <= MAX_ROWS``, ``kw <= LANES``, and ``out`` C-contiguous. A row's samples go in groups
-    of ``GROUP``, the last group ending at its last sample (overlapping the one before);
-    samples whose vector loads would run past the block's end (the last ones of its last rows)
-    are summed one by one.
+    of ``GROUP``; up to ``SINGLES`` samples left over are computed one by one, more as a last
+    group ending at the row's last sample (overlapping the one before). Samples whose vector
+    loads would run past the block's end (the last ones of its last rows) are summed over
+    their window alone (``_window_sum``), and so are samples the vectors left non-finite.
     """
     w = block.shape[1]
     f = block.reshape(-1)
@@ -149,28 +275,48 @@ def correlate_strided(out, c0, block, ws, kh, kw, rows, start, step, count, off)
     shifted = off != 0
     zero = np.zeros(1, dtype=block.dtype)[0]
     reach = (GROUP - 1) * step + (kh - 1) * w + LANES  # elements a group reads past its base
+    reach1 = (kh - 1) * w + LANES  # and a single sample
+    span = GROUP * step
     for i in range(rows.shape[0]):
         rb = rows[i] * w + start
         oi = i * ncols + c0
-        j = 0
+        room = f.shape[0] - reach - rb  # the last group base that stays inside the block
+        ng = 0 if room < 0 else min(count // GROUP, room // span + 1)
         last = count - GROUP  # where the row's last group starts (overlapping the one before)
-        while j <= last and rb + j * step + reach <= f.shape[0]:
-            if shifted:
-                _shifted(kh, f, rb + j * step, step, w, w8, kw, off, o, oi + j)
+        j = ng * GROUP
+        check = zero
+        for part in range(2):  # the row's whole groups, then a last group if worth it and fits
+            first, n = 0, ng
+            if part == 1:
+                if not (count - j > SINGLES and 0 <= last < j and last * step <= room):
+                    break
+                first, n = last, 1
+                j = count
+            if shifted:  # one call site per mode: each inlines every loop of the intrinsic
+                check += _shifted(kh, f, rb + first * step, step, w, w8, off, o, oi + first, n)
             else:
-                _plain(kh, f, rb + j * step, step, w, w8, kw, off, o, oi + j)
-            j += GROUP
-        if last >= 0 and last < j < count and rb + last * step + reach <= f.shape[0]:
-            if shifted:
-                _shifted(kh, f, rb + last * step, step, w, w8, kw, off, o, oi + last)
+                check += _plain(kh, f, rb + first * step, step, w, w8, off, o, oi + first, n)
+        for k in range(j, count):
+            p = rb + k * step
+            if p + reach1 > f.shape[0]:
+                s = _window_sum(f, p, w, w8, kh, kw, off)
+            elif shifted:
+                s = _shifted_single(kh, f, p, w, w8, off)
             else:
-                _plain(kh, f, rb + last * step, step, w, w8, kw, off, o, oi + last)
-            j = count
-        while j < count:
-            s = zero
-            p = rb + j * step
-            for a in range(kh):
-                for b in range(kw):
-                    s += w8[a * LANES + b] * (f[p + a * w + b] - off)
-            o[oi + j] = s
-            j += 1
+                s = _plain_single(kh, f, p, w, w8, off)
+            o[oi + k] = s
+            check += s
+        if not np.isfinite(check):  # some sample may not be: its own window decides
+            for k in range(count):
+                if not np.isfinite(o[oi + k]):
+                    o[oi + k] = _window_sum(f, rb + k * step, w, w8, kh, kw, off)
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, inline="always")
+def _window_sum(f, p, w, w8, kh, kw, off):
+    """One sample summed over its own window only (``kh`` rows of ``kw`` pixels from ``p``)."""
+    s = np.zeros(1, dtype=f.dtype)[0]
+    for a in range(kh):
+        for b in range(kw):
+            s += w8[a * LANES + b] * (f[p + a * w + b] - off)
+    return s
