@@ -359,9 +359,10 @@ def correlate_grid(
     """Direct 2-D correlation at ``rows`` x ``col0 + step * arange(ncols)``, in the block's
     type (``correlate_samples`` without shift, through the same compiled version: the weights
     go in as float64)."""
+    cols = (np.arange(col0, col0 + step * ncols, step, dtype=np.int64) if step > 0
+            else col0 + step * np.arange(ncols, dtype=np.int64))
     return correlate_samples(block, np.asarray(weights, dtype=np.float64),
-                             np.asarray(rows, dtype=np.int64),
-                             col0 + step * np.arange(ncols, dtype=np.int64), False)
+                             np.asarray(rows, dtype=np.int64), cols, False)
 
 
 def correlate_separable_grid(
