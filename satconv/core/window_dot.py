@@ -70,6 +70,18 @@ def _reduce8(builder: ir.IRBuilder, v: list[ir.Value]) -> ir.Value:
     return halve(pairs[0], pairs[1], 2)
 
 
+def _join(builder: ir.IRBuilder, done: ir.Block, switch: ir.Instruction, elt: ir.Type,
+          results: list[tuple[ir.Value, ir.Block]]) -> ir.Value:
+    """At ``done``, the value of whichever case of ``switch`` ran (``results``: each case's
+    value and the block it branched from), 0 when none matched."""
+    builder.position_at_end(done)
+    result = builder.phi(elt)
+    result.add_incoming(ir.Constant(elt, 0.0), switch.parent)
+    for value, block in results:
+        result.add_incoming(value, block)
+    return result
+
+
 def _row_loop(builder: ir.IRBuilder, entry: ir.Block, rows: int, step: ir.Value,
               ptrs: tuple[ir.Value, ir.Value, ir.Value], args: tuple, shifted: bool,
               done: ir.Block) -> ir.Value:
@@ -171,12 +183,7 @@ def _make_rows(shifted: bool):  # noqa: ANN202 - a numba intrinsic
                     total = _row_loop(builder, entry, rows, stepv, ptrs,
                                       (base, wrow, off, oidx, ngroups), shifted, done)
                     results.append((total, builder.block))
-            builder.position_at_end(done)
-            result = builder.phi(elt)
-            result.add_incoming(ir.Constant(elt, 0.0), switch.parent)
-            for total, block in results:
-                result.add_incoming(total, block)
-            return result
+            return _join(builder, done, switch, elt, results)
 
         return sig, codegen
 
@@ -232,12 +239,7 @@ def _make_single(shifted: bool):  # noqa: ANN202 - a numba intrinsic
                 results.append((builder.extract_element(acc, ir.Constant(ir.IntType(32), 0)),
                                 builder.block))
                 builder.branch(done)
-            builder.position_at_end(done)
-            result = builder.phi(elt)
-            result.add_incoming(ir.Constant(elt, 0.0), switch.parent)
-            for value, block in results:
-                result.add_incoming(value, block)
-            return result
+            return _join(builder, done, switch, elt, results)
 
         return sig, codegen
 
