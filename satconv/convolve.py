@@ -213,11 +213,9 @@ def _at_runs(band: np.ndarray, kernel: PreparedKernel, rows: np.ndarray,
 
 def _correlate(band: np.ndarray, kernel: PreparedKernel, rows: np.ndarray, col0: int,
                step: int, ncols: int) -> np.ndarray:
-    dt = band.dtype
     if kernel.column is not None:
-        return conv.correlate_separable_grid(
-            band, kernel.column.astype(dt, copy=False), kernel.row.astype(dt, copy=False), rows,
-            col0, step, ncols)
+        return conv.correlate_separable_grid(band, kernel.column, kernel.row, rows, col0, step,
+                                             ncols)
     return conv.correlate_grid(band, kernel.weights, rows, col0, step, ncols)
 
 

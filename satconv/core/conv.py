@@ -385,10 +385,9 @@ def correlate_separable_grid(
     if ncols == 0:
         return np.zeros((rows.shape[0], 0), dtype=block.dtype)
     width = (ncols - 1) * step + kw
-    wv = np.ascontiguousarray(col_weights.reshape(-1, 1), dtype=block.dtype)
-    wh = np.ascontiguousarray(row_weights.reshape(1, -1), dtype=block.dtype)
-    vert = correlate_grid(block, wv, rows, col0, 1, width)
-    return correlate_grid(vert, wh, np.arange(rows.shape[0]), 0, step, ncols)
+    vert = correlate_grid(block, np.reshape(col_weights, (-1, 1)), rows, col0, 1, width)
+    return correlate_grid(vert, np.reshape(row_weights, (1, -1)), np.arange(rows.shape[0]), 0,
+                          step, ncols)
 
 
 @njit(cache=True, nogil=True)
