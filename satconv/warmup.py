@@ -1,6 +1,6 @@
 """Compiling the numba kernels before the work that needs them.
 
-The first process after an install or an upgrade compiles satconv's kernels (about 40 s on a
+The first process after an install or an upgrade compiles satconv's kernels (about 50-60 s on a
 2-core machine) and caches them beside the code; every later process loads them in about a
 second. ``warm_up`` pays that once, up front: it runs tiny generated scenes through the code
 paths a config uses (plain and nodata-masked tiles, float32 and float64 computation, the error
