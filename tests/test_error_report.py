@@ -20,7 +20,7 @@ except ImportError:  # tests/ run as a plain folder
 
 BASE = {"kernel": {"type": "gaussian", "size": 13, "sigma": 2.0},
         "strides": [1, 2, 4, 8, 16], "max_stride": 16, "tile_size": 128,
-        "output": {"dtype": "float64"}}
+        "output": {"dtype": "float64", "compress": "none"}}  # (values only: no need to encode)
 POLICIES = {"variance": {"type": "variance"},
             "budget": {"type": "budget", "fraction": 0.1},
             "refine": {"type": "refine", "tolerance_db": 40}}

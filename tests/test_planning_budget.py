@@ -20,7 +20,7 @@ except ImportError:  # tests/ run as a plain folder
 
 BASE = {"kernel": {"type": "gaussian", "size": 13, "sigma": 2.0},
         "strides": [1, 2, 4, 8, 16], "max_stride": 16, "tile_size": 128,
-        "output": {"dtype": "float64"}}
+        "output": {"dtype": "float64", "compress": "none"}}  # (values only: no need to encode)
 
 
 def scene_of(name, tmp_path):

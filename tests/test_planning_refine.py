@@ -244,7 +244,7 @@ def test_every_tile_within_tolerance_at_near_oracle_compute(name, tmp_path):
     the tolerance, found here by running every uniform stride)."""
     scene = real_scene(name, tmp_path)
     tile = 128
-    base = {**LOWPASS, "tile_size": tile, "output": {"dtype": "float64"}}
+    base = {**LOWPASS, "tile_size": tile, "output": {"dtype": "float64", "compress": "none"}}
     x, valid = ps.read_scene(scene)
     ref = ps.dense(x, valid, kernels.gaussian(13, 2.0))
     peak = ps.peaks(ref)
