@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -198,9 +199,15 @@ def test_complex_input_refused(tmp_path):
 
 @pytest.mark.slow
 def test_every_shared_file_succeeds_or_fails_cleanly(shared_data, tmp_path):
-    for src in sorted(shared_data.glob("*.tif")):
-        res = subprocess.run([sys.executable, "-m", "satconv", "run", str(src), "--out-dir",
-                              str(tmp_path)], capture_output=True, text=True)
+    sources = sorted(shared_data.glob("*.tif"))
+
+    def one(src: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "satconv", "run", str(src), "--out-dir",
+                               str(tmp_path)], capture_output=True, text=True)
+
+    with ThreadPoolExecutor(2) as pool:  # one command per file, two at a time
+        results = list(pool.map(one, sources))
+    for src, res in zip(sources, results, strict=True):
         outs = [tmp_path / f"{src.stem}{suffix}" for suffix in
                 (".satconv.tif", ".stride.tif", ".satconv.json")]
         assert "Traceback" not in res.stderr
