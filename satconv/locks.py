@@ -34,6 +34,9 @@ from .errors import OutputError
 
 #: Seconds between two tries while waiting for a lock.
 POLL = 0.2
+#: Seconds a contender gives a new holder to write its name into the lock file it has just
+#: locked (the file is created empty, then locked, then written).
+NAMING = 1.0
 
 
 class LockBusy(OutputError):
@@ -88,6 +91,23 @@ def _read(fd: int) -> str:
         return ""
 
 
+def _holder_of(fd: int, path: Path) -> Holder | None:
+    """The holder named in the lock file ``fd`` (at ``path``), which someone holds. A holder
+    that has just taken the lock may not have written its name yet: wait for it up to
+    ``NAMING`` seconds, or until the file is no longer the one at ``path``; then None."""
+    deadline = time.monotonic() + NAMING
+    while True:
+        holder = Holder.parse(_read(fd))
+        if holder is not None or time.monotonic() >= deadline:
+            return holder
+        try:
+            if not os.path.samestat(os.fstat(fd), os.stat(path)):
+                return None
+        except FileNotFoundError:
+            return None
+        time.sleep(0.01)
+
+
 class OutputLock:
     """``with OutputLock(output):`` holds the lock of ``output`` for the block.
 
@@ -119,7 +139,7 @@ class OutputLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = Holder.parse(_read(fd))
+                holder = _holder_of(fd, self.path)
                 os.close(fd)
                 who = holder.describe() if holder else "holder unknown"
                 if not self.wait:

@@ -3,6 +3,7 @@ waits; a lock left by a killed run is taken over."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -188,3 +189,21 @@ def test_run_takes_over_a_stale_lock_and_removes_that_runs_partials(tmp_path):
     assert f"took over the lock of a satconv run that is gone (pid {dead.pid}" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [other.name, "s.tif"] + [f.name for f in finals])
+
+
+def test_a_holder_that_has_not_written_its_name_yet_is_named(tmp_path):
+    """A run that has just locked the file writes its name a moment later: a second run in
+    that moment names it all the same, instead of "holder unknown"."""
+    out = tmp_path / "o.tif"
+    path = locks.lock_path(out)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # locked, still empty
+        holder = locks.Holder(4242, "elsewhere", time.time())
+        writer = threading.Timer(0.3, os.pwrite, (fd, holder.to_json().encode(), 0))
+        writer.start()
+        with pytest.raises(locks.LockBusy, match="pid 4242 on elsewhere, since "):
+            locks.OutputLock(out).acquire()
+        writer.join()
+    finally:
+        os.close(fd)
