@@ -25,7 +25,7 @@ demo: install $(SAMPLE)
 
 test: install
 	$(BIN)/ruff check satconv tests sample_data bench
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 bench: install $(SAMPLE)
 	$(BIN)/python bench/run.py

@@ -23,6 +23,12 @@ WriteTif = Callable[..., Path]
 WriteStrideMap = Callable[..., Path]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` first: ``make test`` spreads the test files over the cores, and a
+    long test started last would leave the other cores idle at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def random_image(rng: np.random.Generator, shape: Sequence[int], dtype: str) -> np.ndarray:
     """Random pixels covering most of ``dtype``'s range (floats: a signed range of 1000)."""
     dt = np.dtype(dtype)

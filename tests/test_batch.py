@@ -289,9 +289,11 @@ def test_sigterm_stops_a_batch_and_leaves_nothing(tmp_path):
     names = []
     for i in range(2):
         names.append(write_geotiff(tmp_path / f"b{i}.tif",
-                                   rng.integers(0, 65535, (1, 2500, 2500), np.uint16)))
+                                   rng.integers(0, 65535, (1, 4000, 4000), np.uint16)))
     cfg = tmp_path / "c.yaml"
-    weights = np.round(rng.normal(size=(9, 9)), 2).tolist()
+    # a costly kernel at stride 1 everywhere, so that each input is written for seconds and
+    # the two overlap even when the machine is busy
+    weights = np.round(rng.normal(size=(61, 61)), 2).tolist()
     cfg.write_text(f"kernel: {{type: custom, weights: {weights}}}\ntile_size: 128\n")
     out = tmp_path / "out"
     out.mkdir()

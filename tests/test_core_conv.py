@@ -276,6 +276,7 @@ _GUARDED = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 code generation")
 def test_strided_samples_stay_inside_the_block():
     """Blocks that end right before an unreadable page: the last samples of their last rows,

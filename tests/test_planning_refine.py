@@ -313,6 +313,7 @@ def db_runs(tmp_path_factory):
             for name in ("world.byte.tif", "sample", "sample_scene.tif")}
 
 
+@pytest.mark.slow  # its fixture runs three scenes at every stride
 @pytest.mark.parametrize("name", ["world.byte.tif", "sample", "sample_scene.tif"])
 def test_tolerance_db_meets_the_psnr_and_the_floor(db_runs, name):
     """At least 40 dB over valid pixels (peak = the dense output's range), no tile under

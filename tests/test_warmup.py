@@ -62,6 +62,7 @@ def compiled_by(tmp_path: Path, cache: Path, *args: object) -> dict[str, int]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_after_a_warm_up_a_real_run_compiles_nothing(tmp_path: Path) -> None:
     cache = tmp_path / "numba-cache"  # empty: as right after an install
     warmed = compiled_by(tmp_path, cache, "warmup", REFINE)
