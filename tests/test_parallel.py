@@ -57,8 +57,10 @@ def _read_every_window(mapper, tmp_path) -> set[int]:
     Returns the ids of the dataset handles the calls got."""
     data, path = _scene(tmp_path)
     handles = set()
+    kept = []  # every handle stays alive, so that no two can share an id
 
     def fn(ds, item):
+        kept.append(ds)
         handles.add(id(ds))
         r0, c0 = item
         return raster_io.read_window(ds, r0, r0 + 10, c0, c0 + 10)
