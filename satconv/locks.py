@@ -100,12 +100,18 @@ def _holder_of(fd: int, path: Path) -> Holder | None:
         holder = Holder.parse(_read(fd))
         if holder is not None or time.monotonic() >= deadline:
             return holder
-        try:
-            if not os.path.samestat(os.fstat(fd), os.stat(path)):
-                return None
-        except FileNotFoundError:
+        if not _is_at(fd, path):
             return None
         time.sleep(0.01)
+
+
+def _is_at(fd: int, path: Path) -> bool:
+    """Whether the open file ``fd`` is still the file at ``path`` (a holder removes its lock
+    file when done, and the next run creates a new one)."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 class OutputLock:
@@ -160,11 +166,7 @@ class OutputLock:
                 raise OutputError(f"{self.output}: cannot lock {self.path.name} "
                                   f"({(err.strerror or str(err)).lower()})") from None
             # Locked: but is it still the file at our path (its holder may have removed it)?
-            try:
-                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
-            except FileNotFoundError:
-                same = False
-            if not same:
+            if not _is_at(fd, self.path):
                 os.close(fd)
                 continue
             text = _read(fd)
@@ -201,8 +203,8 @@ def clear_if_held_by(output: Path, pid: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         holder = Holder.parse(_read(fd))
         if holder is not None and holder.pid == pid and holder.host == socket.gethostname():
-            with contextlib.suppress(FileNotFoundError):
-                if os.path.samestat(os.fstat(fd), os.stat(path)):
+            if _is_at(fd, path):
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
     except OSError:
         pass
