@@ -201,22 +201,13 @@ def _masked_samples(band: np.ndarray, valid: np.ndarray, kernel: PreparedKernel,
 
 def _at_runs(band: np.ndarray, kernel: PreparedKernel, rows: np.ndarray,
              cols: np.ndarray) -> np.ndarray:
-    """Correlation at ``rows`` x ``cols`` (increasing), one call per run of equal steps: a
-    tile's sample grid is one run, plus at most its closing column."""
+    """Correlation at ``rows`` x ``cols`` (increasing); the compiled core splits the columns
+    into runs of equal steps (a tile's sample grid is one run, plus at most its closing
+    column)."""
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     if kernel.column is None:
         return conv.correlate_samples(band, kernel.weights, rows, _index(cols), False)
-    parts = [_correlate(band, kernel, rows, start, step, count)
-             for _, count, start, step in _arithmetic_runs(cols)]
-    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
-
-
-def _correlate(band: np.ndarray, kernel: PreparedKernel, rows: np.ndarray, col0: int,
-               step: int, ncols: int) -> np.ndarray:
-    if kernel.column is not None:
-        return conv.correlate_separable_grid(band, kernel.column, kernel.row, rows, col0, step,
-                                             ncols)
-    return conv.correlate_grid(band, kernel.weights, rows, col0, step, ncols)
+    return conv.correlate_separable_samples(band, kernel.column, kernel.row, rows, cols)
 
 
 _RECONSTRUCT = {"bilinear": reconstruct.bilinear, "nearest": reconstruct.nearest,
@@ -370,31 +361,6 @@ def _coarse_surplus(samples: np.ndarray, rpos: np.ndarray, cpos: np.ndarray, h: 
                                 reconstruct.METHOD_CODES[method], np.ascontiguousarray(centre),
                                 np.ascontiguousarray(served))
     return float(np.sqrt(sq / n)) if n else float("nan")
-
-
-def _arithmetic_runs(idx: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """Split increasing positions into runs of equal steps: (offset, count, start, step)."""
-    n = idx.size
-    if n > 2:  # a tile's grid: one run, or one run closed by a last position
-        d = np.diff(idx)
-        if (d == d[0]).all():
-            return [(0, n, int(idx[0]), int(d[0]))]
-        if (d[:-1] == d[0]).all():
-            return [(0, n - 1, int(idx[0]), int(d[0])), (n - 1, 1, int(idx[-1]), 1)]
-    runs = []
-    i, n = 0, idx.size
-    while i < n:
-        j = i + 1
-        if j < n:
-            step = int(idx[j] - idx[i])
-            while j + 1 < n and idx[j + 1] - idx[j] == step:
-                j += 1
-            j += 1
-        else:
-            step = 1
-        runs.append((i, j - i, int(idx[i]), step))
-        i = j
-    return runs
 
 
 def _samples_at(band: np.ndarray, vb: np.ndarray | None, kernel: PreparedKernel,

@@ -19,6 +19,8 @@ from satconv.core.conv import (
     correlate_grid,
     correlate_samples,
     correlate_separable_grid,
+    correlate_separable_samples,
+    separable_columns,
     shift_offset,
 )
 
@@ -163,6 +165,41 @@ def test_correlate_samples_matches_loop_and_scipy(case):
     assert np.all(np.abs(got - expected) <= tol)
     np.testing.assert_allclose(expected, oracle.correlate_scipy_at(block, w.astype(dtype), rows,
                                                                   cols), rtol=1e-12, atol=1e-9)
+
+
+def test_separable_columns_hand_case():
+    """Runs [0, 2, 4] (step 2) and [20] with a 3-tap row: the vertical pass covers 0-6 and
+    20-22, and the samples' windows start at indices 0, 2, 4 and 7 of those columns."""
+    need, at = separable_columns(np.array([0, 2, 4, 20], dtype=np.int64), 3)
+    assert need.tolist() == [0, 1, 2, 3, 4, 5, 6, 20, 21, 22]
+    assert at.tolist() == [0, 2, 4, 7]
+    need, at = separable_columns(np.array([3, 4, 6], dtype=np.int64), 2)  # runs [3, 4], [6]
+    assert need.tolist() == [3, 4, 5, 6, 7] and at.tolist() == [0, 1, 3]
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=samples_case(), gaps=st.lists(st.integers(1, 40), max_size=3))
+def test_correlate_separable_samples_matches_loop(case, gaps):
+    """Any increasing columns (a grid, a closing column, irregular checks, gaps wider than
+    the kernel), against the loop; columns no window covers may hold anything."""
+    kh, kw, cols, height, width, rows, dtype, _, base, seed = case
+    cols = np.concatenate([cols, cols[-1] + np.cumsum(np.asarray(gaps, np.int64))])
+    width = max(width, int(cols[-1]) + kw)
+    rng = np.random.default_rng(seed)
+    block = (rng.normal(size=(height, width)) * 100 + base).astype(dtype)
+    col_w, row_w = rng.normal(size=kh), rng.normal(size=kw)
+    read = np.zeros(width, dtype=bool)
+    for c in cols:
+        read[c:c + kw] = True
+    poisoned = block.copy()
+    poisoned[:, ~read] = np.nan
+    got = correlate_separable_samples(poisoned, col_w, row_w, rows, cols)
+    assert got.shape == (rows.size, cols.size) and got.dtype == block.dtype
+    w = np.outer(col_w, row_w)
+    expected = oracle.correlate_loop(block, w, rows, cols)
+    scale = oracle.correlate_loop(np.abs(block), np.abs(w), rows, cols)
+    tol = (1e-5 if dtype == "float32" else 1e-12) * (scale + 100 * np.abs(w).sum())
+    assert np.all(np.abs(got - expected) <= tol)
 
 
 def test_correlate_samples_non_contiguous_block():

@@ -374,20 +374,64 @@ def correlate_separable_grid(
     step: int,
     ncols: int,
 ) -> np.ndarray:
-    """Separable correlation (``outer(col_weights, row_weights)``) at the same samples.
+    """Separable correlation (``outer(col_weights, row_weights)``) at ``rows`` x ``col0 +
+    step * arange(ncols)``: ``correlate_separable_samples`` on a regular grid of columns."""
+    return correlate_separable_samples(block, col_weights, row_weights, rows,
+                                       np.arange(ncols, dtype=np.int64) * step + col0)
 
-    A vertical pass computes the sample rows over the columns the horizontal pass needs,
-    then a horizontal pass computes the sample columns: O(kh + kw) work per sample. The two
-    passes are separate compiled calls on purpose: fused into one numba function, LLVM stops
-    vectorising the second (measured: three times slower).
+
+def correlate_separable_samples(
+    block: np.ndarray,
+    col_weights: np.ndarray,
+    row_weights: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+) -> np.ndarray:
+    """Separable correlation (``outer(col_weights, row_weights)``) at ``rows`` x ``cols``
+    (increasing), ``(len(rows), len(cols))`` in the block's type: O(kh + kw) work per sample.
+
+    A vertical pass computes the sample rows over the columns the horizontal pass reads
+    (``separable_columns``), then a horizontal pass computes the sample columns. The two passes
+    are separate compiled calls on purpose: fused into one numba function, LLVM stops
+    vectorising the second (measured: three times slower). Weights go in as float64, so there
+    is one compiled version per block type.
     """
-    kw = row_weights.shape[0]
-    if ncols == 0:
+    rows = np.asarray(rows, dtype=np.int64)
+    cols = np.asarray(cols, dtype=np.int64)
+    if cols.shape[0] == 0:
         return np.zeros((rows.shape[0], 0), dtype=block.dtype)
-    width = (ncols - 1) * step + kw
-    vert = correlate_grid(block, np.reshape(col_weights, (-1, 1)), rows, col0, 1, width)
-    return correlate_grid(vert, np.reshape(row_weights, (1, -1)), np.arange(rows.shape[0]), 0,
-                          step, ncols)
+    need, at = separable_columns(cols, row_weights.shape[0])
+    vert = correlate_samples(block, np.asarray(col_weights, dtype=np.float64).reshape(-1, 1),
+                             rows, need, False)
+    return correlate_samples(vert, np.asarray(row_weights, dtype=np.float64).reshape(1, -1),
+                             np.arange(rows.shape[0], dtype=np.int64), at, False)
+
+
+@njit(cache=True, nogil=True)
+def separable_columns(cols: np.ndarray, kw: int) -> tuple[np.ndarray, np.ndarray]:
+    """The block columns a separable pass computes vertically for samples at ``cols``
+    (increasing, not empty), and where each sample's window starts among them.
+
+    Each run of equal column steps (split as ``correlate_samples`` splits them) needs every
+    column from its first window's start to its last window's end: at steps of up to the
+    kernel's width that is every column it reads, and wider steps still run as one contiguous
+    vertical pass. Runs share the columns they overlap on.
+    """
+    n = cols.shape[0]
+    lo = cols[0]
+    used = np.zeros(cols[n - 1] - lo + kw, dtype=np.bool_)
+    i = 0
+    while i < n:
+        j = i + 1
+        if j < n and cols[j] > cols[i]:
+            step = cols[j] - cols[i]
+            while j + 1 < n and cols[j + 1] - cols[j] == step:
+                j += 1
+            j += 1
+        used[cols[i] - lo:cols[j - 1] - lo + kw] = True
+        i = j
+    index = np.cumsum(used) - 1
+    return np.flatnonzero(used) + lo, index[cols - lo]
 
 
 @njit(cache=True, nogil=True)
