@@ -306,6 +306,20 @@ def shift_offset(block: np.ndarray, rows: np.ndarray) -> float:
     return off if abs(off) * n > dev else zero
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _run_end(cols, i):
+    """Where the run of equal column steps that starts at ``cols[i]`` ends (exclusive); a
+    column not followed by a larger one is a run of its own."""
+    n = cols.shape[0]
+    j = i + 1
+    if j < n and cols[j] > cols[i]:
+        step = cols[j] - cols[i]
+        while j + 1 < n and cols[j + 1] - cols[j] == step:
+            j += 1
+        j += 1
+    return j
+
+
 @njit(cache=True, nogil=True, fastmath=FAST)
 def correlate_samples(block, weights, rows, cols, shift):
     """Direct 2-D correlation at ``rows`` x ``cols`` (any rows; increasing columns, computed
@@ -334,13 +348,8 @@ def correlate_samples(block, weights, rows, cols, shift):
     # column, as it does for any literal argument it sees first)
     i = np.int64(0)
     while i < n:
-        j = i + 1
-        step = 1
-        if j < n and cols[j] > cols[i]:
-            step = cols[j] - cols[i]
-            while j + 1 < n and cols[j + 1] - cols[j] == step:
-                j += 1
-            j += 1
+        j = _run_end(cols, i)
+        step = cols[i + 1] - cols[i] if j > i + 1 else 1
         _run(out, i, block, ws, kh, kw, rows, cols[i], step, j - i, off, shifted)
         i = j
     if shifted:
@@ -412,22 +421,17 @@ def separable_columns(cols: np.ndarray, kw: int) -> tuple[np.ndarray, np.ndarray
     """The block columns a separable pass computes vertically for samples at ``cols``
     (increasing, not empty), and where each sample's window starts among them.
 
-    Each run of equal column steps (split as ``correlate_samples`` splits them) needs every
-    column from its first window's start to its last window's end: at steps of up to the
-    kernel's width that is every column it reads, and wider steps still run as one contiguous
-    vertical pass. Runs share the columns they overlap on.
+    Each run of equal column steps (``_run_end``, as ``correlate_samples`` splits them) needs
+    every column from its first window's start to its last window's end: at steps of up to
+    the kernel's width that is every column it reads, and wider steps still run as one
+    contiguous vertical pass. Runs share the columns they overlap on.
     """
     n = cols.shape[0]
     lo = cols[0]
     used = np.zeros(cols[n - 1] - lo + kw, dtype=np.bool_)
     i = 0
     while i < n:
-        j = i + 1
-        if j < n and cols[j] > cols[i]:
-            step = cols[j] - cols[i]
-            while j + 1 < n and cols[j + 1] - cols[j] == step:
-                j += 1
-            j += 1
+        j = _run_end(cols, i)
         used[cols[i] - lo:cols[j - 1] - lo + kw] = True
         i = j
     index = np.cumsum(used) - 1
