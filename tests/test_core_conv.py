@@ -16,15 +16,26 @@ from hypothesis import strategies as st
 
 from satconv.core.conv import (
     SHIFT_ROWS,
-    correlate_grid,
     correlate_samples,
-    correlate_separable_grid,
     correlate_separable_samples,
     separable_columns,
     shift_offset,
 )
 
 from . import oracle
+
+
+def correlate_grid(block, weights, rows, col0, step, ncols):
+    """Direct correlation at ``rows`` x the regular grid ``col0 + step * arange(ncols)``."""
+    cols = col0 + step * np.arange(ncols, dtype=np.int64)
+    return correlate_samples(block, np.asarray(weights, np.float64),
+                             np.asarray(rows, np.int64), cols, False)
+
+
+def correlate_separable_grid(block, col_w, row_w, rows, col0, step, ncols):
+    """Separable correlation at ``rows`` x ``col0 + step * arange(ncols)``."""
+    return correlate_separable_samples(block, col_w, row_w, rows,
+                                       col0 + step * np.arange(ncols, dtype=np.int64))
 
 
 def test_correlate_grid_hand_case():

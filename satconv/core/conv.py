@@ -4,8 +4,9 @@ A block ``P`` holds the input rows and columns a set of samples needs: the sampl
 window starts at ``P[r, c]`` is ``sum(W[a, b] * P[r + a, c + b])``. Convolution with a kernel
 ``K`` (scipy's convention) is correlation with ``K`` flipped on both axes; the caller flips.
 
-Sample rows are given as an index array (any positions); sample columns as a regular grid
-``col0 + j * step`` so that the inner loop runs over contiguous or evenly strided memory.
+Sample rows are given as an index array (any positions); sample columns as increasing
+positions, computed one run of equal steps at a time so that the inner loop runs over
+contiguous or evenly strided memory.
 """
 
 from __future__ import annotations
@@ -360,33 +361,6 @@ def correlate_samples(block, weights, rows, cols, shift):
             for c in range(out.shape[1]):
                 out[r, c] += a0
     return out
-
-
-def correlate_grid(
-    block: np.ndarray, weights: np.ndarray, rows: np.ndarray, col0: int, step: int, ncols: int
-) -> np.ndarray:
-    """Direct 2-D correlation at ``rows`` x ``col0 + step * arange(ncols)``, in the block's
-    type (``correlate_samples`` without shift, through the same compiled version: the weights
-    go in as float64)."""
-    cols = (np.arange(col0, col0 + step * ncols, step, dtype=np.int64) if step > 0
-            else col0 + step * np.arange(ncols, dtype=np.int64))
-    return correlate_samples(block, np.asarray(weights, dtype=np.float64),
-                             np.asarray(rows, dtype=np.int64), cols, False)
-
-
-def correlate_separable_grid(
-    block: np.ndarray,
-    col_weights: np.ndarray,
-    row_weights: np.ndarray,
-    rows: np.ndarray,
-    col0: int,
-    step: int,
-    ncols: int,
-) -> np.ndarray:
-    """Separable correlation (``outer(col_weights, row_weights)``) at ``rows`` x ``col0 +
-    step * arange(ncols)``: ``correlate_separable_samples`` on a regular grid of columns."""
-    return correlate_separable_samples(block, col_weights, row_weights, rows,
-                                       np.arange(ncols, dtype=np.int64) * step + col0)
 
 
 def correlate_separable_samples(
