@@ -188,11 +188,14 @@ def _tags(settings: Settings) -> dict[str, str]:
     return {"SATCONV_VERSION": __version__, "SATCONV_CONFIG": settings.to_json()}
 
 
-def output_setup(info: raster_io.RasterInfo, settings: Settings) -> tuple[dict, ExecuteOptions]:
-    """The output's creation profile and the execution options of ``settings`` on ``info``."""
+def output_setup(info: raster_io.RasterInfo, settings: Settings,
+                 plan: Plan | None = None) -> tuple[dict, ExecuteOptions]:
+    """The output's creation profile and the execution options of ``settings`` on ``info``;
+    an integer output declares a nodata value when ``plan`` skips tiles (written as nodata)."""
     out_dtype = info.dtype if settings.output.dtype == "same" else settings.output.dtype
+    skips = plan is not None and bool((plan.strides == 0).any())
     profile = raster_io.output_profile(info, out_dtype, settings.output.compress,
-                                       settings.tile_size)
+                                       settings.tile_size, skips)
     if info.mask in ("dataset", "alpha"):
         # GDAL's threaded compression reports a spurious "ExtraSamples" error when an
         # internal mask is written alongside (GDAL issue 7921): compress in one thread.
@@ -255,13 +258,13 @@ def run_scene(
             if plan_path is not None:
                 return load_plan(str(plan_path), info, settings)
             if not needs_scan(settings):
-                return uniform_plan(grid, settings.strides[0])
+                return uniform_plan(grid, settings)
             return make_plan(info, settings, workers, progress("plan", ntiles))
 
         plan = make() if engine is None else engine.plan(info, fp, make)
         t_plan = time.perf_counter()
 
-        profile, opts = output_setup(info, settings)
+        profile, opts = output_setup(info, settings, plan)
         out_dtype = opts.out_dtype
         tags = _tags(settings)
         with raster_io.StagedOutputs(paths.all()) as staged:

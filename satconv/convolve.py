@@ -277,6 +277,8 @@ def convolve_tile(
     Every sample equals the (normalised) dense convolution of the whole image at that pixel;
     with stride 1 the tile equals the dense result up to float rounding. NaN marks nodata.
     With ``surplus``, also measure the coarse surplus of the samples (no extra evaluations).
+    A band without a valid pixel in the tile costs nothing and is all nodata; a tile where no
+    band has one comes back as skipped (stride 0), as a plan would have marked it.
     """
     ts = tile_samples(tile, stride, height, width, kernel, mode)
     block, valid = read(ts.src_rows, ts.src_cols)
@@ -286,8 +288,17 @@ def convolve_tile(
     coarse = np.full(bands, np.nan) if surplus else None
     nsamples = ts.rpos.size * ts.cpos.size
     evaluations = 0
+    empty = [valid is not None
+             and not valid[b, kernel.ry:kernel.ry + h, kernel.rx:kernel.rx + w].any()
+             for b in range(bands)]
+    if all(empty):
+        out.fill(np.nan)
+        return TileResult(out, 0, 0, coarse)
     for b in range(bands):
         band = block[b]
+        if empty[b]:
+            out[b] = np.nan
+            continue
         vb = None if valid is None or valid[b].all() else valid[b]
         if vb is None:
             samples = _band_samples(band, kernel, ts.rpos, ts.cpos)

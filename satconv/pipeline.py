@@ -119,6 +119,8 @@ def _tile_error(plan: Plan, tile: Tile, result: TileResult) -> np.ndarray:
     its refinement stopped on (so never above its tolerance), else the one from the coarse
     surplus and the model (``ErrorEstimator`` without checks: the wider margin)."""
     bands = result.values.shape[0]
+    if result.stride == 0:  # found without a valid pixel: skipped
+        return np.full(bands, np.nan)
     if plan.estimator is None or result.stride <= 1:
         return np.zeros(bands)
     nan = np.full(bands, np.nan)

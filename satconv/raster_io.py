@@ -582,11 +582,11 @@ def valid_mask(data: np.ndarray, nodata: float | None) -> np.ndarray:
 # ---------------------------------------------------------------- outputs
 
 
-def output_nodata(info: RasterInfo, out_dtype: str) -> float | None:
+def output_nodata(info: RasterInfo, out_dtype: str, skips: bool = False) -> float | None:
     """The nodata value declared on the output: the input's when the output type can hold it,
     else NaN for float outputs, else the integer type's minimum (valid values are then kept off
     it). An integer output of an input with no invalid pixel at all declares none, so that no
-    valid value has to move."""
+    valid value has to move, unless the plan ``skips`` tiles: those are written as nodata."""
     kind = np.dtype(out_dtype).kind
     nd = None if info.nodata is None else float(info.nodata)
     if kind == "f":
@@ -597,7 +597,7 @@ def output_nodata(info: RasterInfo, out_dtype: str) -> float | None:
     lim = np.iinfo(out_dtype)
     if nd is not None and np.isfinite(nd) and lim.min <= nd <= lim.max and nd == int(nd):
         return nd
-    return None if info.mask == "none" else float(lim.min)
+    return None if info.mask == "none" and not skips else float(lim.min)
 
 
 def staging_path(final: Path, pid: int | None = None) -> Path:
@@ -710,8 +710,10 @@ def verify_output(path: Path) -> None:
                           f"{_write_failure(Path(path), str(err))}") from None
 
 
-def output_profile(info: RasterInfo, out_dtype: str, compress: str, tile_size: int) -> dict:
-    """Profile of the filtered raster: the input's grid and georeferencing, tiled, compressed."""
+def output_profile(info: RasterInfo, out_dtype: str, compress: str, tile_size: int,
+                   skips: bool = False) -> dict:
+    """Profile of the filtered raster: the input's grid and georeferencing, tiled, compressed
+    (``skips``: the plan skips tiles, see :func:`output_nodata`)."""
     profile: dict[str, Any] = {
         "driver": "GTiff",
         "width": info.width,
@@ -720,7 +722,7 @@ def output_profile(info: RasterInfo, out_dtype: str, compress: str, tile_size: i
         "dtype": out_dtype,
         "crs": info.crs,
         "transform": info.transform,
-        "nodata": output_nodata(info, out_dtype),
+        "nodata": output_nodata(info, out_dtype, skips),
     }
     if info.gcps:  # georeferenced by GCPs only: describe_output writes them instead
         del profile["transform"], profile["crs"]

@@ -94,8 +94,9 @@ def _union_reader(block: np.ndarray, valid: np.ndarray | None, urows: np.ndarray
 
 def _process(ds: Any, tile: Tile, steps: list[Step], plans: list[Plan], info: Any,
              kernels: list[PreparedKernel], opts: list[ExecuteOptions],
-             ) -> list[tuple[np.ndarray, np.ndarray, int]]:
-    """Every step's result for one tile, from a single read of the pixels they all need."""
+             ) -> list[tuple[np.ndarray, np.ndarray, int, int]]:
+    """Every step's result for one tile, from a single read of the pixels they all need:
+    output pixels, mask, kernel evaluations and the stride executed (0: skipped)."""
     base = steps[0].settings
     strides = [int(p.strides[tile.ty, tile.tx]) for p in plans]
     samples = {k: tile_samples(tile, s, info.height, info.width, kernels[k], base.boundary)
@@ -112,13 +113,14 @@ def _process(ds: Any, tile: Tile, steps: list[Step], plans: list[Plan], info: An
             shape = (info.data_count, tile.height, tile.width)
             fill = 0 if o.out_nodata is None else o.out_nodata
             out.append((np.full(shape, fill, dtype=o.out_dtype),
-                        np.zeros(shape[1:], dtype=bool), 0))
+                        np.zeros(shape[1:], dtype=bool), 0, 0))
             continue
         read = _union_reader(block, valid, urows, ucols, o.compute_dtype)
         res = convolve_tile(read, tile, s, info.height, info.width, kernels[k], o.boundary,
                             o.reconstruction, o.min_valid_fraction)
         mask = ~np.isnan(res.values).all(axis=0)
-        out.append((to_output(res.values, o.out_dtype, o.out_nodata), mask, res.evaluations))
+        out.append((to_output(res.values, o.out_dtype, o.out_nodata), mask, res.evaluations,
+                    res.stride))
     return out
 
 
@@ -150,11 +152,13 @@ def run_steps(
         plans = make_plans(info, [st.settings for st in steps], workers,
                            progress("plan", ntiles))
         t_plan = time.perf_counter()
-        profs, opts = map(list, zip(*(output_setup(info, st.settings) for st in steps),
+        profs, opts = map(list, zip(*(output_setup(info, st.settings, p)
+                                      for st, p in zip(steps, plans, strict=True)),
                                      strict=True))
         kernels = [PreparedKernel.from_kernel(o.kernel) for o in opts]
         finals = [p for st in steps for p in st.paths.all()]
         evaluations = [0] * len(steps)
+        executed = [p.strides.copy() for p in plans]
         with raster_io.StagedOutputs(finals) as staged, contextlib.ExitStack() as stack:
             bodies = []
             for st in steps:
@@ -170,14 +174,15 @@ def run_steps(
                     dsts.append(dst)
                 tick = progress("execute", ntiles)
 
-                def fn(ds: Any, tile: Tile) -> list[tuple[np.ndarray, np.ndarray, int]]:
+                def fn(ds: Any, tile: Tile) -> list[tuple[np.ndarray, np.ndarray, int, int]]:
                     return _process(ds, tile, steps, plans, info, kernels, opts)
 
                 for tile, results in map_tiles(info.path, grid.tiles(), fn, workers):
-                    for k, (data, mask, n) in enumerate(results):
+                    for k, (data, mask, n, stride) in enumerate(results):
                         raster_io.write_tile(dsts[k], data, tile.row0, tile.col0,
                                              mask if opts[k].write_mask else None)
                         evaluations[k] += n
+                        executed[k][tile.ty, tile.tx] = stride
                     tick(1)
                 stack.close()  # close (and check) every output before copying any to COG
                 for st, body, o in zip(steps, bodies, opts, strict=True):
@@ -193,7 +198,7 @@ def run_steps(
             reports = []
             for k, st in enumerate(steps):
                 tags = _tags(st.settings)
-                raster_io.write_stride_map(staged.temp(st.paths.stride_map), plans[k].strides,
+                raster_io.write_stride_map(staged.temp(st.paths.stride_map), executed[k],
                                            info, st.settings.tile_size, tags)
                 pixels = info.height * info.width * info.data_count
                 report = RunReport(

@@ -89,6 +89,17 @@ def test_output_option_with_several_inputs_is_a_usage_error(make_scene, tmp_path
     assert listing(tmp_path) == ["a.tif", "b.tif"]
 
 
+def test_output_option_with_out_dir_is_a_usage_error(make_scene, tmp_path):
+    """-o and --out-dir both say where the outputs go: one must not silently win."""
+    scene, _ = make_scene(20, 20)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    result = invoke("run", scene, "-o", tmp_path / "x.tif", "--out-dir", dest)
+    assert result.exit_code == 2
+    assert "--out-dir" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert listing(tmp_path) == ["dest", "scene.tif"] and listing(dest) == []
+
+
 # ---------------------------------------------------------------- failures and exit codes
 
 

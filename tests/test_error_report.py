@@ -135,3 +135,32 @@ def test_plan_command_compares_the_policies(tmp_path):
         assert label in text, label
     # the kernel's cap (sigma 2: stride 8) is stated, and refine's strides are a prediction
     assert "stride cap: 8" in text and "prediction" in text
+
+
+@pytest.mark.parametrize("name", ["RGB.byte.tif", "world.byte.tif"])
+@pytest.mark.parametrize("stride", [2, 4])
+def test_a_single_stride_is_estimated_and_skips_empty_tiles(scenes, name, stride, tmp_path):
+    """With one allowed stride nothing is planned; the executor still estimates every tile's
+    error from its samples (at or above the measured error in 90% of tiles) and skips the
+    tiles without a valid pixel, which the stride map shows as 0."""
+    scene, ref = scenes(name)
+    s = config.from_dict({**BASE, "strides": [stride]})
+    api.run_scene(scene, s, output=tmp_path / "o.tif", error_map=True)
+    measured = ps.tile_rmse(ps.read_output(tmp_path / "o.tif"), ref, 128)
+    with rasterio.open(tmp_path / "o.error.tif") as ds:
+        estimate = np.moveaxis(ds.read(), 0, -1).astype(np.float64)
+    strides = ps.read_band(tmp_path / "o.stride.tif")
+    valid = ps.read_scene(scene)[1].any(axis=0)
+    ny, nx = strides.shape
+    has_data = np.array([[valid[ty * 128:(ty + 1) * 128, tx * 128:(tx + 1) * 128].any()
+                          for tx in range(nx)] for ty in range(ny)])
+    np.testing.assert_array_equal(strides, np.where(has_data, stride, 0))
+    tiles = strides > 0
+    assert tiles.sum() >= 10 and (measured[tiles] > 0).any()
+    margin = 1e-9 * np.maximum(ps.peaks(ref), 1.0)
+    ok = np.all((estimate >= measured - margin) | np.isnan(measured), axis=-1)
+    assert ok[tiles].mean() >= 0.9, f"{ok[tiles].mean():.2%} of {tiles.sum()} tiles"
+    assert np.isnan(estimate[~tiles]).all()
+    rep = strict_json((tmp_path / "o.satconv.json").read_text())
+    assert rep["error"]["overall"]["rmse_per_band"][0] > 0
+    assert rep["execute"]["tiles_per_stride"].get("0", 0) == int((~has_data).sum())

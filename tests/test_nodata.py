@@ -94,11 +94,16 @@ def test_no_bleed_at_any_stride(shared_data, tmp_path, name, stride):
     np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
 
 
-def test_all_nodata_scene_is_skipped(shared_data, tmp_path):
+@pytest.mark.parametrize("cfg", [{}, {"strides": [1]}, {"strides": [2]}],
+                         ids=["planned", "dense", "stride2"])
+def test_all_nodata_scene_is_skipped(shared_data, tmp_path, cfg):
+    """Planned or not (one allowed stride: nothing is planned), a tile without a valid pixel
+    costs no kernel evaluation and is 0 in the stride map."""
     src = shared_data / "all-nodata.tif"
     out = tmp_path / "o.tif"
-    rep = api.run_scene(src, config.Settings(), output=out)
-    assert rep.plan["tiles_per_stride"] == {"0": sum(rep.plan["tiles_per_stride"].values())}
+    rep = api.run_scene(src, config.from_dict(cfg), output=out)
+    tiles = sum(rep.plan["tiles_per_stride"].values())
+    assert rep.execute["tiles_per_stride"] == {"0": tiles}
     assert rep.execute["kernel_evaluations"] == 0
     with rasterio.open(out) as ds, rasterio.open(tmp_path / "o.stride.tif") as sm:
         assert ds.read(masked=True).mask.all()
@@ -154,6 +159,38 @@ def test_dtype_same_round_trip(write_tif, tmp_path, dtype):
     diff = np.abs(got[ok].astype(np.int64) - expect[ok].astype(np.int64))
     moved = expect[ok] == nodata  # a valid value equal to nodata moves one step inward
     assert (diff[~moved] == 0).all() and (diff[moved] == 1).all()
+
+
+def test_dtype_same_declares_nodata_when_tiles_are_skipped(write_tif, tmp_path):
+    """An integer input without nodata, output in its own type, and a plan that skips tiles:
+    the skipped tiles must read as nodata (declared as the type's minimum, which no valid
+    pixel keeps), not as valid zeros."""
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, 256, size=(1, 96, 80)).astype("uint8")
+    x[0, :40, :40] = 0  # valid zeros, as over a dark sea
+    src = write_tif(x)
+    plan = np.array([[2, 0, 2], [0, 2, 2], [2, 2, 0]], dtype="uint8")
+    plan_path = tmp_path / "plan.tif"
+    with rasterio.open(plan_path, "w", driver="GTiff", width=3, height=3, count=1,
+                       dtype="uint8") as ds:
+        ds.write(plan, 1)
+    s = config.from_dict({"kernel": KERNELS["gaussian"], "strides": [1, 2], "tile_size": 32,
+                          "output": {"dtype": "same"}})
+    api.run_scene(src, s, output=tmp_path / "o.tif", plan_path=plan_path)
+    skipped = np.kron(plan == 0, np.ones((32, 32), dtype=bool))[:96, :80]
+    with rasterio.open(tmp_path / "o.tif") as ds:
+        assert ds.nodata == 0
+        got = ds.read(1)
+        mask = ds.read_masks(1)
+    assert (got[skipped] == 0).all() and (mask[skipped] == 0).all()
+    assert (got[~skipped] != 0).all() and (mask[~skipped] == 255).all()
+    k = config.from_dict({"kernel": KERNELS["gaussian"]}).kernel.array()
+    ref = np.clip(np.rint(oracle.normalised_dense(x[0].astype(float), np.ones(x[0].shape,
+                                                                             dtype=bool), k)),
+                  1, 255)  # valid values land on 1 at the least, off nodata
+    grid = np.zeros(x[0].shape, dtype=bool)
+    grid[::2, ::2] = True  # (the tiles' stride-2 samples are exact)
+    np.testing.assert_array_equal(got[grid & ~skipped], ref[grid & ~skipped])
 
 
 def test_alpha_becomes_output_mask(shared_data, tmp_path):

@@ -176,3 +176,26 @@ def test_all_steps_are_planned_in_one_pass_over_the_scene(smooth_scene, tmp_path
     with rasterio.open(scene) as ds:
         ntiles = (-(-ds.height // settings.tile_size)) * (-(-ds.width // settings.tile_size))
     assert len(reads) == ntiles
+
+
+def test_a_single_stride_step_skips_tiles_without_data(write_tif, tmp_path):
+    """Steps with one allowed stride are not planned; their tiles without a valid pixel are
+    still skipped (0 in each stride map) and written as nodata."""
+    data = np.full((1, 96, 96), 500, dtype="uint16")
+    data[0, :, 40:] = np.arange(56, dtype="uint16") * 7 + 100
+    data[0, :32, :32] = 0  # one tile without data
+    scene = write_tif(data, nodata=0)
+    cfg = tmp_path / "steps.yaml"
+    cfg.write_text(yaml.safe_dump({"tile_size": 32, "strides": [2], "steps": [
+        {"name": "box", "kernel": {"type": "box", "size": 3}},
+        {"name": "sobel", "kernel": {"type": "sobel_x"}}]}))
+    out = tmp_path / "out"
+    out.mkdir()
+    result = invoke("run", scene, "-c", cfg, "--out-dir", out, "-q")
+    assert result.exit_code == 0, result.output
+    for suffix in (".box", ".sobel"):
+        with rasterio.open(out / f"scene{suffix}.stride.tif") as sm:
+            strides = sm.read(1)
+        assert strides[0, 0] == 0 and (strides.ravel()[1:] > 0).all(), suffix
+        with rasterio.open(out / f"scene{suffix}.satconv.tif") as ds:
+            assert (ds.read_masks(1)[:32, :32] == 0).all()

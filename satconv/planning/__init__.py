@@ -35,11 +35,14 @@ READ_FULL = "every tile once with its halo, before execution (decoded again by e
 READ_NONE = "nothing: one allowed stride"
 
 
-def uniform_plan(grid: TileGrid, stride: int) -> Plan:
-    """Every tile at one stride: nothing to decide, so nothing is read to plan it. Tiles
-    without valid pixels still come out as nodata (the executor sees that from its reads)."""
+def uniform_plan(grid: TileGrid, settings: Settings) -> Plan:
+    """Every tile at the one allowed stride: nothing to decide, so nothing is read to plan it.
+    The executor skips the tiles its reads find without a valid pixel (stride 0), and above
+    stride 1 estimates each tile's error from its samples, as for a saved plan."""
+    stride = settings.strides[0]
     return Plan(np.full(grid.shape, stride, dtype=np.int64), grid, "uniform", None,
-                {"policy": "uniform", "stride": stride, "read": READ_NONE})
+                {"policy": "uniform", "stride": stride, "read": READ_NONE},
+                estimator=_estimator(settings) if stride > 1 else None)
 
 
 def _spec(settings: Settings) -> ScanSpec:
@@ -81,7 +84,7 @@ def make_plans(info: RasterInfo, settings: list[Settings], workers: int | None =
     plans = []
     for s in settings:
         if id(s) not in stats:
-            plans.append(uniform_plan(grid, s.strides[0]))
+            plans.append(uniform_plan(grid, s))
             continue
         plan = plan_from_stats(info, s, stats[id(s)])
         plan.details["read"] = READ_FULL

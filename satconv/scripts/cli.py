@@ -160,6 +160,9 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
         sources = batch.expand_inputs(inputs, lists)
         if not sources:
             raise UsageError("no inputs: give files, quoted patterns or --from-list FILE")
+        if output and out_dir:
+            raise UsageError("-o/--output and --out-dir exclude each other: -o names the "
+                             "outputs of one input, --out-dir the folder of several")
         if output and len(sources) > 1:
             raise UsageError("-o/--output takes one input; use --out-dir for several")
         if out_dir and not Path(out_dir).is_dir():
