@@ -15,7 +15,7 @@ import numpy as np
 
 from . import __version__, fingerprint, raster_io
 from .config import Settings
-from .errors import OutputError
+from .errors import OutputError, SatconvError
 from .pipeline import ExecuteOptions, ExecuteStats, compute_dtype, execute
 from .planning import (
     Plan,
@@ -105,15 +105,40 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def interrupted_commit(paths: OutputPaths, settings: Settings) -> bool:
+    """Whether the outputs at ``paths`` are what a run of ``settings`` left when it was killed
+    while renaming its finished outputs into place: the report (renamed last) is missing, and
+    every other output present is a complete GeoTIFF that satconv wrote with this config.
+    Such a set is redone like a killed run's staged files, without ``--overwrite``."""
+    present = [p for p in paths.all() if p.exists()]
+    if not present or paths.report in present:
+        return False
+    config = settings.to_json()
+    for p in present:
+        try:
+            raster_io.verify_output(p)
+            if raster_io.tags(p).get("SATCONV_CONFIG") != config:
+                return False
+        except (SatconvError, OSError):
+            return False
+    return True
+
+
 def _check_outputs(src: Path, paths: OutputPaths, overwrite: bool,
-                   plan_path: Path | None = None) -> None:
-    for p in (paths.raster, paths.stride_map, paths.report):
+                   plan_path: Path | None = None, settings: Settings | None = None) -> None:
+    leftover = None
+    for p in paths.all():
         for other, what in ((src, "the input"), (plan_path, "the plan it executes")):
             if other is not None and _same_file(p, other):
                 raise OutputError(f"{src}: output {p} would overwrite {what}")
         raster_io.check_output_dir(p)
+        if p.is_dir():
+            raise OutputError(f"{p}: is a folder, where an output file must go")
         if p.exists() and not overwrite:
-            raise OutputError(f"{p}: already exists (use --overwrite to replace it)")
+            if leftover is None:
+                leftover = settings is not None and interrupted_commit(paths, settings)
+            if not leftover:
+                raise OutputError(f"{p}: already exists (use --overwrite to replace it)")
 
 
 def plan_scene(
@@ -249,7 +274,7 @@ def run_scene(
     with raster_io.gdal_env():
         with raster_io.open_input(name, input_policy(settings)) as ds:
             info = raster_io.describe(ds)
-        _check_outputs(src, paths, overwrite, plan_path)
+        _check_outputs(src, paths, overwrite, plan_path, settings)
         fp = fingerprint.of_run(info, settings, plan_path)
         grid = TileGrid(info.height, info.width, settings.tile_size)
         ntiles = grid.shape[0] * grid.shape[1]

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import fingerprint, locks, parts, raster_io
-from .api import OutputPaths, RunReport, input_policy, run_scene
+from .api import OutputPaths, RunReport, input_policy, interrupted_commit, run_scene
 from .config import Settings
 from .core import cache_dir
 from .errors import InputError, InputTimeout, OutputError, SatconvError, UsageError
@@ -303,19 +303,29 @@ def failure(src: str, err: BaseException, seconds: float = 0.0, debug: bool = Fa
 
 def outputs_state(src: str, settings: Settings, paths: OutputPaths,
                   plan_path: Path | None) -> str:
-    """``absent`` (no output exists), ``current`` (all three exist and the report records the
-    fingerprint this run would have) or ``stale`` (something else is there)."""
+    """``absent`` (no output exists), ``current`` (all exist, every raster is complete, and
+    the report records the fingerprint this run would have), ``redo`` (this run's own outputs
+    but not a finished result: a run killed while renaming them into place, or a current set
+    with a damaged raster) or ``stale`` (something else is there)."""
     present = [p.exists() for p in paths.all()]
     if not any(present):
         return "absent"
     if not all(present):
-        return "stale"
+        return "redo" if interrupted_commit(paths, settings) else "stale"
     recorded = fingerprint.recorded(paths.report)
     if recorded is None:
         return "stale"
     with raster_io.gdal_env(), raster_io.open_input(src, input_policy(settings)) as ds:
         info = raster_io.describe(ds)
-    return "current" if recorded == fingerprint.of_run(info, settings, plan_path) else "stale"
+    if recorded != fingerprint.of_run(info, settings, plan_path):
+        return "stale"
+    for p in paths.all():
+        if p != paths.report:
+            try:
+                raster_io.verify_output(p)
+            except OutputError:
+                return "redo"
+    return "current"
 
 
 def units(src: str, settings: Settings, opts: RunOptions,
@@ -363,6 +373,7 @@ def run_one(src: str, settings: Settings, opts: RunOptions, emit: Emit = ignore,
                 _lock(held, src, p, opts, emit)
             emit(Event("start", src, {"outputs": {k: str(v) for k, v in
                                                   asdict(paths).items()}}))
+            overwrite = opts.overwrite
             if opts.skip_existing:
                 states = [outputs_state(src, ss, p, opts.plan_path) for ss, p in todo]
                 if all(st == "current" for st in states):
@@ -375,7 +386,8 @@ def run_one(src: str, settings: Settings, opts: RunOptions, emit: Emit = ignore,
                     return Outcome(src, "skipped", "outputs are complete and current "
                                    "(same input and config)", report=str(paths.report),
                                    seconds=time.monotonic() - t0)
-                stale = [p for st, (_, p) in zip(states, todo, strict=True) if st != "absent"]
+                stale = [p for st, (_, p) in zip(states, todo, strict=True) if st == "stale"]
+                overwrite = overwrite or "redo" in states
                 if stale and not opts.overwrite:
                     raise OutputError(f"{stale[0].report}: outputs exist but were not made "
                                       "from this input and config, or are incomplete (use "
@@ -385,7 +397,7 @@ def run_one(src: str, settings: Settings, opts: RunOptions, emit: Emit = ignore,
                 from . import steps
 
                 reports = steps.run_steps(src, settings, output=opts.output,
-                                          out_dir=opts.out_dir, overwrite=opts.overwrite,
+                                          out_dir=opts.out_dir, overwrite=overwrite,
                                           workers=opts.threads, progress=progress)
                 line = _steps_line(src, reports, time.monotonic() - t0)
                 return Outcome(src, "done", line, report=str(paths.report),
@@ -399,7 +411,7 @@ def run_one(src: str, settings: Settings, opts: RunOptions, emit: Emit = ignore,
                                                "reason": "--resume not given"}))
                 parts.discard(paths.raster)
             report = run_scene(src, settings, output=opts.output, out_dir=opts.out_dir,
-                               plan_path=opts.plan_path, overwrite=opts.overwrite,
+                               plan_path=opts.plan_path, overwrite=overwrite,
                                workers=opts.threads, progress=progress, engine=engine,
                                error_map=opts.error_map)
             if engine is not None:

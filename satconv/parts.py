@@ -40,6 +40,7 @@ import numpy as np
 from affine import Affine
 
 from . import profiles, raster_io
+from .errors import OutputError
 from .events import Emit, Event, ignore
 from .pipeline import ExecuteOptions, ExecuteStats, TileDone, compute_tiles
 from .planning import Plan
@@ -97,6 +98,19 @@ def _part_files(raster: Path) -> list[Path]:
         pattern = glob.escape(str(raster.with_name(prefix))) + "*"
         out += [Path(p) for p in glob.glob(pattern)]
     return out
+
+
+def _sound(part: Path) -> bool:
+    """Whether a finished part is there and whole; a damaged one is removed."""
+    if not part.exists():
+        return False
+    try:
+        raster_io.verify_output(part)
+    except OutputError:
+        with contextlib.suppress(FileNotFoundError):
+            part.unlink()
+        return False
+    return True
 
 
 def leftovers(raster: Path) -> bool:
@@ -320,9 +334,10 @@ class PartsEngine:
                 _event(self.emit, self.src, "checkpoint", action="discard",
                        reason=f"made for {why}")
             else:
-                # A part listed and present is finished; one listed but missing is redone.
+                # A part listed and present is finished; one listed but missing or damaged
+                # (truncated, emptied: its blocks do not all lie in the file) is redone.
                 done = {k: v for k, v in done.items()
-                        if 0 <= k < self.layout.count and part_path(self.raster, k).exists()}
+                        if 0 <= k < self.layout.count and _sound(part_path(self.raster, k))}
                 for p in _part_files(self.raster):  # what the killed run left unfinished
                     if p.name.endswith((".partial", ".tmp")):
                         with contextlib.suppress(FileNotFoundError):

@@ -145,7 +145,7 @@ def run_steps(
         with raster_io.open_input(name, input_policy(settings)) as ds:
             info = raster_io.describe(ds)
         for st in steps:
-            _check_outputs(src, st.paths, overwrite)
+            _check_outputs(src, st.paths, overwrite, settings=st.settings)
         grid = TileGrid(info.height, info.width, settings.tile_size)
         ntiles = grid.shape[0] * grid.shape[1]
         t_start = time.perf_counter()

@@ -319,3 +319,32 @@ def test_sigterm_stops_a_batch_and_leaves_nothing(tmp_path):
     assert sorted(err.splitlines()) == sorted(f"satconv: {n}: terminated, nothing written"
                                               for n in names)
     assert listing(out) == []
+
+
+def test_skip_existing_redoes_damaged_outputs(tmp_path):
+    """Outputs of this input and config whose raster or stride map no longer holds all its
+    blocks (truncated, emptied) are redone, not called complete."""
+    src, _ = scene(tmp_path, "s.tif", 3, (1, 140, 90))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(EXACT)
+    assert invoke("run", src, "-c", cfg, "-q").exit_code == 0
+    good = {n: (tmp_path / n).read_bytes() for n in ("s.satconv.tif", "s.stride.tif")}
+    for name, size in (("s.satconv.tif", 1000), ("s.stride.tif", 0)):
+        with open(tmp_path / name, "r+b") as f:
+            f.truncate(size)
+        result = invoke("run", src, "-c", cfg, "--skip-existing")
+        assert result.exit_code == 0, result.stderr
+        assert "skipped" not in result.stderr
+        with rasterio.open(tmp_path / "s.satconv.tif") as ds:
+            assert ds.read().shape == (1, 140, 90)
+        assert (tmp_path / "s.stride.tif").read_bytes() == good["s.stride.tif"]
+    assert "skipped" in invoke("run", src, "-c", cfg, "--skip-existing").stderr
+
+
+def test_a_folder_at_an_output_name_fails_before_anything_is_written(tmp_path):
+    src, _ = scene(tmp_path, "s.tif", 3, (1, 40, 40))
+    (tmp_path / "s.satconv.json").mkdir()
+    result = invoke("run", src, "--overwrite")
+    assert result.exit_code == 1 and "s.satconv.json" in result.stderr
+    assert "folder" in result.stderr
+    assert listing(tmp_path) == ["s.satconv.json", "s.tif"]

@@ -248,3 +248,65 @@ def test_resumed_refine_run_writes_the_strides_it_executed(big, tmp_path):
     with rasterio.open(plain / "big.satconv.tif") as a, \
             rasterio.open(parted / "big.satconv.tif") as b:
         np.testing.assert_array_equal(a.read(), b.read())
+
+
+def _killed_at_the_last_rename(monkeypatch, scene: Path, cfg: Path, out: Path) -> None:
+    """Run until the outputs are renamed into place and stop it (as SIGKILL would, but
+    after the staged files are cleaned) just before the report, which goes last."""
+    from satconv import api, config, raster_io
+
+    real = os.replace
+
+    def replace(src, dst):
+        if str(dst).endswith(".satconv.json"):
+            raise SystemExit(137)
+        real(src, dst)
+
+    monkeypatch.setattr(raster_io.os, "replace", replace)
+    with pytest.raises(SystemExit):
+        api.run_scene(scene, config.load(str(cfg)), out_dir=out)
+    monkeypatch.setattr(raster_io.os, "replace", real)
+
+
+@pytest.mark.parametrize("flags", [[], ["--skip-existing", "--resume"]],
+                         ids=["plain", "cron"])
+def test_killed_between_renames_then_the_same_command_completes(big, tmp_path, monkeypatch,
+                                                                 flags):
+    """Killed after the raster and stride map are renamed but before the report: the same
+    command again (plain, or the README's cron line) redoes the set."""
+    out = tmp_path / "out"
+    out.mkdir()
+    _killed_at_the_last_rename(monkeypatch, big["scene"], big["cfg"], out)
+    assert sorted(os.listdir(out)) == ["big.satconv.tif", "big.stride.tif"]
+    result = invoke("run", big["scene"], "-c", big["cfg"], "--out-dir", out, "-q", *flags)
+    assert result.exit_code == 0, result.stderr
+    assert_same_outputs(out, big["ref"])
+
+
+def test_a_killed_commit_of_another_config_is_not_replaced(big, tmp_path, monkeypatch):
+    """What a run of another config left is not this run's to replace."""
+    out = tmp_path / "out"
+    out.mkdir()
+    _killed_at_the_last_rename(monkeypatch, big["scene"], big["cfg"], out)
+    other = tmp_path / "other.yaml"
+    other.write_text(big["cfg"].read_text() + "reconstruction: nearest\n")
+    before = {n: (out / n).read_bytes() for n in os.listdir(out)}
+    for flags in ([], ["--skip-existing"]):
+        result = invoke("run", big["scene"], "-c", other, "--out-dir", out, *flags)
+        assert result.exit_code == 1 and "--overwrite" in result.stderr
+        assert {n: (out / n).read_bytes() for n in os.listdir(out)} == before
+
+
+def test_resume_redoes_a_damaged_part(big, tmp_path):
+    """A finished part that was damaged afterwards (truncated) is computed again, not
+    reported on every rerun."""
+    out = tmp_path / "out"
+    out.mkdir()
+    kill_during_run(out, big["cfg"], big["scene"], parts_done=2)
+    part = parts.part_path(out / "big.satconv.tif", 0)
+    assert part.exists()
+    with open(part, "r+b") as f:
+        f.truncate(part.stat().st_size // 2)
+    result = invoke("run", big["scene"], "-c", big["cfg"], "--out-dir", out, "--resume")
+    assert result.exit_code == 0, result.stderr
+    assert_same_outputs(out, big["ref"])
