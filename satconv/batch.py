@@ -68,14 +68,26 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
+    """Stop a child's work like Ctrl-C, once. Ctrl-C reaches the whole process group and the
+    parent then sends SIGTERM too: a second KeyboardInterrupt raised while the first unwinds
+    a wait on a lock leaves that lock released twice (``RuntimeError: release unlocked
+    lock``), and the input was reported failed instead of interrupted."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     raise KeyboardInterrupt
+
+
+def _on_interrupt_stop() -> None:
+    """In a child: SIGINT and SIGTERM both stop the work, once (:func:`_raise_interrupt`)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _raise_interrupt)
 
 
 def _child(conn: Any, parent: int, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
     _die_with_parent(parent)
     # SIGTERM from the parent (an interrupted batch) stops the work like Ctrl-C: the staged
     # files are removed on the way out.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    _on_interrupt_stop()
     try:
         message: tuple[str, Any] = ("ok", fn(*args, **kwargs))
     except BaseException as err:  # noqa: BLE001 - everything goes back to the parent
@@ -452,7 +464,7 @@ def _serve(conn: Any, parent: int, events: Any) -> None:
     """A worker process's loop: run each ``(src, settings, opts)`` it is sent with
     :func:`run_one`, answer with the outcome, until told to stop (``None``) or interrupted."""
     _die_with_parent(parent)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    _on_interrupt_stop()
     try:
         while True:
             task = conn.recv()

@@ -348,3 +348,28 @@ def test_a_folder_at_an_output_name_fails_before_anything_is_written(tmp_path):
     assert result.exit_code == 1 and "s.satconv.json" in result.stderr
     assert "folder" in result.stderr
     assert listing(tmp_path) == ["s.satconv.json", "s.tif"]
+
+
+def test_a_child_stops_once_when_ctrl_c_and_the_parents_sigterm_both_arrive():
+    """Ctrl-C reaches every process of the group, then the parent sends SIGTERM: a child
+    raises KeyboardInterrupt for the first and ignores the second, which would otherwise
+    strike while the first unwinds (a lock released twice: the input reported failed)."""
+    script = (
+        "import os, signal, threading, time\n"
+        "from satconv import batch\n"
+        "batch._on_interrupt_stop()\n"
+        "cond = threading.Condition()\n"
+        "threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()\n"
+        "threading.Timer(0.25, os.kill, (os.getpid(), signal.SIGTERM)).start()\n"
+        "try:\n"
+        "    with cond:\n"
+        "        cond.wait(5)\n"
+        "except KeyboardInterrupt:\n"
+        "    time.sleep(0.5)\n"  # the SIGTERM arrives here, and must not raise again
+        "    print('stopped once')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "stopped once"
