@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -326,9 +327,15 @@ class Settings(_Strict):
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
 
+#: Problems a config error names; the rest are counted (a kernel of strings would otherwise
+#: give one message per weight, on one line).
+MAX_PROBLEMS = 3
+
+
 def _format_validation(err: ValidationError, lines: dict[tuple, int] | None = None) -> str:
     parts = []
-    for e in err.errors():
+    errors = err.errors()
+    for e in errors[:MAX_PROBLEMS]:
         loc = ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
@@ -336,6 +343,8 @@ def _format_validation(err: ValidationError, lines: dict[tuple, int] | None = No
         line = _line_of(tuple(e["loc"]), lines or {})
         where = f" (line {line})" if line else ""
         parts.append(f"{loc}: {msg}{where}" if loc else f"{msg}{where}")
+    if len(errors) > MAX_PROBLEMS:
+        parts.append(f"and {len(errors) - MAX_PROBLEMS} more")
     return "; ".join(parts)
 
 
@@ -386,7 +395,8 @@ class StrictLoader(yaml.SafeLoader):
     not strings (``1:``, ``on:``, ``[a, b]:``), the YAML 1.1 booleans ``yes/no/on/off`` (write
     ``true``/``false``, or quote them to mean text), base-60 numbers (``1:30`` is 90) and
     leading-zero octals (``010`` is 8), more than :data:`MAX_ALIASES` anchors and aliases, and
-    nesting deeper than :data:`MAX_DEPTH`.
+    nesting deeper than :data:`MAX_DEPTH`. Numbers with an exponent and no decimal point
+    (``1e-3``), which YAML 1.1 reads as text, are numbers, as in YAML 1.2.
     """
 
     def __init__(self, stream: str) -> None:
@@ -452,6 +462,9 @@ class StrictLoader(yaml.SafeLoader):
 StrictLoader.add_constructor(_BOOL, StrictLoader.construct_yaml_bool)
 StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_yaml_int)
 StrictLoader.add_constructor("tag:yaml.org,2002:float", StrictLoader.construct_yaml_float)
+StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                   re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+                                   list("-+0123456789"))
 
 
 def _key_lines(node: yaml.Node | None) -> dict[tuple, int]:
@@ -529,7 +542,23 @@ def load(path: str | Path | None) -> Settings:
     settings = from_dict(data, str(p), lines)
     if settings.context is not None:  # its paths are relative to the config's folder
         settings.context._base_dir = p.resolve().parent
+        _check_context_files(settings.context, str(p), lines)
     return settings
+
+
+def _check_context_files(ctx: ContextConfig, source: str, lines: dict[tuple, int]) -> None:
+    """A context file that is not there fails the config (exit 2, before any input), not
+    every input of a batch one after the other. URLs and GDAL paths are left to GDAL."""
+    for key in ctx.sources():
+        value = getattr(ctx, key)
+        if "://" in value or value.startswith("/vsi"):
+            continue
+        target = ctx.path(value)
+        if not target.is_file():
+            what = "is not a file" if target.exists() else "no such file"
+            line = _line_of(("context", key), lines)
+            where = f" (line {line})" if line else ""
+            raise ConfigError(f"{source}: context.{key}: {what}: {target}{where}")
 
 
 def default_yaml() -> str:

@@ -184,3 +184,27 @@ def test_new_keys_are_validated(tmp_path):
                                     "limits:\n  max_pixels: 10000000000\n"))
     assert s.input.drivers == ["GTiff", "PNG"] and s.input.allow_urls
     assert s.limits.max_pixels == 10**10
+
+
+def test_numbers_with_an_exponent_and_no_point_are_numbers(tmp_path):
+    """YAML 1.1 reads ``1e-3`` as text, and the config was refused with 'Input should be a
+    valid number'; they are numbers, as in YAML 1.2 (quoted, still text)."""
+    p = write(tmp_path, "kernel: {type: custom, weights: [[1e-3, 2E0, 1e0]]}\n"
+                        "policy: {type: budget, fraction: 25e-2}\n")
+    s = config.load(p)
+    assert s.kernel.weights == [[0.001, 2.0, 1.0]]
+    assert s.policy.fraction == 0.25
+    data, _ = config.parse_yaml("a: '1e-3'\nb: 1e\nc: 1_000e-3\n")
+    assert data == {"a": "1e-3", "b": "1e", "c": 1.0}
+
+
+def test_many_problems_make_one_short_line(tmp_path):
+    """A kernel of 51x51 bad weights is one problem per weight: the message names the first
+    few and counts the rest."""
+    rows = ", ".join(["[" + ", ".join(["x"] * 51) + "]"] * 51)
+    p = write(tmp_path, f"kernel: {{type: custom, weights: [{rows}]}}\n")
+    with pytest.raises(ConfigError) as err:
+        config.load(p)
+    text = str(err.value)
+    assert "\n" not in text and len(text) < 400
+    assert "kernel.weights.0.0" in text and f"and {51 * 51 - 3} more" in text

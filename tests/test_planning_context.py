@@ -174,16 +174,30 @@ def test_bad_context_inputs_fail_with_one_line(rgb, tmp_path):
     with pytest.raises(ConfigError, match=r"context.inside_stride"):
         config.from_dict({"strides": [1, 2], "context": {"inside_stride": 4}})
     cases = {
-        "missing.geojson": None,
         "bad.json": "{not json",
         "nobox.json": json.dumps([{"score": 1.0}]),
         "point.geojson": json.dumps({"type": "Topology"}),
     }
     for name, text in cases.items():
-        if text is not None:
-            (tmp_path / name).write_text(text)
+        (tmp_path / name).write_text(text)
         key = "detections" if name.endswith(".json") else "geometries"
         cfg = write_yaml(tmp_path / f"{name}.yaml", f"context: {{{key}: {name}}}\n")
         with pytest.raises(InputError) as info:
             api.plan_scene(rgb, config.load(cfg))
         assert name in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("key", ["mask", "geometries", "detections"])
+def test_a_missing_context_file_is_a_config_error(rgb, tmp_path, key):
+    """Named once, with its key and line, before any input is read (exit 2), by ``config
+    validate`` as by ``run``; not as a failure of every input of a batch."""
+    cfg = write_yaml(tmp_path / "c.yaml", f"tile_size: {TILE}\ncontext:\n  {key}: nosuch\n")
+    with pytest.raises(ConfigError, match=rf"context.{key}: no such file: .*nosuch \(line 3\)"):
+        config.load(cfg)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["config", "validate", str(cfg)])
+    assert result.exit_code == 2 and "nosuch" in result.output
+    result = runner.invoke(cli, ["run", str(rgb), str(rgb), "-c", str(cfg), "--out-dir",
+                                 str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.stderr.count("nosuch") == 1 and len(result.stderr.strip().splitlines()) == 1
