@@ -207,18 +207,22 @@ def run_scene_with_timeout(
 _MAGIC = set("*?[")
 #: What satconv writes: never picked up by a pattern (a rerun of ``'scenes/*.tif'`` with the
 #: outputs beside the inputs must not convolve last night's outputs).
-OUTPUT_SUFFIXES = (".satconv.tif", ".stride.tif")
+OUTPUT_SUFFIXES = (".satconv.tif", ".stride.tif", ".error.tif", ".satconv.json",
+                   ".quicklook.png")
 
 
-def expand_inputs(args: Sequence[str], lists: Sequence[str] = ()) -> list[str]:
+def expand_inputs(args: Sequence[str], lists: Sequence[str] = (),
+                  exclude: Sequence[str] = ()) -> list[str]:
     """The inputs of a batch, in order, each once: ``args`` (a name that is not an existing
     file but holds ``* ? [`` is a glob pattern, ``**`` recursive; quote it in the shell) and
     the lines of each ``--from-list`` file (``-``: standard input; blank lines and lines
     starting with ``#`` skipped; relative paths are relative to the current folder).
 
     Files a pattern matches that are satconv's own outputs (``*.satconv.tif``,
-    ``*.stride.tif``) are left out; name them explicitly to use them as inputs. A pattern
-    that matches nothing stays as it is, so it fails as a missing input, named.
+    ``*.stride.tif``, ``*.error.tif``, ``*.satconv.json``, ``*.quicklook.png``) or one of
+    ``exclude`` (the batch's summary file) are left out; name them explicitly to use them as
+    inputs. A pattern that matches nothing stays as it is, so it fails as a missing input,
+    named.
     A list that cannot be read is a :class:`UsageError`.
     """
     names: list[str] = []
@@ -232,12 +236,14 @@ def expand_inputs(args: Sequence[str], lists: Sequence[str] = ()) -> list[str]:
                   if ln.strip() and not ln.lstrip().startswith("#")]
     out: list[str] = []
     seen: set[str] = set()
+    skip = {os.path.abspath(e) for e in exclude}
     for name in [*args, *names]:
         matches = [name]
         if _MAGIC & set(name) and not os.path.lexists(name):
             found = sorted(glob.glob(name, recursive=True))
             matches = [m for m in found
-                       if not os.path.isdir(m) and not m.endswith(OUTPUT_SUFFIXES)] or [name]
+                       if not os.path.isdir(m) and not m.endswith(OUTPUT_SUFFIXES)
+                       and os.path.abspath(m) not in skip] or [name]
         for m in matches:
             if m not in seen:
                 seen.add(m)

@@ -373,3 +373,20 @@ def test_a_child_stops_once_when_ctrl_c_and_the_parents_sigterm_both_arrive():
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "stopped once"
+
+
+def test_a_recursive_pattern_skips_every_output_of_a_previous_run(tmp_path, monkeypatch):
+    """'**' over a folder of inputs and last night's outputs (error maps, reports,
+    quicklooks, the summary) runs the inputs only, night after night."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rec").mkdir()
+    scene(tmp_path / "rec", "a.tif", 1, (1, 40, 40))
+    for _ in range(2):
+        result = invoke("run", "rec/**", "--error-map", "--quicklook", "--overwrite",
+                        "--summary", "rec/last.json", "--log-format", "json", "-q")
+        assert result.exit_code == 0, result.stderr
+        summary = json.loads((tmp_path / "rec" / "last.json").read_text())
+        assert [r["input"] for r in summary["results"]] == ["rec/a.tif"]
+    assert listing(tmp_path / "rec") == ["a.error.tif", "a.quicklook.png", "a.satconv.json",
+                                         "a.satconv.tif", "a.stride.tif", "a.tif",
+                                         "last.json"]

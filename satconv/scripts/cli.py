@@ -157,7 +157,8 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
 
     try:
         settings = config.load(config_path)
-        sources = batch.expand_inputs(inputs, lists)
+        sources = batch.expand_inputs(inputs, lists,
+                                      exclude=[summary_path] if summary_path else [])
         if not sources:
             raise UsageError("no inputs: give files, quoted patterns or --from-list FILE")
         if output and out_dir:
