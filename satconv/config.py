@@ -32,6 +32,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+#: The range of a custom kernel's absolute weight sum: beyond it, filtered values overflow
+#: float32 (3.4e38) or sink under its smallest normal number (1.2e-38) for inputs of any type.
+WEIGHT_SUM = (1e-20, 1e20)
+
+
 class KernelConfig(_Strict):
     """kernel: a named kernel, or custom weights."""
 
@@ -69,6 +74,11 @@ class KernelConfig(_Strict):
             raise ValueError("weights must be finite numbers (no NaN or infinity)")
         if all(x == 0 for row in v for x in row):
             raise ValueError("weights are all zero")
+        total = sum(abs(x) for row in v for x in row)  # inf past the float range
+        if not WEIGHT_SUM[0] <= total <= WEIGHT_SUM[1]:
+            raise ValueError(f"weights' absolute sum {total:.3g} is outside "
+                             f"[{WEIGHT_SUM[0]:g}, {WEIGHT_SUM[1]:g}]: the output would "
+                             "overflow or vanish; scale the kernel")
         return v
 
     @model_validator(mode="after")

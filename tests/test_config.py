@@ -100,7 +100,10 @@ def test_contract_commented_keys_accepted_as_written(write_config):
     for key in ("fraction", "tolerance", "tolerance_db", "mask", "geometries",
                 "inside_stride", "skip_outside"):
         text = _uncomment(text, key)
-    s = config.load(write_config(text, "all.yaml"))
+    path = write_config(text, "all.yaml")
+    for name in ("roi.tif", "roi.geojson"):  # the context files it names must be there
+        (path.parent / name).touch()
+    s = config.load(path)
     assert s.policy.fraction == 0.3 and s.policy.tolerance == 0.5
     assert s.policy.tolerance_db == 40
     assert s.context is not None
@@ -157,6 +160,10 @@ def test_settings_round_trip_through_json_and_yaml(write_config):
     ("kernel: {type: custom, weights: [[1, .nan, 1]]}", "kernel.weights", "finite"),
     ("kernel: {type: custom, weights: [[1, .inf, 1]]}", "kernel.weights", "finite"),
     ("kernel: {type: custom, weights: [[1, 2, 3], [4, 5]]}", "kernel.weights", "rectangular"),
+    ("kernel: {type: custom, weights: [[1.0e+308, 1.0e+308, 1.0e+308]]}", "kernel.weights",
+     "overflow"),
+    ("kernel: {type: custom, weights: [[1.0e-300, 1.0e-300, 1.0e-300]]}", "kernel.weights",
+     "vanish"),
     ("kernel: {type: custom}", "kernel", "weights"),
     ("kernel: {type: gaussian, sigma: 0}", "kernel.sigma", "sigma"),
     ("kernel: {type: gaussian, sigma: .nan}", "kernel.sigma", "sigma"),

@@ -105,6 +105,8 @@ def test_safe_load_would_have_accepted_them():
 
 
 def test_quoted_or_true_false_are_fine(tmp_path):
+    for name in ("on", "yes"):  # the context files it names must be there
+        (tmp_path / name).touch()
     s = config.load(write(tmp_path, "output:\n  cog: true\ncontext:\n  mask: 'on'\n"
                                     "  geometries: \"yes\"\n"))
     assert s.output.cog is True
