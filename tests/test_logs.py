@@ -106,3 +106,19 @@ def test_quiet_prints_failures_only(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.splitlines()[1:] == ["satconv: 1 of 2 inputs failed"]
     assert proc.stderr.splitlines()[0].startswith(f"satconv: {bad}: ")
+
+
+def test_option_errors_follow_the_json_log_format(tmp_path):
+    """An unknown option or a bad value is a usage error like a bad config: with --log-format
+    json, one JSON error event (exit 2), not click's usage text."""
+    good, _, _ = scenes(tmp_path)
+    for args in (["--jobs", "0", "--log-format", "json"], ["--bogus", "--log-format=json"]):
+        done = satconv("run", good, *args)
+        assert done.returncode == 2
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, done.stderr
+        event = json.loads(lines[0])
+        assert event["event"] == "error" and event["exit_code"] == 2
+        assert ("--jobs" in event["error"]) or ("--bogus" in event["error"])
+    text = satconv("run", good, "--bogus")
+    assert text.returncode == 2 and "Usage:" in text.stderr  # text logs: click's own message

@@ -79,7 +79,37 @@ def _make_quicklook(report_path: str, overwrite: bool) -> None:
     previews.make_quicklook(report_path, overwrite=overwrite)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _json_logs(argv: list[str]) -> bool:
+    """Whether the command line asks for JSON logs (read before click parses it)."""
+    return "--log-format=json" in argv or any(
+        a == "--log-format" and b == "json" for a, b in zip(argv, argv[1:], strict=False))
+
+
+class _Group(click.Group):
+    """click's group, whose usage errors (an unknown option, a bad value) follow
+    ``--log-format json`` when the command line asks for it: one ``error`` event, not
+    click's usage text, for log collectors that parse every line."""
+
+    def main(self, args: list[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: object) -> object:
+        argv = list(args) if args is not None else sys.argv[1:]
+        if not standalone_mode or not _json_logs(argv):
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        from .render import Renderer
+
+        try:
+            rv = super().main(argv, prog_name, complete_var, False, **extra)
+        except click.ClickException as err:
+            Renderer("json").error(err.format_message(), err.exit_code)
+            sys.exit(err.exit_code)
+        except click.Abort:
+            Renderer("json").error("aborted", 1)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="satconv")
 def cli() -> None:
     """Adaptive-stride convolution of large GeoTIFFs."""
