@@ -597,12 +597,16 @@ class BatchSummary:
 
     @property
     def exit_code(self) -> int:
-        return max([o.exit_code for o in self.outcomes if o.status == "failed"], default=0)
+        return max([o.exit_code for o in self.outcomes if o.status in ("failed", "stopped")],
+                   default=0)
 
     def to_dict(self) -> dict[str, Any]:
+        counts = {"done": self.count("done"), "skipped": self.count("skipped"),
+                  "failed": self.count("failed")}
+        if self.count("stopped"):  # an interrupted batch (BatchInterrupted)
+            counts["stopped"] = self.count("stopped")
         return {
-            "inputs": len(self.outcomes), "done": self.count("done"),
-            "skipped": self.count("skipped"), "failed": self.count("failed"),
+            "inputs": len(self.outcomes), **counts,
             "exit_code": self.exit_code, "seconds": round(self.seconds, 3),
             "backend": self.backend,
             "results": [{k: v for k, v in asdict(o).items() if v is not None}
@@ -619,6 +623,23 @@ class BatchSummary:
     def write(self, path: Path) -> None:
         """The batch summary JSON, written atomically."""
         parts._write_json(Path(path), self.to_dict())
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """A batch stopped by Ctrl-C or SIGTERM, with what became of each input: the outcomes of
+    those that ended, and ``stopped`` for the rest (``exit_code``: 130, or 143 for SIGTERM,
+    set by whoever knows which signal it was)."""
+
+    def __init__(self, summary: BatchSummary):
+        super().__init__()
+        self.summary = summary
+
+    def stopped(self, exit_code: int, how: str) -> BatchSummary:
+        """The summary, with the inputs that did not end marked ``how`` (``interrupted``,
+        ``terminated``) and ``exit_code``."""
+        outcomes = [replace(o, message=f"{o.input}: {how}, not finished", exit_code=exit_code)
+                    if o.status == "stopped" else o for o in self.summary.outcomes]
+        return replace(self.summary, outcomes=outcomes)
 
 
 def _same_output_conflicts(sources: list[str], opts: RunOptions) -> dict[str, Outcome]:
@@ -665,20 +686,26 @@ def run_batch(
         results[o.input] = o
         emit(o.event())
 
-    if backend == "local":  # in input order, conflicts included
-        for src in sources:
-            finish(conflicts[src] if src in conflicts else run_one(src, settings, opts, emit))
-    else:
-        for o in conflicts.values():
-            finish(o)
-    if scheduler:
-        from . import distributed
+    try:
+        if backend == "local":  # in input order, conflicts included
+            for src in sources:
+                finish(conflicts[src] if src in conflicts
+                       else run_one(src, settings, opts, emit))
+        else:
+            for o in conflicts.values():
+                finish(o)
+        if scheduler:
+            from . import distributed
 
-        distributed.run_batch(scheduler, todo, settings, opts, emit, finish, distribute)
-    elif backend != "local":
-        if todo:
-            _warm_up(settings, emit)
-        _run_processes(todo, settings, opts, emit, finish, jobs, timeout)
+            distributed.run_batch(scheduler, todo, settings, opts, emit, finish, distribute)
+        elif backend != "local":
+            if todo:
+                _warm_up(settings, emit)
+            _run_processes(todo, settings, opts, emit, finish, jobs, timeout)
+    except KeyboardInterrupt:
+        raise BatchInterrupted(BatchSummary(
+            [results.get(s) or Outcome(s, "stopped") for s in sources],
+            time.monotonic() - t0, backend)) from None
     summary = BatchSummary([results[s] for s in sources], time.monotonic() - t0, backend)
     emit(summary.event())
     return summary

@@ -390,3 +390,41 @@ def test_a_recursive_pattern_skips_every_output_of_a_previous_run(tmp_path, monk
     assert listing(tmp_path / "rec") == ["a.error.tif", "a.quicklook.png", "a.satconv.json",
                                          "a.satconv.tif", "a.stride.tif", "a.tif",
                                          "last.json"]
+
+
+def test_a_stopped_batch_still_writes_its_summary(tmp_path):
+    """SIGTERM in the middle of a batch: the summary says which inputs ended (done) and which
+    did not (stopped, with the exit code), for whoever reruns what is left."""
+    rng = np.random.default_rng(8)
+    small, _ = scene(tmp_path, "a.tif", 1, (1, 40, 40))
+    big = write_geotiff(tmp_path / "b.tif", rng.integers(0, 65535, (1, 3000, 3000), np.uint16))
+    later, _ = scene(tmp_path, "c.tif", 2, (1, 40, 40))
+    cfg = tmp_path / "c.yaml"
+    weights = np.round(rng.normal(size=(31, 31)), 2).tolist()
+    cfg.write_text(f"kernel: {{type: custom, weights: {weights}}}\nstrides: [1]\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    summary = tmp_path / "summary.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "satconv", "run", small, big, later, "-c",
+                             cfg, "--out-dir", out, "--summary", summary], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.monotonic()
+        while not any(n.startswith(".b.") and n.endswith(".partial") for n in os.listdir(out)):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() - t0 < 60
+            time.sleep(0.005)
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    got = json.loads(summary.read_text())
+    assert [(r["input"], r["status"]) for r in got["results"]] == [
+        (str(small), "done"), (str(big), "stopped"), (str(later), "stopped")]
+    assert (got["done"], got["stopped"], got["exit_code"]) == (1, 2, 143)
+    assert got["results"][1]["message"] == f"{big}: terminated, not finished"
+    assert listing(out) == ["a.satconv.json", "a.satconv.tif", "a.stride.tif"]

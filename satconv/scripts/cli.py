@@ -222,7 +222,7 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
     try:
         summary = batch.run_batch(sources, settings, opts, render, jobs=jobs, timeout=timeout,
                                   scheduler=scheduler, distribute=distribute)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         render.close()
         code = 143 if stop["term"] else 130
         what = "terminated" if stop["term"] else "interrupted"
@@ -230,6 +230,10 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
         for src in list(render.active) or [None]:
             name = f"{src}: " if src else ""
             render.error(f"{name}{what}, {kept}", code)
+        if summary_path and isinstance(err, batch.BatchInterrupted):
+            # what ended is worth knowing (and what a rerun has left to do)
+            with contextlib.suppress(OSError):
+                err.stopped(code, what).write(Path(summary_path))
         sys.exit(code)
     except SatconvError as err:  # the scheduler cannot be reached, ...
         render.close()
