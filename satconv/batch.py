@@ -390,7 +390,7 @@ def run_one(src: str, settings: Settings, opts: RunOptions, emit: Emit = ignore,
             for _, p in sorted(todo, key=lambda u: str(u[1].raster)):
                 _lock(held, src, p, opts, emit)
             emit(Event("start", src, {"outputs": {k: str(v) for k, v in
-                                                  asdict(paths).items()}}))
+                                                  asdict(paths).items() if v is not None}}))
             overwrite = opts.overwrite
             if opts.skip_existing:
                 states = [outputs_state(src, ss, p, opts.plan_path) for ss, p in todo]

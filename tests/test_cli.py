@@ -389,3 +389,14 @@ def test_interrupted_run_exits_130_and_cleans_up(tmp_path):
     assert proc.returncode == 130
     assert "interrupted" in err and "big.tif" in err and "Traceback" not in err
     assert listing(tmp_path) == ["big.tif", "c.yaml"]  # no final name, no temporary file
+
+
+def test_summary_folder_and_lock_timeout_are_checked_before_any_work(make_scene, tmp_path):
+    """Found out at once, not after the batch: a summary that cannot be written, and a
+    --lock-timeout without --on-lock wait (which it would silently not bound)."""
+    scene, _ = make_scene(20, 20)
+    result = invoke("run", scene, "--summary", tmp_path / "nowhere" / "s.json")
+    assert result.exit_code == 1 and "nowhere" in result.stderr
+    result = invoke("run", scene, "--lock-timeout", "5")
+    assert result.exit_code == 2 and "--on-lock wait" in result.stderr
+    assert listing(tmp_path) == ["scene.tif"]

@@ -17,7 +17,7 @@ from typing import NoReturn
 
 import click
 
-from .. import __version__, api, config
+from .. import __version__, api, config, raster_io
 from ..errors import OutputError, SatconvError, UsageError
 
 
@@ -194,6 +194,13 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
         if output and out_dir:
             raise UsageError("-o/--output and --out-dir exclude each other: -o names the "
                              "outputs of one input, --out-dir the folder of several")
+        if lock_timeout is not None and on_lock != "wait":
+            raise UsageError("--lock-timeout bounds the wait of --on-lock wait; give both")
+        if summary_path:  # found out now, not after hours of work
+            raster_io.check_output_dir(Path(summary_path))
+            if Path(summary_path).is_dir():
+                raise OutputError(f"{summary_path}: is a folder, where the summary file "
+                                  "must go")
         if output and len(sources) > 1:
             raise UsageError("-o/--output takes one input; use --out-dir for several")
         if out_dir and not Path(out_dir).is_dir():
