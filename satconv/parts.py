@@ -132,7 +132,9 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f)
+        raster_io.sync_file(Path(tmp))
         os.replace(tmp, path)
+        raster_io.sync_folder(path.parent)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -211,7 +213,9 @@ def write_parts(info: RasterInfo, plan: Plan, opts: ExecuteOptions, layout: Part
             if count == expected[k]:
                 del open_parts[k]
                 cm.__exit__(None, None, None)
+                raster_io.sync_file(tmp)
                 os.replace(tmp, part_path(raster, k))
+                raster_io.sync_folder(raster.parent)
                 if on_part is not None:
                     on_part(k, evals, part_record([executed[k][t.ty, t.tx]
                                                    for t in layout.tiles(k)]))

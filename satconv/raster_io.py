@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import glob
 import os
 import re
@@ -627,6 +628,32 @@ def remove_partials(finals: list[Path], pid: int | None = None) -> None:
                     p.unlink()
 
 
+def sync_file(path: Path) -> None:
+    """Have a written file's data on disk before it is renamed into place: after a power
+    loss a renamed file could otherwise be empty or hold zeros. (About 0.1 s for a 130 MB
+    output here.) A file system that cannot sync is left as it is; a failure to write
+    (EIO, ENOSPC) is raised."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EROFS):
+            raise
+    finally:
+        os.close(fd)
+
+
+def sync_folder(folder: Path) -> None:
+    """Make the renames in ``folder`` durable (best effort: not every system syncs a
+    folder)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 class StagedOutputs:
     """Outputs written under temporary names, renamed to their final names only on commit.
 
@@ -645,10 +672,15 @@ class StagedOutputs:
         return self.temps[self.finals.index(Path(final))]
 
     def commit(self) -> None:
-        """Rename every temporary file to its final name, the first listed last."""
+        """Rename every temporary file to its final name, the first listed last, once each is
+        on disk (:func:`sync_file`); then make the renames durable (:func:`sync_folder`)."""
+        for tmp in self.temps:
+            sync_file(tmp)
         for tmp, final in reversed(list(zip(self.temps, self.finals, strict=True))):
             os.replace(tmp, final)
         self._committed = True
+        for folder in dict.fromkeys(f.parent for f in self.finals):
+            sync_folder(folder)
 
     def discard(self) -> None:
         remove_partials(self.finals)

@@ -66,6 +66,44 @@ def test_staged_outputs_commit_replaces_existing(tmp_path):
     assert final.read_text() == "new"
 
 
+def test_staged_outputs_are_on_disk_before_their_rename(tmp_path, monkeypatch):
+    """Each staged file is synced before any rename (after a power loss a renamed file
+    could be empty), the folder after them; a sync that fails (EIO) fails the commit with
+    nothing renamed."""
+    finals = [tmp_path / "e.json", tmp_path / "e.tif"]
+    log: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        log.append(("sync", os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))))
+        real_fsync(fd)
+
+    def replace(a, b):
+        log.append(("rename", Path(b).name))
+        real_replace(a, b)
+
+    monkeypatch.setattr(raster_io.os, "fsync", fsync)
+    monkeypatch.setattr(raster_io.os, "replace", replace)
+    with raster_io.StagedOutputs(finals) as staged:
+        for f in finals:
+            staged.temp(f).write_text(f.name)
+        staged.commit()
+    temps = {staged.temp(f).name for f in finals}
+    assert {name for kind, name in log[:2] if kind == "sync"} == temps
+    assert log[2:] == [("rename", "e.tif"), ("rename", "e.json"), ("sync", tmp_path.name)]
+
+    def failing(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(raster_io.os, "fsync", failing)
+    final = tmp_path / "f.tif"
+    with pytest.raises(OutputError, match="f.tif: write failed: input/output error"):
+        with raster_io.StagedOutputs([final]) as staged:
+            staged.temp(final).write_text("x")
+            staged.commit()
+    assert not final.exists() and not staged.temp(final).exists()
+
+
 # ---------------------------------------------------------------- stride map
 
 
