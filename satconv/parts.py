@@ -125,11 +125,25 @@ def discard(raster: Path) -> None:
             p.unlink()
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask would, for every thread)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``path`` atomically (temporary file, then rename)."""
+    """Write ``path`` atomically (temporary file, then rename), with the permissions the
+    umask gives a new file, as the rasters have (mkstemp alone would make it 0600)."""
     prefix = f"{path.name}." if path.name.startswith(".") else f".{path.name}."
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f)
         raster_io.sync_file(Path(tmp))

@@ -211,6 +211,13 @@ def test_summary_json(tmp_path):
     missing = by[str(tmp_path / "missing.tif")]
     assert missing["status"] == "failed" and "no such file" in missing["message"]
     assert missing["error_type"] == "InputError"
+    # readable as the outputs are: the umask decides, as for any new file
+    old = os.umask(0o027)
+    try:
+        invoke("run", good, "--summary", summary, "--overwrite", "-q")
+    finally:
+        os.umask(old)
+    assert summary.stat().st_mode & 0o777 == 0o640
 
 
 def test_jobs_give_the_same_outputs_as_one_at_a_time(tmp_path):
