@@ -387,8 +387,14 @@ def run_one(src: str, settings: Settings, opts: RunOptions, emit: Emit = ignore,
         for _, p in todo:
             raster_io.check_output_dir(p.raster)
         with contextlib.ExitStack() as held:
-            for _, p in sorted(todo, key=lambda u: str(u[1].raster)):
-                _lock(held, src, p, opts, emit)
+            # the raster's name and the stride map's (whose stem the report shares): two
+            # runs whose output names overlap in any way meet at one of them; taken in one
+            # order of the names alone (rasters' first), so that waiting runs never wait on
+            # each other in a circle
+            targets = {t: p for _, p in todo for t in (p.raster, p.stride_map)}
+            for target in sorted(targets, key=lambda t: (t.name.endswith(".stride.tif"),
+                                                         str(t))):
+                _lock(held, src, target, targets[target], opts, emit)
             emit(Event("start", src, {"outputs": {k: str(v) for k, v in
                                                   asdict(paths).items() if v is not None}}))
             overwrite = opts.overwrite
@@ -440,18 +446,19 @@ def run_one(src: str, settings: Settings, opts: RunOptions, emit: Emit = ignore,
         return failure(src, err, time.monotonic() - t0, opts.debug)
 
 
-def _lock(held: contextlib.ExitStack, src: str, paths: OutputPaths, opts: RunOptions,
-          emit: Emit) -> None:
-    """Take the lock of ``paths.raster`` into ``held``; clean up after a killed holder."""
+def _lock(held: contextlib.ExitStack, src: str, target: Path, paths: OutputPaths,
+          opts: RunOptions, emit: Emit) -> None:
+    """Take the lock of ``target`` (one of ``paths``) into ``held``; clean up after a killed
+    holder."""
 
     def waiting(holder: locks.Holder | None) -> None:
-        emit(Event("lock_wait", src, {"output": str(paths.raster),
+        emit(Event("lock_wait", src, {"output": str(target),
                                       **(holder.as_fields() if holder else {})}))
 
-    lock = held.enter_context(locks.OutputLock(paths.raster, wait=opts.on_lock == "wait",
+    lock = held.enter_context(locks.OutputLock(target, wait=opts.on_lock == "wait",
                                                timeout=opts.lock_timeout, on_wait=waiting))
     if lock.previous is not None:
-        emit(Event("lock_takeover", src, {"output": str(paths.raster),
+        emit(Event("lock_takeover", src, {"output": str(target),
                                           **lock.previous.as_fields()}))
         raster_io.remove_partials(paths.all(), lock.previous.pid)
 
@@ -579,6 +586,7 @@ class Worker:
             for p in paths:
                 raster_io.remove_partials(p.all(), pid)
                 locks.clear_if_held_by(p.raster, pid)
+                locks.clear_if_held_by(p.stride_map, pid)
 
 
 # ---------------------------------------------------------------- a batch

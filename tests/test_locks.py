@@ -207,3 +207,17 @@ def test_a_holder_that_has_not_written_its_name_yet_is_named(tmp_path):
         writer.join()
     finally:
         os.close(fd)
+
+
+def test_runs_whose_output_names_overlap_meet_at_a_lock(tmp_path):
+    """'-o out/s.tif' and '--out-dir out' write different rasters but the same stride map
+    and report: the second run must not mix its files into the first's set."""
+    rng = np.random.default_rng(2)
+    scene = write_geotiff(tmp_path / "s.tif", rng.integers(0, 999, (1, 40, 40), np.uint16))
+    out = tmp_path / "out"
+    out.mkdir()
+    with locks.OutputLock(out / "s.stride.tif"):  # what '-o out/s.tif' holds while it runs
+        result = CliRunner().invoke(cli, ["run", str(scene), "--out-dir", str(out)])
+    assert result.exit_code == 1
+    assert "s.stride.tif: being written by another satconv run" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == []
