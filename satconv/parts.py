@@ -340,18 +340,28 @@ class PartsEngine:
         grid = TileGrid(info.height, info.width, self.tile_size)
         self.layout = PartLayout.for_grid(grid)
         old = self._load() if leftovers(self.raster) else None
+        plan, resumable = None, False
         if old is not None and self.resume:
             try:
                 if old["fingerprint"] != fp or old["tile_size"] != self.tile_size \
                         or old["rows_per_part"] != self.layout.rows:
                     raise ValueError("a different input or config")
-                plan = _plan_from_json(old["plan"], grid)
+                saved = _plan_from_json(old["plan"], grid)
                 done = {int(k): int(v) for k, v in old["parts_done"].items()}
             except (KeyError, TypeError, ValueError) as err:
                 why = str(err) if "different" in str(err) else "an unreadable checkpoint"
                 _event(self.emit, self.src, "checkpoint", action="discard",
                        reason=f"made for {why}")
             else:
+                # The plan is made again, not read back: what the executor needs besides the
+                # strides (refinement rules, the model's predictions, the error estimator)
+                # lives in it. Same input and config give the same plan; checked.
+                plan = make()
+                resumable = np.array_equal(plan.strides, saved.strides)
+                if not resumable:
+                    _event(self.emit, self.src, "checkpoint", action="discard",
+                           reason="made for another plan")
+            if resumable:
                 # A part listed and present is finished; one listed but missing or damaged
                 # (truncated, emptied: its blocks do not all lie in the file) is redone.
                 done = {k: v for k, v in done.items()
@@ -373,7 +383,7 @@ class PartsEngine:
             _event(self.emit, self.src, "checkpoint", action="discard",
                    reason="no usable checkpoint" if self.resume else "--resume not given")
         discard(self.raster)
-        plan = make()
+        plan = plan if plan is not None else make()
         self.state = {"version": CHECKPOINT_VERSION, "fingerprint": fp,
                       "tile_size": self.tile_size, "rows_per_part": self.layout.rows,
                       "plan": _plan_to_json(plan), "parts_done": {}, "part_tiles": {}}

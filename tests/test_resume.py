@@ -76,11 +76,13 @@ def assert_same_outputs(got: Path, ref: Path) -> None:
 
 def kill_during_run(out: Path, cfg: Path, scene: Path, after: float | None = None,
                     parts_done: int | None = None, resume: bool = True,
-                    staged: bool = False, after_work: float | None = None) -> set[str]:
+                    staged: bool = False, after_work: float | None = None,
+                    extra: tuple[str, ...] = ()) -> set[str]:
     """Start a run into ``out``, SIGKILL it ``after`` seconds (or ``after_work`` seconds after
     its first staged or part file appears, or once ``parts_done`` part files exist, or once
     its staged output exists), and return every name seen in ``out`` while it ran."""
-    args = ["run", scene, "-c", cfg, "--out-dir", out, "-q"] + (["--resume"] if resume else [])
+    args = ["run", scene, "-c", cfg, "--out-dir", out, "-q", *extra] + (
+        ["--resume"] if resume else [])
     proc = popen(*args)
     seen: set[str] = set()
     t0 = time.monotonic()
@@ -310,3 +312,29 @@ def test_resume_redoes_a_damaged_part(big, tmp_path):
     result = invoke("run", big["scene"], "-c", big["cfg"], "--out-dir", out, "--resume")
     assert result.exit_code == 0, result.stderr
     assert_same_outputs(out, big["ref"])
+
+
+def test_a_resumed_refine_run_equals_an_uninterrupted_one(big, tmp_path):
+    """Killed after two parts and resumed: the rest is executed with the whole plan (the
+    refinement rules and the error model, not only the starting strides), so pixels, stride
+    map, error map and error report equal an uninterrupted run's."""
+    cfg = tmp_path / "refine.yaml"  # a low-pass kernel: strides above 1 are allowed
+    cfg.write_text("kernel: {type: gaussian, size: 7, sigma: 2.0}\ntile_size: 128\n"
+                   "policy: {type: refine, tolerance_db: 40}\n")
+    plain, resumed = tmp_path / "plain", tmp_path / "resumed"
+    plain.mkdir()
+    resumed.mkdir()
+    result = invoke("run", big["scene"], "-c", cfg, "--out-dir", plain, "-q", "--error-map")
+    assert result.exit_code == 0, result.stderr
+    kill_during_run(resumed, cfg, big["scene"], parts_done=2, extra=("--error-map",))
+    result = invoke("run", big["scene"], "-c", cfg, "--out-dir", resumed, "-q",
+                    "--error-map", "--resume")
+    assert result.exit_code == 0, result.stderr
+    ra, rb = (json.loads((d / "big.satconv.json").read_text()) for d in (plain, resumed))
+    assert rb["execute"]["resumed_tiles"] > 0
+    assert len(ra["execute"]["tiles_per_stride"]) > 1  # refined somewhere
+    assert ra["error"] == rb["error"]
+    assert ra["execute"]["kernel_evaluations"] == rb["execute"]["kernel_evaluations"]
+    for name in ("big.satconv.tif", "big.stride.tif", "big.error.tif"):
+        with rasterio.open(plain / name) as a, rasterio.open(resumed / name) as b:
+            np.testing.assert_array_equal(a.read(), b.read())
