@@ -96,6 +96,10 @@ def to_output(values: np.ndarray, dtype: str, nodata: float | None) -> np.ndarra
     if nodata is None or np.isnan(nodata):
         return values.astype(dtype, copy=False)
     typed = float(np.dtype(dtype).type(nodata))
+    if np.isinf(typed):  # an infinite nodata: no finite value is near it
+        out = values.astype(dtype)
+        out[np.isnan(out)] = typed
+        return out
     step = max(abs(typed) * 2.0**-20, float(np.finfo(dtype).tiny))
     out = np.empty(values.shape, dtype=dtype)
     encode.encode_float(values, out, typed, step)

@@ -443,7 +443,7 @@ def describe(ds: rasterio.io.DatasetReader) -> RasterInfo:
     name = shown_name(ds)
     if ds.count < 1:
         raise InputError(f"{name}: has no bands")
-    if any(np.dtype(t).kind == "c" for t in ds.dtypes):
+    if any("complex" in t for t in ds.dtypes):
         raise InputError(f"{name}: complex bands are not supported")
     if len(set(ds.dtypes)) != 1:
         raise InputError(f"{name}: bands have different data types {sorted(set(ds.dtypes))}")
@@ -453,6 +453,11 @@ def describe(ds: rasterio.io.DatasetReader) -> RasterInfo:
     mask, bands = mask_source(ds)
     if not bands:
         raise InputError(f"{name}: has no data bands (only alpha)")
+    values = {"nan" if v is not None and np.isnan(v) else v
+              for v in (ds.nodatavals[b - 1] for b in bands)}
+    if len(values) > 1:  # a VRT can: a GeoTIFF holds one nodata value for all its bands
+        raise InputError(f"{name}: bands have different nodata values "
+                         f"{[ds.nodatavals[b - 1] for b in bands]}; not supported")
     gcps, gcp_crs = ds.gcps
     # Georeferenced by ground control points only: the outputs carry the GCPs (the stride map
     # with their pixel positions scaled to its grid) instead of an identity transform.
@@ -546,7 +551,7 @@ def read_window_valid(
             ) from None
         valid = np.broadcast_to(m, data.shape).copy()
         if data.dtype.kind == "f":
-            valid &= ~np.isnan(data)
+            valid &= np.isfinite(data)
     elif info.mask in ("nodata", "nan"):
         valid = valid_mask(data, info.nodata)
     else:
@@ -570,9 +575,11 @@ def read_window(
 
 
 def valid_mask(data: np.ndarray, nodata: float | None) -> np.ndarray:
-    """Which pixels hold data: not the nodata value, and not NaN."""
+    """Which pixels hold data: not the nodata value, and finite (NaN and infinities are not
+    data: one infinite pixel would make every window around it, and the scene's value range,
+    infinite)."""
     if data.dtype.kind == "f":
-        valid = ~np.isnan(data)
+        valid = np.isfinite(data)
     else:
         valid = np.ones(data.shape, dtype=bool)
     if nodata is not None and not np.isnan(nodata):
@@ -593,8 +600,8 @@ def output_nodata(info: RasterInfo, out_dtype: str, skips: bool = False) -> floa
     if kind == "f":
         if nd is None or np.isnan(nd):
             return float("nan")
-        with np.errstate(over="ignore"):
-            return nd if np.isfinite(np.asarray(nd, dtype=out_dtype)) else float("nan")
+        with np.errstate(over="ignore"):  # the value itself, not a rounding of it
+            return nd if float(np.asarray(nd, dtype=out_dtype)) == nd else float("nan")
     lim = np.iinfo(out_dtype)
     if nd is not None and np.isfinite(nd) and lim.min <= nd <= lim.max and nd == int(nd):
         return nd
@@ -807,15 +814,20 @@ def describe_output(dst: rasterio.io.DatasetWriter, info: RasterInfo, tags: dict
         desc = info.descriptions[band - 1]
         if desc:
             dst.set_band_description(out_band, desc)
-    interp = tuple(info.colorinterp[b - 1] for b in info.bands)
+    # filtered palette indices are values, not indices: no colour table, so grey
+    interp = tuple(ColorInterp.gray if info.colorinterp[b - 1] == ColorInterp.palette
+                   else info.colorinterp[b - 1] for b in info.bands)
     with contextlib.suppress(RasterioError, ValueError):
         dst.colorinterp = interp
     if any(s != 1.0 for s in info.scales) or any(o != 0.0 for o in info.offsets):
         dst.scales = info.scales
-        dst.offsets = tuple(o * kernel_sum for o in info.offsets)
+        # a normalised kernel sums to 1 within rounding: keep offsets as they were written
+        ksum = round(kernel_sum) if abs(kernel_sum - round(kernel_sum)) < 1e-9 else kernel_sum
+        dst.offsets = tuple(o * ksum for o in info.offsets)
     if info.gcps:
         dst.gcps = (list(info.gcps), info.gcp_crs)
-    dst.update_tags(**tags)
+    point = info.tags.get("AREA_OR_POINT")  # where a pixel's coordinates point: same grid
+    dst.update_tags(**tags, **({"AREA_OR_POINT": point} if point else {}))
 
 
 def to_cog(src: Path, dst: Path, compress: str, tile_size: int, dtype: str,

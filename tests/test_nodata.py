@@ -216,15 +216,16 @@ def test_scale_and_offset_carried_over(write_tif, tmp_path):
     with rasterio.open(src, "r+") as ds:
         ds.scales = (0.5,)
         ds.offsets = (10.0,)
-    out = run(src, tmp_path / "o.tif", kernel={"type": "box", "size": 3})
-    with rasterio.open(out) as ds:
-        assert ds.scales == (0.5,) and ds.offsets == pytest.approx((10.0,))
+    out = run(src, tmp_path / "o.tif", kernel={"type": "gaussian", "size": 5, "sigma": 1.0})
+    with rasterio.open(out) as ds:  # a normalised kernel: the offset as written, exactly
+        assert ds.scales == (0.5,) and ds.offsets == (10.0,)
 
 
-def test_complex_input_refused(tmp_path):
+@pytest.mark.parametrize("dtype", ["complex64", "complex_int16"])
+def test_complex_input_refused(tmp_path, dtype):
     src = tmp_path / "c.tif"
     with rasterio.open(src, "w", driver="GTiff", width=4, height=4, count=1,
-                       dtype="complex64") as ds:
+                       dtype=dtype) as ds:
         ds.write(np.ones((1, 4, 4), np.complex64))
     res = subprocess.run([sys.executable, "-m", "satconv", "run", str(src)],
                          capture_output=True, text=True, cwd=tmp_path)
@@ -255,3 +256,50 @@ def test_every_shared_file_succeeds_or_fails_cleanly(shared_data, tmp_path):
             assert res.returncode == 0, res.stderr
             assert all(p.exists() for p in outs)
     assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_an_infinite_pixel_is_nodata_not_data(write_tif, tmp_path):
+    """One +inf pixel must not make the scene's value range infinite (every tile then ran at
+    the coarsest stride, with no error target left): it is invalid, like NaN."""
+    rng = np.random.default_rng(9)
+    yy, xx = np.mgrid[0:256, 0:256]
+    x = ((np.sin(xx / 7) * np.cos(yy / 11) * 0.4 + 0.5) * 1000
+         + rng.normal(0, 50, (256, 256))).astype("float32")
+    base = write_tif(x, name="base.tif")
+    x[5, 5] = np.inf
+    one = write_tif(x, name="inf.tif")
+    cfg = {"tile_size": 64, "strides": [1, 2, 4]}
+    rb = api.run_scene(base, config.from_dict(cfg), output=tmp_path / "b.tif")
+    ri = api.run_scene(one, config.from_dict(cfg), output=tmp_path / "i.tif")
+    assert ri.plan["scene_range_per_band"] == rb.plan["scene_range_per_band"]
+    assert ri.execute["tiles_per_stride"] == rb.execute["tiles_per_stride"]
+    out = read_out(tmp_path / "i.tif")[0]
+    valid = np.isfinite(x)
+    ref = oracle.normalised_dense(np.where(valid, x, 0).astype(float), valid,
+                                  config.Settings().kernel.array())
+    assert np.isnan(out[5, 5]) and np.isfinite(out[valid]).all()
+    stride1 = np.kron(strides_of(tmp_path / "i.stride.tif") == 1, np.ones((64, 64), bool))
+    np.testing.assert_allclose(out[stride1 & valid], ref[stride1 & valid], rtol=1e-5)
+
+
+def strides_of(path: Path) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        return ds.read(1)
+
+
+@pytest.mark.parametrize(("dtype", "nodata"), [("int32", 16777217), ("uint32", 4294967295)])
+def test_a_nodata_float32_cannot_hold_is_declared_nan(write_tif, tmp_path, dtype, nodata):
+    """float32 rounds these nodata values: declaring the rounded value would mark (and move)
+    valid pixels near it, so the output declares NaN and keeps every valid value."""
+    rng = np.random.default_rng(4)
+    x = (nodata - 60 + rng.integers(0, 50, (1, 60, 70))).astype(dtype)
+    x[:, 10:20, 10:20] = nodata
+    src = write_tif(x, nodata=nodata)
+    out = run(src, tmp_path / "o.tif", strides=[1])
+    with rasterio.open(out) as ds:
+        assert np.isnan(ds.nodata)
+        got = ds.read(1).astype(float)
+    valid = x[0] != nodata
+    ref = oracle.normalised_dense(x[0].astype(float), valid, config.Settings().kernel.array())
+    assert np.isnan(got[~valid]).all()
+    np.testing.assert_allclose(got[valid], ref[valid], rtol=1e-6)

@@ -234,3 +234,51 @@ def test_check_output_dir(tmp_path):
     with pytest.raises(OutputError, match="does not exist"):
         raster_io.check_output_dir(tmp_path / "nope" / "out.tif")
     raster_io.check_output_dir(tmp_path / "out.tif")
+
+
+# ---------------------------------------------------------------- metadata carried over
+
+
+def _run(src: Path, out: Path, **cfg: object) -> Path:
+    from satconv import api, config
+
+    api.run_scene(src, config.from_dict(cfg), output=out)
+    return out
+
+
+def test_palette_input_gives_a_grey_output_and_point_pixels_stay_points(tmp_path):
+    """Filtered palette indices are values: the output is grey, not 'palette' without a
+    colour table. AREA_OR_POINT=Point says where the transform points: kept, or the output
+    would sit half a pixel off the input where GDAL honours it."""
+    src = tmp_path / "p.tif"
+    with rasterio.open(src, "w", driver="GTiff", width=40, height=30, count=1, dtype="uint8",
+                       crs=CRS_UTM33N, transform=TRANSFORM) as ds:
+        ds.write((np.arange(1200).reshape(1, 30, 40) % 2).astype("uint8"))
+        ds.write_colormap(1, {0: (0, 0, 0, 255), 1: (255, 0, 0, 255)})
+        ds.update_tags(AREA_OR_POINT="Point")
+    out = _run(src, tmp_path / "o.tif")
+    with rasterio.open(out) as ds:
+        assert ds.colorinterp == (rasterio.enums.ColorInterp.gray,)
+        assert ds.tags()["AREA_OR_POINT"] == "Point"
+    with rasterio.Env(GTIFF_POINT_GEO_IGNORE=True), rasterio.open(src) as a, \
+            rasterio.open(out) as b:
+        assert a.transform == b.transform
+
+
+def test_bands_with_different_nodata_values_are_refused(tmp_path):
+    """A VRT can give each band its own nodata value; satconv has one per input, and would
+    convolve the other bands' nodata as data: refused with one line."""
+    base = tmp_path / "b.tif"
+    with rasterio.open(base, "w", driver="GTiff", width=8, height=8, count=2,
+                       dtype="float32") as ds:
+        ds.write(np.ones((2, 8, 8), np.float32))
+    bands = "".join(
+        f'<VRTRasterBand dataType="Float32" band="{b}"><NoDataValue>{-b}</NoDataValue>'
+        f"<SimpleSource><SourceFilename relativeToVRT=\"1\">b.tif</SourceFilename>"
+        f"<SourceBand>{b}</SourceBand></SimpleSource></VRTRasterBand>" for b in (1, 2))
+    vrt = tmp_path / "v.vrt"
+    vrt.write_text(f'<VRTDataset rasterXSize="8" rasterYSize="8">{bands}</VRTDataset>')
+    policy = raster_io.InputPolicy(drivers=("GTiff", "VRT"))
+    with raster_io.open_input(vrt, policy) as ds, \
+            pytest.raises(InputError, match="different nodata values"):
+        raster_io.describe(ds)
