@@ -490,3 +490,33 @@ def test_preview_size_option_defaults_to_the_library_default():
 
     size = next(p for p in cli.commands["preview"].params if p.name == "size")
     assert size.default == previews.DEFAULT_SIZE
+
+
+def test_cron_reruns_with_quicklook_skip_what_exists_and_draw_the_rest(make_scene, tmp_path):
+    """'--skip-existing --quicklook' night after night: an input done last night (its
+    quicklook there) is skipped, a new one is run and drawn; the batch does not stop."""
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    make_scene(30, 30, name="scenes/a.tif")
+    args = ("run", f"{scenes}/*.tif", "--out-dir", out, "--quicklook", "--skip-existing", "-q")
+    assert invoke(*args).exit_code == 0
+    first = (out / "a.quicklook.png").read_bytes()
+    make_scene(30, 30, name="scenes/b.tif", seed=1)
+    result = invoke(*args)
+    assert result.exit_code == 0, result.stderr
+    assert (out / "b.quicklook.png").exists()
+    assert (out / "a.quicklook.png").read_bytes() == first
+
+
+def test_steps_with_quicklook_draw_every_step(make_scene, tmp_path):
+    scene, _ = make_scene(40, 40)
+    cfg = tmp_path / "steps.yaml"
+    cfg.write_text("tile_size: 16\nsteps:\n  - {name: smooth, kernel: {type: box}}\n"
+                   "  - {name: edges, kernel: {type: sobel_x}}\n")
+    result = invoke("run", scene, "-c", cfg, "--quicklook", "-q")
+    assert result.exit_code == 0, result.stderr
+    for step in ("smooth", "edges"):
+        with Image.open(tmp_path / f"scene.{step}.quicklook.png") as im:
+            assert im.size[0] > 100

@@ -219,10 +219,14 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
         skip_existing=skip_existing, resume=resume, threads=threads, on_lock=on_lock,
         lock_timeout=lock_timeout, progress_every=1 if bars else progress_every, debug=debug,
         error_map=error_map)
+    # With --skip-existing a quicklook is redrawn for what is (re)done and left as it is for
+    # what is skipped: one that exists is no reason to stop the batch.
+    redraw = overwrite or skip_existing
     if quicklook:
         try:
             for src in sources:
-                _check_quicklook(opts.paths(src).raster, overwrite)
+                for _, paths in batch.units(src, settings, opts):  # every step's
+                    _check_quicklook(paths.raster, redraw)
         except SatconvError as err:
             fail(err)
     stop = _interrupts()
@@ -250,7 +254,8 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
         for i, outcome in enumerate(summary.outcomes):
             if outcome.status == "done" and outcome.report:
                 try:
-                    _make_quicklook(outcome.report, overwrite)
+                    for _, paths in batch.units(outcome.input, settings, opts):
+                        _make_quicklook(str(paths.report), redraw)
                 except SatconvError as err:
                     render.error(str(err), 1, err, debug)
                     summary.outcomes[i] = dataclasses.replace(
