@@ -11,7 +11,7 @@ from functools import partial
 import numpy as np
 
 from . import raster_io
-from .convolve import PreparedKernel, TileResult, convolve_tile, refine_tile
+from .convolve import PreparedKernel, Reader, TileResult, convolve_tile, refine_tile
 from .core import encode
 from .parallel import map_tiles
 from .planning import Plan
@@ -152,6 +152,15 @@ def _acceptor(plan: Plan, tile: Tile):  # noqa: ANN202 - convolve.Acceptor
 def _process(ds: object, tile_stride: tuple[Tile, int], info: RasterInfo,
              pk: PreparedKernel, opts: ExecuteOptions, plan: Plan) -> TileDone:
     tile, stride = tile_stride
+    read = partial(raster_io.read_indexed, ds, info, cval=opts.cval, dtype=opts.compute_dtype)
+    return run_tile(read, tile, stride, info, pk, opts, plan)
+
+
+def run_tile(read: Reader, tile: Tile, stride: int, info: RasterInfo, pk: PreparedKernel,
+             opts: ExecuteOptions, plan: Plan) -> TileDone:
+    """One tile of ``plan``, its pixels from ``read``: skipped (``stride`` 0, nothing read),
+    refined (a ``refine`` plan's free tiles) or convolved at ``stride``; cast to the output
+    type, with what the report needs of it."""
     nb = info.data_count
     if stride == 0:
         shape = (nb, tile.height, tile.width)
@@ -159,7 +168,6 @@ def _process(ds: object, tile_stride: tuple[Tile, int], info: RasterInfo,
         return TileDone(np.full(shape, fill, dtype=opts.out_dtype),
                      np.zeros(shape[1:], dtype=bool), 0, 0, np.full(nb, np.nan),
                      np.zeros(nb, dtype=np.int64), np.full(nb, np.nan), np.full(nb, np.nan))
-    read = partial(raster_io.read_indexed, ds, info, cval=opts.cval, dtype=opts.compute_dtype)
     rule = plan.refine
     if rule is not None and not rule.fixed[tile.ty, tile.tx]:
         result = refine_tile(read, tile, rule.strides_for(tile.ty, tile.tx), info.height,
@@ -193,29 +201,45 @@ def execute(
     start = plan.refine.start if plan.refine is not None else plan.strides
     items = [(t, int(start[t.ty, t.tx])) for t in grid.tiles()]
     fn = partial(_process, info=info, pk=pk, opts=opts, plan=plan)
-    nb = info.data_count
-    strides = np.zeros(grid.shape, dtype=np.int64)
-    errors = np.full(grid.shape + (nb,), np.nan)
-    valid = np.zeros(grid.shape + (nb,), dtype=np.int64)
-    vmin = np.full(nb, np.inf)
-    vmax = np.full(nb, -np.inf)
-    evaluations = 0
+    tally = Tally(plan, info)
     for (tile, _), done in map_tiles(info.path, items, fn, workers):
         raster_io.write_tile(dst, done.data, tile.row0, tile.col0,
                              done.mask if opts.write_mask else None)
-        evaluations += done.evaluations
-        at = (tile.ty, tile.tx)
-        strides[at] = done.stride
-        errors[at] = done.error
-        valid[at] = done.valid
-        vmin = np.fmin(vmin, done.vmin)
-        vmax = np.fmax(vmax, done.vmax)
+        tally.add(tile, done)
         if progress:
             progress(1)
-    vmin[~np.isfinite(vmin)] = np.nan
-    vmax[~np.isfinite(vmax)] = np.nan
-    return ExecuteStats(len(items), evaluations, info.height * info.width * nb, strides,
-                        errors, valid, vmin, vmax)
+    return tally.stats()
+
+
+class Tally:
+    """What the executed tiles of a plan add up to (:class:`ExecuteStats`)."""
+
+    def __init__(self, plan: Plan, info: RasterInfo):
+        nb = info.data_count
+        shape = plan.grid.shape
+        self.tiles = shape[0] * shape[1]
+        self.pixels = info.height * info.width * nb
+        self.strides = np.zeros(shape, dtype=np.int64)
+        self.errors = np.full(shape + (nb,), np.nan)
+        self.valid = np.zeros(shape + (nb,), dtype=np.int64)
+        self.vmin = np.full(nb, np.inf)
+        self.vmax = np.full(nb, -np.inf)
+        self.evaluations = 0
+
+    def add(self, tile: Tile, done: TileDone) -> None:
+        at = (tile.ty, tile.tx)
+        self.evaluations += done.evaluations
+        self.strides[at] = done.stride
+        self.errors[at] = done.error
+        self.valid[at] = done.valid
+        self.vmin = np.fmin(self.vmin, done.vmin)
+        self.vmax = np.fmax(self.vmax, done.vmax)
+
+    def stats(self) -> ExecuteStats:
+        vmin = np.where(np.isfinite(self.vmin), self.vmin, np.nan)
+        vmax = np.where(np.isfinite(self.vmax), self.vmax, np.nan)
+        return ExecuteStats(self.tiles, self.evaluations, self.pixels, self.strides,
+                            self.errors, self.valid, vmin, vmax)
 
 
 def compute_tiles(

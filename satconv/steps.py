@@ -26,17 +26,19 @@ from .api import (
     OutputPaths,
     ProgressFactory,
     _check_outputs,
+    _executed,
     _json_num,
     _tags,
+    error_report,
     input_policy,
     output_setup,
     scene_summary,
 )
 from .config import Settings, StepConfig
-from .convolve import PreparedKernel, convolve_tile, tile_samples
+from .convolve import PreparedKernel, tile_samples
 from .errors import UsageError
 from .parallel import map_tiles
-from .pipeline import ExecuteOptions, to_output
+from .pipeline import ExecuteOptions, Tally, TileDone, run_tile
 from .planning import Plan, make_plans
 from .report import RunReport, peak_memory_mb
 from .tiling import Tile, TileGrid
@@ -92,35 +94,23 @@ def _union_reader(block: np.ndarray, valid: np.ndarray | None, urows: np.ndarray
     return read
 
 
-def _process(ds: Any, tile: Tile, steps: list[Step], plans: list[Plan], info: Any,
-             kernels: list[PreparedKernel], opts: list[ExecuteOptions],
-             ) -> list[tuple[np.ndarray, np.ndarray, int, int]]:
-    """Every step's result for one tile, from a single read of the pixels they all need:
-    output pixels, mask, kernel evaluations and the stride executed (0: skipped)."""
-    base = steps[0].settings
-    strides = [int(p.strides[tile.ty, tile.tx]) for p in plans]
-    samples = {k: tile_samples(tile, s, info.height, info.width, kernels[k], base.boundary)
-               for k, s in enumerate(strides) if s > 0}
+def _process(ds: Any, tile: Tile, plans: list[Plan], info: Any,
+             kernels: list[PreparedKernel], opts: list[ExecuteOptions]) -> list[TileDone]:
+    """Every step's tile, from a single read of the pixels they all need: what a
+    single-kernel run of each step computes for it (``pipeline.run_tile``)."""
+    strides = [int((p.refine.start if p.refine is not None else p.strides)[tile.ty, tile.tx])
+               for p in plans]
+    samples = [tile_samples(tile, s, info.height, info.width, kernels[k], opts[k].boundary)
+               for k, s in enumerate(strides) if s > 0]
     block = valid = urows = ucols = None
     if samples:
-        urows = np.unique(np.concatenate([t.src_rows for t in samples.values()]))
-        ucols = np.unique(np.concatenate([t.src_cols for t in samples.values()]))
-        block, valid = raster_io.read_indexed(ds, info, urows, ucols, cval=base.cval)
+        urows = np.unique(np.concatenate([t.src_rows for t in samples]))
+        ucols = np.unique(np.concatenate([t.src_cols for t in samples]))
+        block, valid = raster_io.read_indexed(ds, info, urows, ucols, cval=opts[0].cval)
     out = []
     for k, s in enumerate(strides):
-        o = opts[k]
-        if s == 0:
-            shape = (info.data_count, tile.height, tile.width)
-            fill = 0 if o.out_nodata is None else o.out_nodata
-            out.append((np.full(shape, fill, dtype=o.out_dtype),
-                        np.zeros(shape[1:], dtype=bool), 0, 0))
-            continue
-        read = _union_reader(block, valid, urows, ucols, o.compute_dtype)
-        res = convolve_tile(read, tile, s, info.height, info.width, kernels[k], o.boundary,
-                            o.reconstruction, o.min_valid_fraction)
-        mask = ~np.isnan(res.values).all(axis=0)
-        out.append((to_output(res.values, o.out_dtype, o.out_nodata), mask, res.evaluations,
-                    res.stride))
+        read = _union_reader(block, valid, urows, ucols, opts[k].compute_dtype)
+        out.append(run_tile(read, tile, s, info, kernels[k], opts[k], plans[k]))
     return out
 
 
@@ -157,8 +147,7 @@ def run_steps(
                                      strict=True))
         kernels = [PreparedKernel.from_kernel(o.kernel) for o in opts]
         finals = [p for st in steps for p in st.paths.all()]
-        evaluations = [0] * len(steps)
-        executed = [p.strides.copy() for p in plans]
+        tallies = [Tally(p, info) for p in plans]
         with raster_io.StagedOutputs(finals) as staged, contextlib.ExitStack() as stack:
             bodies = []
             for st in steps:
@@ -174,15 +163,14 @@ def run_steps(
                     dsts.append(dst)
                 tick = progress("execute", ntiles)
 
-                def fn(ds: Any, tile: Tile) -> list[tuple[np.ndarray, np.ndarray, int, int]]:
-                    return _process(ds, tile, steps, plans, info, kernels, opts)
+                def fn(ds: Any, tile: Tile) -> list[TileDone]:
+                    return _process(ds, tile, plans, info, kernels, opts)
 
                 for tile, results in map_tiles(info.path, grid.tiles(), fn, workers):
-                    for k, (data, mask, n, stride) in enumerate(results):
-                        raster_io.write_tile(dsts[k], data, tile.row0, tile.col0,
-                                             mask if opts[k].write_mask else None)
-                        evaluations[k] += n
-                        executed[k][tile.ty, tile.tx] = stride
+                    for k, done in enumerate(results):
+                        raster_io.write_tile(dsts[k], done.data, tile.row0, tile.col0,
+                                             done.mask if opts[k].write_mask else None)
+                        tallies[k].add(tile, done)
                     tick(1)
                 stack.close()  # close (and check) every output before copying any to COG
                 for st, body, o in zip(steps, bodies, opts, strict=True):
@@ -198,9 +186,9 @@ def run_steps(
             reports = []
             for k, st in enumerate(steps):
                 tags = _tags(st.settings)
-                raster_io.write_stride_map(staged.temp(st.paths.stride_map), executed[k],
+                stats = tallies[k].stats()
+                raster_io.write_stride_map(staged.temp(st.paths.stride_map), stats.strides,
                                            info, st.settings.tile_size, tags)
-                pixels = info.height * info.width * info.data_count
                 report = RunReport(
                     input=str(src),
                     outputs={"raster": str(st.paths.raster),
@@ -209,13 +197,15 @@ def run_steps(
                     config=st.settings.to_dict(),
                     scene=scene_summary(info),
                     plan=plans[k].summary(),
-                    execute={"tiles": ntiles, "kernel_evaluations": evaluations[k],
-                             "evaluations_per_pixel": round(evaluations[k] / max(pixels, 1),
-                                                            6),
+                    execute={"tiles": ntiles, "kernel_evaluations": stats.evaluations,
+                             "evaluations_per_pixel": round(
+                                 stats.evaluations / max(stats.pixels, 1), 6),
+                             **_executed(stats),
                              "output_dtype": opts[k].out_dtype,
                              "output_nodata": _json_num(opts[k].out_nodata),
                              "step": st.config.name,
                              "steps": [s.config.name for s in steps]},
+                    error=error_report(stats, plans[k].grid),
                     timings={"plan_all_steps": round(t_plan - t_start, 3),
                              "execute_all_steps": round(t_exec - t_plan, 3),
                              "total": round(time.perf_counter() - t0, 3)},

@@ -42,9 +42,13 @@ def smooth_scene(write_tif):
 
 
 def test_steps_equal_single_kernel_runs(smooth_scene, tmp_path):
+    """Pixels, stride maps and reports (error estimates included) of each step equal a
+    single-kernel run of it, a refine step among them (refined as it runs)."""
     scene, _ = smooth_scene
     cfg = tmp_path / "steps.yaml"
-    cfg.write_text(yaml.safe_dump(STEPS))
+    refine = {"name": "refined", "kernel": {"type": "gaussian", "size": 7, "sigma": 2.0},
+              "policy": {"type": "refine", "tolerance_db": 60}}
+    cfg.write_text(yaml.safe_dump({**STEPS, "steps": [*STEPS["steps"], refine]}))
     out = tmp_path / "steps"
     out.mkdir()
     result = invoke("run", scene, "-c", cfg, "--out-dir", out)
@@ -65,9 +69,10 @@ def test_steps_equal_single_kernel_runs(smooth_scene, tmp_path):
                 assert a.tags() == b.tags() and (a.crs, a.transform) == (b.crs, b.transform)
         ra = json.loads((out / f"scene{suffix}.satconv.json").read_text())
         rb = json.loads((alone / "scene.satconv.json").read_text())
-        for key in ("config", "fingerprint", "plan", "scene"):
-            assert ra[key] == rb[key]
-        assert ra["execute"]["kernel_evaluations"] == rb["execute"]["kernel_evaluations"]
+        for key in ("config", "fingerprint", "plan", "scene", "error"):
+            assert ra[key] == rb[key], key
+        for key in ("kernel_evaluations", "tiles_per_stride"):
+            assert ra["execute"][key] == rb["execute"][key], key
     # the smooth ramp let at least one step use a coarse stride somewhere
     assert any(int(k) > 1 for st in ("smooth", "sobel", "wide") for k in json.loads(
         (out / f"scene.{st}.satconv.json").read_text())["plan"]["tiles_per_stride"])
