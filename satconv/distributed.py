@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue as queue_mod
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -37,13 +38,13 @@ from . import raster_io
 from .api import input_policy
 from .batch import Outcome, RunOptions, run_one
 from .config import Settings
-from .errors import UsageError
+from .errors import ClusterError, UsageError
 from .events import Emit, Event
 from .parallel import default_workers
 from .parts import PartLayout, PartsEngine, write_parts
 from .pipeline import ExecuteOptions
 from .planning import Plan
-from .raster_io import RasterInfo
+from .raster_io import RasterInfo, first_line
 
 #: Seconds to wait for the scheduler to answer.
 CONNECT_TIMEOUT = 15
@@ -53,8 +54,17 @@ WARMUP_TIMEOUT = 900
 
 
 def _absolute(src: str) -> str:
-    """A local input as an absolute name (a URL or /vsi name as it is)."""
-    return os.path.abspath(src) if os.path.exists(src) else src
+    """A local input as an absolute name, as this process sees it, whether it exists here or
+    not (a worker would look for a relative one in its own folder); a URL or /vsi name as
+    it is."""
+    return src if "://" in src or src.startswith("/vsi") else os.path.abspath(src)
+
+
+def _short(err: BaseException, limit: int = 160) -> str:
+    """An exception from the cluster in a few words: its type and first line, cut."""
+    text = first_line(err)
+    text = text if len(text) <= limit else text[:limit - 3] + "..."
+    return f"{type(err).__name__}: {text}"
 
 
 def _import() -> Any:
@@ -67,7 +77,12 @@ def _import() -> Any:
 
 
 def connect(address: str) -> Any:
-    """A ``distributed.Client`` of the scheduler at ``address``, or :class:`UsageError`."""
+    """A ``distributed.Client`` of the scheduler at ``address`` (``[tcp://]host:port``), or
+    :class:`UsageError`."""
+    if not re.fullmatch(r"([a-z]+://)?\[?[^/\s]+\]?:\d+/?", address):
+        # (dask would guess a port, wait its own 30 s and leave a traceback behind)
+        raise UsageError(f"{address}: not a Dask scheduler address; give host:port, as "
+                         "tcp://scheduler-host:8786")
     distributed = _import()
     try:
         return distributed.Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
@@ -149,8 +164,10 @@ class DaskPartRunner:
                     try:
                         k, evaluations, record = fut.result()
                     except Exception as err:
-                        raise RuntimeError(f"a row band task failed on the Dask cluster: "
-                                           f"{type(err).__name__}: {err}") from err
+                        raise ClusterError(
+                            f"{self.src}: a row band failed on the Dask cluster "
+                            f"({_short(err)}); finished row bands kept for --resume"
+                        ) from err
                     engine.part_done(k, evaluations, record)
                     progress(len(layout.tiles(k)))
         except BaseException:
@@ -262,7 +279,7 @@ def _run_scenes(client: Any, sources: list[str], settings: Settings, opts: RunOp
                     outcome = replace(outcome, input=src, message=message)
                 except Exception as err:  # noqa: BLE001 - a worker died, a task was lost
                     outcome = Outcome(src, "failed", f"{src}: lost on the Dask cluster "
-                                      f"({type(err).__name__}: {err})", 1, type(err).__name__)
+                                      f"({_short(err)})", 1, type(err).__name__)
                 finished.add(src)
                 finish(outcome)
         drain()

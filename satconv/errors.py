@@ -43,3 +43,8 @@ class LimitError(InputError):
 
 class InputTimeout(InputError):
     """An input took longer than ``--timeout``; its run was stopped and nothing was written."""
+
+
+class ClusterError(SatconvError):
+    """The Dask cluster lost an input's work (the scheduler gone, a task that kept failing):
+    that input fails, the others go on."""

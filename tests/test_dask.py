@@ -219,3 +219,61 @@ def test_unreachable_scheduler_is_a_clear_error(tmp_path, monkeypatch):
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and "tcp://127.0.0.1:9" in lines[0] and "scheduler" in lines[0]
     assert sorted(os.listdir(tmp_path)) == ["s.tif"]
+
+
+def test_a_scheduler_address_without_a_port_is_refused_at_once(tmp_path):
+    scene = write_geotiff(tmp_path / "s.tif", np.zeros((1, 10, 10), np.uint8))
+    for address in ("notaurl", "127.0.0.1", "tcp://127.0.0.1"):
+        t0 = time.monotonic()
+        result = invoke("run", scene, "--scheduler", address)
+        assert result.exit_code == 2 and time.monotonic() - t0 < 10
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and "host:port" in lines[0], result.stderr
+
+
+def test_a_relative_input_is_the_clients_file_not_a_workers(cluster, tmp_path, monkeypatch):
+    """An input named relatively and missing here fails as missing, even where a worker's
+    own folder happens to hold a file of that name."""
+    from distributed import Client
+
+    with Client(cluster, timeout=START_TIMEOUT) as client:
+        folders = set(client.run(os.getcwd).values())
+    for folder in folders:
+        write_geotiff(Path(folder) / "decoy.tif", np.ones((1, 20, 20), np.uint8))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    try:
+        result = invoke("run", "decoy.tif", "--out-dir", "out", "--scheduler", cluster,
+                        "--distribute", "scenes")
+    finally:
+        for folder in folders:
+            (Path(folder) / "decoy.tif").unlink()
+    assert result.exit_code == 1
+    assert "decoy.tif" in result.stderr and "no such file" in result.stderr
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_a_row_band_lost_on_the_cluster_fails_the_input_in_one_short_line(tmp_path):
+    """The scheduler gone mid-run: the input fails with a short line that says the finished
+    row bands are kept (not 'unexpected error' and the cluster's whole message)."""
+    from types import SimpleNamespace
+
+    from satconv import distributed
+    from satconv.errors import ClusterError
+
+    class Lost:
+        def done(self) -> bool:
+            return True
+
+        def result(self):
+            raise RuntimeError("FutureCancelledError: scheduler-connection-lost " + "x" * 500)
+
+    client = SimpleNamespace(submit=lambda *a, **k: Lost(), cancel=lambda futures: None)
+    runner = distributed.DaskPartRunner(client, "s.tif", None, None, lambda ev: None)
+    engine = SimpleNamespace(layout=SimpleNamespace(tiles=lambda k: []), raster=tmp_path / "o")
+    with pytest.raises(ClusterError) as err:
+        runner.run(engine, None, None, None, [0], 1, lambda n: None)
+    text = str(err.value)
+    assert text.startswith("s.tif: a row band failed on the Dask cluster (RuntimeError: ")
+    assert text.endswith("finished row bands kept for --resume") and len(text) < 300
+    assert "\n" not in text
