@@ -51,6 +51,27 @@ def scene(folder: Path, name: str, seed: int, shape=(1, 70, 90)) -> tuple[Path, 
     return write_geotiff(folder / name, data), data
 
 
+def terminate_when(ready, folder: Path, *args: object) -> tuple[int, str]:
+    """Run satconv with ``args``; SIGTERM it (as cron or systemd would) once
+    ``ready(names in folder)``; return its exit code and stderr."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "satconv", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.monotonic()
+        while not ready(os.listdir(folder)):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() - t0 < 60
+            time.sleep(0.005)
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, err
+
+
 def broken_inputs(folder: Path) -> list[Path]:
     """A truncated TIFF, a text file named .tif, and a name that does not exist."""
     trunc = folder / "truncated.tif"
@@ -304,25 +325,11 @@ def test_sigterm_stops_a_batch_and_leaves_nothing(tmp_path):
     cfg.write_text(f"kernel: {{type: custom, weights: {weights}}}\ntile_size: 128\n")
     out = tmp_path / "out"
     out.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "satconv", "run", *map(str, names), "-c",
-                             str(cfg), "--out-dir", str(out), "--jobs", "2"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        t0 = time.monotonic()
-        # both inputs being written (an input stages several files: count inputs, not files)
-        while {n.split(".")[1] for n in os.listdir(out) if n.endswith(".partial")} != {"b0",
-                                                                                       "b1"}:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() - t0 < 60
-            time.sleep(0.005)
-        proc.terminate()
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 143, err
+    # both inputs being written (an input stages several files: count inputs, not files)
+    code, err = terminate_when(
+        lambda names: {n.split(".")[1] for n in names if n.endswith(".partial")} == {"b0", "b1"},
+        out, "run", *names, "-c", cfg, "--out-dir", out, "--jobs", "2")
+    assert code == 143, err
     assert sorted(err.splitlines()) == sorted(f"satconv: {n}: terminated, nothing written"
                                               for n in names)
     assert listing(out) == []
@@ -412,23 +419,10 @@ def test_a_stopped_batch_still_writes_its_summary(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     summary = tmp_path / "summary.json"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "satconv", "run", small, big, later, "-c",
-                             cfg, "--out-dir", out, "--summary", summary], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        t0 = time.monotonic()
-        while not any(n.startswith(".b.") and n.endswith(".partial") for n in os.listdir(out)):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() - t0 < 60
-            time.sleep(0.005)
-        proc.terminate()
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 143, err
+    code, err = terminate_when(
+        lambda names: any(n.startswith(".b.") and n.endswith(".partial") for n in names),
+        out, "run", small, big, later, "-c", cfg, "--out-dir", out, "--summary", summary)
+    assert code == 143, err
     got = json.loads(summary.read_text())
     assert [(r["input"], r["status"]) for r in got["results"]] == [
         (str(small), "done"), (str(big), "stopped"), (str(later), "stopped")]
