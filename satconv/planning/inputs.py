@@ -41,7 +41,6 @@ class PlanInputs:
     cost: np.ndarray
     full: float
     fixed: np.ndarray
-    flat: np.ndarray
     still: np.ndarray
     context: context_policy.Context | None
 
@@ -59,11 +58,11 @@ class PlanInputs:
         return self.stats.nvalid.astype(np.float64)
 
     def options(self) -> np.ndarray:
-        """``(ny, nx, strides)``: the strides each free tile may take (capped, except on flat
-        tiles: a constant tile loses nothing at any stride)."""
+        """``(ny, nx, strides)``: the strides each free tile may take (capped, except on still
+        tiles: a constant output loses nothing at any stride)."""
         ok = np.array([s <= self.cap or s == self.strides[0] for s in self.strides])
         out = np.broadcast_to(ok, self.cost.shape).copy()
-        out[self.flat] = True
+        out[self.still] = True
         out[~self.free] = False
         return out
 
@@ -140,4 +139,4 @@ def plan_inputs(info: RasterInfo, settings: Settings, stats: SceneStats) -> Plan
                                 or t.col1 + halo > g.width)
         still &= ~edge
     return PlanInputs(stats, kernel, method, window, strides, cap, source, allowed, gains,
-                      predicted, reach_predicted, cost, full, fixed, stats.flat(), still, ctx)
+                      predicted, reach_predicted, cost, full, fixed, still, ctx)

@@ -55,7 +55,7 @@ def tolerances(inp: PlanInputs, tolerance: float | None,
     target = peak * 10 ** (-tolerance_db / 20)
     stat = np.where(np.isnan(inp.stats.statistic), 0.0, inp.stats.statistic)
     u = normalised(stat, target**2)
-    free = inp.free & ~inp.flat
+    free = inp.free & ~inp.still
     w = inp.weights
     # tiles forced by context keep their error; the free tiles share what is left
     forced_mse = 0.0
@@ -102,7 +102,7 @@ def plan(inp: PlanInputs, tolerance: float | None,
     """The predicted strides (for display), and the rule the executor refines by."""
     tol, details = tolerances(inp, tolerance, tolerance_db)
     top_allowed = max(inp.allowed)
-    start = np.where(inp.flat, inp.strides[-1], top_allowed).astype(np.int64)
+    start = np.where(inp.still, inp.strides[-1], top_allowed).astype(np.int64)
     start = inp.with_fixed(start)
     # prediction: the coarsest stride, from the start down, whose model error is within bounds
     predicted = np.full(start.shape, inp.strides[0], dtype=np.int64)

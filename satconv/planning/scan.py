@@ -55,11 +55,6 @@ class SceneStats:
         (a slight underestimate for kernels narrower than the window)."""
         return _span(self.mean_min, self.mean_max)
 
-    def flat(self) -> np.ndarray:
-        """Tiles whose valid data is constant in every band: no stride loses anything there."""
-        s = np.where(np.isnan(self.statistic), 0.0, self.statistic)
-        return (s <= 0).all(axis=-1)
-
 
 def _span(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     out = np.zeros(lo.shape[-1])

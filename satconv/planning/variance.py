@@ -149,5 +149,5 @@ def plan(inp: PlanInputs, thresholds: str | list[float], target_error: float,
     }
     details["scene_range_per_band"] = [float(r) for r in band_range]
     top = max(inp.allowed)
-    chosen = np.where(inp.flat, inp.strides[-1], np.minimum(vp.strides, top))
+    chosen = np.where(inp.still, inp.strides[-1], np.minimum(vp.strides, top))
     return chosen, details
