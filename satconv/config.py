@@ -350,7 +350,10 @@ def _format_validation(err: ValidationError, lines: dict[tuple, int] | None = No
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
-        line = _line_of(tuple(e["loc"]), lines or {})
+        key = tuple(e["loc"])
+        if not key:  # a rule across keys names its key first: "tile_size 100 is not ..."
+            key = tuple(msg.split(" ", 1)[0].rstrip(":").split("."))
+        line = _line_of(key, lines or {})
         where = f" (line {line})" if line else ""
         parts.append(f"{loc}: {msg}{where}" if loc else f"{msg}{where}")
     if len(errors) > MAX_PROBLEMS:

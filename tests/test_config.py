@@ -200,6 +200,17 @@ def test_rejections_name_the_key(write_config, yaml_text, key, reason):
     assert "\n" not in msg  # one line
 
 
+@pytest.mark.parametrize(("yaml_text", "line"), [
+    ("kernel: {size: 5}\nstrides: [1, 8]\ntile_size: 100", 3),
+    ("strides: [1, 2]\ncontext:\n  inside_stride: 4", 3),
+])
+def test_rules_across_keys_give_their_keys_line(write_config, yaml_text, line):
+    """A rule that spans keys (tile size against strides) names its key in the text; the
+    message also gives that key's line, as for any other key."""
+    with pytest.raises(ConfigError, match=rf"\(line {line}\)$"):
+        config.load(write_config(yaml_text + "\n"))
+
+
 def test_top_level_must_be_a_mapping(write_config):
     with pytest.raises(ConfigError, match="mapping") as info:
         config.load(write_config("- 1\n- 2\n"))
