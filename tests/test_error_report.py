@@ -164,3 +164,15 @@ def test_a_single_stride_is_estimated_and_skips_empty_tiles(scenes, name, stride
     rep = strict_json((tmp_path / "o.satconv.json").read_text())
     assert rep["error"]["overall"]["rmse_per_band"][0] > 0
     assert rep["execute"]["tiles_per_stride"].get("0", 0) == int((~has_data).sum())
+
+
+def test_plan_command_names_explicit_thresholds(tmp_path):
+    """The variance row says which variance plan it shows: hand-set thresholds, not the
+    target_error that an auto plan would use."""
+    rgb = ps.shared_data() / "RGB.byte.tif"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("strides: [1, 2, 4]\npolicy: {thresholds: [100, 10]}\n")
+    result = CliRunner().invoke(cli, ["plan", str(rgb), "-c", str(cfg)])
+    assert result.exit_code == 0, result.output
+    assert "variance (thresholds 100, 10)" in result.output
+    assert "target_error" not in result.output

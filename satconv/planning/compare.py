@@ -60,7 +60,9 @@ def compare(info: RasterInfo, settings: Settings, stats: SceneStats,
         return predict(label, inp, plan.strides,
                         plan.details["predicted_evaluations_fraction"], peak)
 
-    variance = row(f"variance (target_error {pol.target_error:g})", with_policy(type="variance"))
+    how = (f"target_error {pol.target_error:g}" if pol.thresholds == "auto"
+           else f"thresholds {', '.join(f'{t:g}' for t in pol.thresholds)}")
+    variance = row(f"variance ({how})", with_policy(type="variance"))
     rows.append(variance)
     fraction = pol.fraction if pol.fraction is not None else max(variance.compute, 1e-6)
     rows.append(row(f"budget (fraction {fraction:.4g})",
