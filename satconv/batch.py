@@ -572,7 +572,9 @@ class Worker:
         code = self.proc.exitcode
         pid = self._end(kill=True)
         self._cleanup(pid, paths)
-        kept = "finished parts kept for --resume" if opts.resume else "nothing written"
+        kept = ("finished parts kept for --resume"
+                if opts.resume and any(parts.finished_parts(p.raster) for p in paths)
+                else "nothing written")
         if timed_out:
             err: InputError = InputTimeout(f"{src}: timed out after {timeout:g} s; stopped, "
                                            f"{kept}")

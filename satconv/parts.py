@@ -100,6 +100,11 @@ def _part_files(raster: Path) -> list[Path]:
     return out
 
 
+def finished_parts(raster: Path) -> int:
+    """How many finished part files of ``raster`` are there (what ``--resume`` would keep)."""
+    return sum(p.name.endswith(".tif") and "-part-" in p.name for p in _part_files(raster))
+
+
 def _sound(part: Path) -> bool:
     """Whether a finished part is there and whole; a damaged one is removed."""
     if not part.exists():

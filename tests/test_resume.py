@@ -338,3 +338,21 @@ def test_a_resumed_refine_run_equals_an_uninterrupted_one(big, tmp_path):
     for name in ("big.satconv.tif", "big.stride.tif", "big.error.tif"):
         with rasterio.open(plain / name) as a, rasterio.open(resumed / name) as b:
             np.testing.assert_array_equal(a.read(), b.read())
+
+
+def test_a_resumable_run_stopped_before_any_part_says_nothing_was_kept(big, tmp_path,
+                                                                        monkeypatch):
+    """Stopped while planning (or waiting on a lock), a --resume run has finished no part:
+    it says so, rather than promising parts kept for --resume."""
+    from satconv import api
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "make_plan", stopped)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = CliRunner().invoke(cli, ["run", str(big["scene"]), "-c", str(big["cfg"]),
+                                      "--out-dir", str(out), "--resume", "-q"])
+    assert result.exit_code == 130
+    assert result.stderr.strip() == f"satconv: {big['scene']}: interrupted, nothing written"

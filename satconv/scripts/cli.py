@@ -175,7 +175,7 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
 
     INPUTS are files or quoted glob patterns ('scenes/*.tif'); --from-list adds more.
     """
-    from .. import batch
+    from .. import batch, parts
     from .render import Renderer
 
     bars = not quiet and log_format == "text" and sys.stderr.isatty()
@@ -237,9 +237,11 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
         render.close()
         code = 143 if stop["term"] else 130
         what = "terminated" if stop["term"] else "interrupted"
-        kept = "finished parts kept for --resume" if resume else "nothing written"
         for src in list(render.active) or [None]:
             name = f"{src}: " if src else ""
+            kept = "nothing written"
+            if resume and src and parts.finished_parts(opts.paths(src).raster):
+                kept = "finished parts kept for --resume"
             render.error(f"{name}{what}, {kept}", code)
         if summary_path and isinstance(err, batch.BatchInterrupted):
             # what ended is worth knowing (and what a rerun has left to do)
