@@ -198,8 +198,7 @@ def execute(
     """
     pk = PreparedKernel.from_kernel(opts.kernel)
     grid = plan.grid
-    start = plan.refine.start if plan.refine is not None else plan.strides
-    items = [(t, int(start[t.ty, t.tx])) for t in grid.tiles()]
+    items = [(t, int(plan.start[t.ty, t.tx])) for t in grid.tiles()]
     fn = partial(_process, info=info, pk=pk, opts=opts, plan=plan)
     tally = Tally(plan, info)
     for (tile, _), done in map_tiles(info.path, items, fn, workers):
@@ -254,8 +253,7 @@ def compute_tiles(
     a resumable or distributed run: ``satconv.parts``). A ``refine`` plan's tiles are refined
     as in ``execute``."""
     pk = PreparedKernel.from_kernel(opts.kernel)
-    start = plan.refine.start if plan.refine is not None else plan.strides
-    items = [(t, int(start[t.ty, t.tx])) for t in tiles]
+    items = [(t, int(plan.start[t.ty, t.tx])) for t in tiles]
     fn = partial(_process, info=info, pk=pk, opts=opts, plan=plan)
     for (tile, _), done in map_tiles(info.path, items, fn, workers):
         yield tile, done

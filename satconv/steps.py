@@ -98,8 +98,7 @@ def _process(ds: Any, tile: Tile, plans: list[Plan], info: Any,
              kernels: list[PreparedKernel], opts: list[ExecuteOptions]) -> list[TileDone]:
     """Every step's tile, from a single read of the pixels they all need: what a
     single-kernel run of each step computes for it (``pipeline.run_tile``)."""
-    strides = [int((p.refine.start if p.refine is not None else p.strides)[tile.ty, tile.tx])
-               for p in plans]
+    strides = [int(p.start[tile.ty, tile.tx]) for p in plans]
     samples = [tile_samples(tile, s, info.height, info.width, kernels[k], opts[k].boundary)
                for k, s in enumerate(strides) if s > 0]
     block = valid = urows = ucols = None

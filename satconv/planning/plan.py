@@ -59,6 +59,12 @@ class Plan:
     estimator: ErrorEstimator | None = None
     refine: RefineRule | None = None
 
+    @property
+    def start(self) -> np.ndarray:
+        """The stride each tile's execution starts at: a refine plan's starting strides (the
+        executor refines from there), else the plan's strides."""
+        return self.refine.start if self.refine is not None else self.strides
+
     def predicted_at(self, ty: int, tx: int, stride: int) -> np.ndarray | None:
         """The model's RMS error per band for tile (ty, tx) at ``stride``, if predicted."""
         if self.predicted is None or stride not in self.model_strides:
