@@ -15,6 +15,7 @@ import rasterio
 from satconv import api, config
 
 from . import oracle
+from . import policy_support as ps
 
 KERNELS = {
     "gaussian": {"type": "gaussian", "size": 5, "sigma": 1.0},
@@ -278,13 +279,8 @@ def test_an_infinite_pixel_is_nodata_not_data(write_tif, tmp_path):
     ref = oracle.normalised_dense(np.where(valid, x, 0).astype(float), valid,
                                   config.Settings().kernel.array())
     assert np.isnan(out[5, 5]) and np.isfinite(out[valid]).all()
-    stride1 = np.kron(strides_of(tmp_path / "i.stride.tif") == 1, np.ones((64, 64), bool))
+    stride1 = np.kron(ps.read_band(tmp_path / "i.stride.tif") == 1, np.ones((64, 64), bool))
     np.testing.assert_allclose(out[stride1 & valid], ref[stride1 & valid], rtol=1e-5)
-
-
-def strides_of(path: Path) -> np.ndarray:
-    with rasterio.open(path) as ds:
-        return ds.read(1)
 
 
 @pytest.mark.parametrize(("dtype", "nodata"), [("int32", 16777217), ("uint32", 4294967295)])
