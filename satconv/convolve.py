@@ -155,7 +155,7 @@ def _band_samples(band: np.ndarray, kernel: PreparedKernel, rpos: np.ndarray,
     """
     if kernel.column is None:  # one compiled call: shift, runs and taps all inside
         return conv.correlate_samples(band, kernel.weights, _index(rpos), _index(cpos),
-                                      band.dtype == np.float32)
+                                      band.dtype == np.float32, True)
     offset = 0.0
     if band.dtype == np.float32:
         offset = float(conv.shift_offset(band, _index(rpos)))
@@ -206,8 +206,8 @@ def _at_runs(band: np.ndarray, kernel: PreparedKernel, rows: np.ndarray,
     column)."""
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     if kernel.column is None:
-        return conv.correlate_samples(band, kernel.weights, rows, _index(cols), False)
-    return conv.correlate_separable_samples(band, kernel.column, kernel.row, rows, cols)
+        return conv.correlate_samples(band, kernel.weights, rows, _index(cols), False, True)
+    return conv.correlate_separable_samples(band, kernel.column, kernel.row, rows, cols, True)
 
 
 _RECONSTRUCT = {"bilinear": reconstruct.bilinear, "nearest": reconstruct.nearest,

@@ -29,7 +29,7 @@ def correlate_grid(block, weights, rows, col0, step, ncols):
     """Direct correlation at ``rows`` x the regular grid ``col0 + step * arange(ncols)``."""
     cols = col0 + step * np.arange(ncols, dtype=np.int64)
     return correlate_samples(block, np.asarray(weights, np.float64),
-                             np.asarray(rows, np.int64), cols, False)
+                             np.asarray(rows, np.int64), cols, False, True)
 
 
 def correlate_separable_grid(block, col_w, row_w, rows, col0, step, ncols):
@@ -136,7 +136,8 @@ def test_block_wider_than_needed_is_ignored(fn):
 # 2- and 1-tap groups), column steps 1 to 9 (the de-interleaving copies written for steps 2, 4
 # and 8 and the generic one), several runs of columns in one call (a closing column, irregular
 # check columns), rows in any order, float32 with and without the centre shift (blocks near 50
-# rarely take it, blocks near 10000 always do) and float64.
+# rarely take it, blocks near 10000 always do) and float64; blocks vouched finite or not (only
+# the first let consecutive rows share their passes).
 
 
 @st.composite
@@ -161,13 +162,13 @@ def samples_case(draw):
 
 
 @settings(max_examples=400, deadline=None)
-@given(case=samples_case())
-def test_correlate_samples_matches_loop_and_scipy(case):
+@given(case=samples_case(), finite=st.booleans())
+def test_correlate_samples_matches_loop_and_scipy(case, finite):
     kh, kw, cols, height, width, rows, dtype, shift, base, seed = case
     rng = np.random.default_rng(seed)
     block = (rng.normal(size=(height, width)) * 100 + base).astype(dtype)
     w = rng.normal(size=(kh, kw))
-    got = correlate_samples(block, w, rows, cols, shift)
+    got = correlate_samples(block, w, rows, cols, shift, finite)
     assert got.shape == (rows.size, cols.size) and got.dtype == block.dtype
     expected = oracle.correlate_loop(block, w.astype(dtype), rows, cols)
     # float32: a few ulps of the sum of the magnitudes
@@ -204,7 +205,7 @@ def test_correlate_separable_samples_matches_loop(case, gaps):
         read[c:c + kw] = True
     poisoned = block.copy()
     poisoned[:, ~read] = np.nan
-    got = correlate_separable_samples(poisoned, col_w, row_w, rows, cols)
+    got = correlate_separable_samples(poisoned, col_w, row_w, rows, cols, False)
     assert got.shape == (rows.size, cols.size) and got.dtype == block.dtype
     w = np.outer(col_w, row_w)
     expected = oracle.correlate_loop(block, w, rows, cols)
@@ -219,7 +220,7 @@ def test_correlate_samples_non_contiguous_block():
     view = big[2:25, 3:37:2]  # strided columns
     w = rng.normal(size=(5, 3))
     rows, cols = np.array([0, 4, 8]), np.array([0, 3, 6, 9, 13])
-    got = correlate_samples(view, w, rows, cols, True)
+    got = correlate_samples(view, w, rows, cols, True, True)
     np.testing.assert_allclose(got, oracle.correlate_loop(view, w, rows, cols), rtol=0,
                                atol=1e-4)
 
@@ -234,8 +235,8 @@ def test_correlate_samples_shift_keeps_float32_precision(step):
     rows = np.arange(0, 60, step)
     cols = np.arange(0, 60, step)
     expected = oracle.correlate_loop(block, w.astype(np.float32), rows, cols)
-    shifted = np.abs(correlate_samples(block, w, rows, cols, True) - expected).max()
-    plain = np.abs(correlate_samples(block, w, rows, cols, False) - expected).max()
+    shifted = np.abs(correlate_samples(block, w, rows, cols, True, True) - expected).max()
+    plain = np.abs(correlate_samples(block, w, rows, cols, False, True) - expected).max()
     ulp = np.spacing(np.float32(np.abs(expected).max()))
     assert shifted <= 2 * ulp
     assert plain > 2 * shifted
@@ -252,8 +253,8 @@ def test_shift_only_where_the_offset_dominates(step):
     pos = np.arange(0, 34, step)
     every = np.arange(40)
     assert shift_offset(centred, every) == 0
-    np.testing.assert_array_equal(correlate_samples(centred, w, pos, pos, True),
-                                  correlate_samples(centred, w, pos, pos, False))
+    np.testing.assert_array_equal(correlate_samples(centred, w, pos, pos, True, True),
+                                  correlate_samples(centred, w, pos, pos, False, True))
     heavy = centred + np.float32(10000)
     assert shift_offset(heavy, every) == heavy[20, 20]
     # centre 1, half the pixels 1 and half -1.1 / -0.9: a mean absolute deviation from the
@@ -288,7 +289,7 @@ def test_strided_samples_never_see_past_their_window(dtype, step, shift):
         w = rng.normal(size=(6, kw))
         rows = np.arange(0, 25, 2)
         cols = np.arange(0, 110 - kw + 1, step)
-        got = correlate_samples(block, w, rows, cols, shift)
+        got = correlate_samples(block, w, rows, cols, shift, False)
         expected = oracle.correlate_loop(block, w.astype(dtype), rows, cols)
         clean = np.array([[np.isfinite(block[r:r + 6, c:c + kw]).all() for c in cols]
                           for r in rows])
@@ -297,6 +298,56 @@ def test_strided_samples_never_see_past_their_window(dtype, step, shift):
         np.testing.assert_allclose(got[clean], expected[clean],
                                    rtol=1e-4 if dtype == "float32" else 1e-12, atol=1e-2)
         assert not np.isfinite(got[~clean]).any()
+
+
+@settings(max_examples=150, deadline=None)
+@given(kh=st.integers(2, 17), kw=st.integers(1, 17), runs=st.lists(st.integers(1, 7),
+       min_size=1, max_size=4), gap=st.integers(2, 4), dtype=st.sampled_from(
+       ["float32", "float64"]), shift=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_consecutive_rows_matches_loop(kh, kw, runs, gap, dtype, shift, seed):
+    """Consecutive sample rows at stride 1 (dense tiles: two rows share a pass over their
+    common window rows), in runs of odd and even length split by gaps, every kernel shape of
+    2 to 17 rows: equal to the loop."""
+    rows, r = [], 0
+    for n in runs:
+        rows.extend(range(r, r + n))
+        r += n + gap
+    rows = np.asarray(rows, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    width = kw + 40
+    block = (rng.normal(size=(r + kh, width)) * 100 + (10000 if shift else 50)).astype(dtype)
+    w = rng.normal(size=(kh, kw))
+    cols = np.arange(width - kw + 1, dtype=np.int64)
+    got = correlate_samples(block, w, rows, cols, shift, True)
+    expected = oracle.correlate_loop(block, w.astype(dtype), rows, cols)
+    scale = oracle.correlate_loop(np.abs(block), np.abs(w), rows, cols)
+    tol = (1e-5 if dtype == "float32" else 1e-13) * (scale + 100 * np.abs(w).sum())
+    assert np.all(np.abs(got - expected) <= tol)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kh,kw", [(2, 5), (7, 7), (15, 3)])
+def test_unvouched_rows_never_see_the_next_rows_window(dtype, kh, kw):
+    """Consecutive rows share their passes only on blocks vouched finite (a tap weighted 0 for
+    the row whose window does not hold it would turn an infinity or NaN there into a NaN):
+    without ``finite``, every sample whose window holds no such pixel stays finite and equals
+    the loop's value, and every other is not finite."""
+    rng = np.random.default_rng(kh)
+    block = rng.normal(size=(40, 60)).astype(dtype)
+    block[rng.integers(0, 40, 6), rng.integers(0, 60, 6)] = np.inf
+    block[rng.integers(0, 40, 6), rng.integers(0, 60, 6)] = np.nan
+    w = rng.normal(size=(kh, kw))
+    rows = np.arange(40 - kh + 1, dtype=np.int64)
+    cols = np.arange(60 - kw + 1, dtype=np.int64)
+    got = correlate_samples(block, w, rows, cols, False, False)
+    expected = oracle.correlate_loop(block, w.astype(dtype), rows, cols)
+    clean = np.array([[np.isfinite(block[r:r + kh, c:c + kw]).all() for c in cols]
+                      for r in rows])
+    assert clean.sum() > 20 and (~clean).sum() > 20
+    assert np.isfinite(got[clean]).all()
+    np.testing.assert_allclose(got[clean], expected[clean],
+                               rtol=1e-4 if dtype == "float32" else 1e-12, atol=1e-3)
+    assert not np.isfinite(got[~clean]).any()
 
 
 _GUARDED = textwrap.dedent("""
@@ -318,7 +369,7 @@ _GUARDED = textwrap.dedent("""
         block[:] = np.arange(n).reshape(shape) % 7
         rows = np.arange(shape[0] - kh + 1)
         cols = np.arange(16) * step
-        got = correlate_samples(block, np.ones((kh, kw)), rows, cols, False)
+        got = correlate_samples(block, np.ones((kh, kw)), rows, cols, False, True)
         want = [[block[r:r + kh, c:c + kw].sum() for c in cols] for r in rows]
         assert np.allclose(got, want), (case, got, want)
 """)
@@ -342,5 +393,5 @@ def test_strided_samples_stay_inside_the_block():
 def test_correlate_samples_skips_shift_on_infinite_centre():
     block = np.ones((5, 5), dtype=np.float32)
     block[2, 2] = np.inf
-    got = correlate_samples(block, np.ones((1, 1)), np.arange(5), np.arange(5), True)
+    got = correlate_samples(block, np.ones((1, 1)), np.arange(5), np.arange(5), True, False)
     np.testing.assert_array_equal(got, block)

@@ -162,6 +162,130 @@ def _rows(out, c0, count, f, base, offs, ws):
             acc[:] = 0
 
 
+# ---------------------------------------------------------------- row pairs
+#
+# Two output rows one source row apart read the same window rows but one: a pass over both
+# loads each source slice once and adds it to both accumulators, with the upper row's weight
+# (``u``) and the lower row's (``v``, 0 for the upper row's first window row; ``u`` is 0 for
+# the lower row's last). Per output pixel that nearly halves the source loads, which bound
+# the single-row passes on kernels of more than 9 taps. A weight of 0 adds exactly 0 to a
+# finite sum; on a block holding a NaN or an infinity it would not: only blocks the caller
+# vouches are finite take these passes.
+
+@njit(cache=True, nogil=True, fastmath=FAST, inline="always")
+def _pair8(a0, a1, init, f, o0, o1, o2, o3, o4, o5, o6, o7, u0, u1, u2, u3, u4, u5, u6, u7,
+           v0, v1, v2, v3, v4, v5, v6, v7):
+    n = a0.shape[0]
+    s0 = f[o0:o0 + n]
+    s1 = f[o1:o1 + n]
+    s2 = f[o2:o2 + n]
+    s3 = f[o3:o3 + n]
+    s4 = f[o4:o4 + n]
+    s5 = f[o5:o5 + n]
+    s6 = f[o6:o6 + n]
+    s7 = f[o7:o7 + n]
+    if init:
+        for j in range(n):
+            x0, x1, x2, x3 = s0[j], s1[j], s2[j], s3[j]
+            x4, x5, x6, x7 = s4[j], s5[j], s6[j], s7[j]
+            a0[j] = ((u0 * x0 + u1 * x1 + u2 * x2 + u3 * x3)
+                     + (u4 * x4 + u5 * x5 + u6 * x6 + u7 * x7))
+            a1[j] = ((v0 * x0 + v1 * x1 + v2 * x2 + v3 * x3)
+                     + (v4 * x4 + v5 * x5 + v6 * x6 + v7 * x7))
+    else:
+        for j in range(n):
+            x0, x1, x2, x3 = s0[j], s1[j], s2[j], s3[j]
+            x4, x5, x6, x7 = s4[j], s5[j], s6[j], s7[j]
+            a0[j] += ((u0 * x0 + u1 * x1 + u2 * x2 + u3 * x3)
+                      + (u4 * x4 + u5 * x5 + u6 * x6 + u7 * x7))
+            a1[j] += ((v0 * x0 + v1 * x1 + v2 * x2 + v3 * x3)
+                      + (v4 * x4 + v5 * x5 + v6 * x6 + v7 * x7))
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, inline="always")
+def _pair4(a0, a1, init, f, o0, o1, o2, o3, u0, u1, u2, u3, v0, v1, v2, v3):
+    n = a0.shape[0]
+    s0 = f[o0:o0 + n]
+    s1 = f[o1:o1 + n]
+    s2 = f[o2:o2 + n]
+    s3 = f[o3:o3 + n]
+    if init:
+        for j in range(n):
+            x0, x1, x2, x3 = s0[j], s1[j], s2[j], s3[j]
+            a0[j] = u0 * x0 + u1 * x1 + u2 * x2 + u3 * x3
+            a1[j] = v0 * x0 + v1 * x1 + v2 * x2 + v3 * x3
+    else:
+        for j in range(n):
+            x0, x1, x2, x3 = s0[j], s1[j], s2[j], s3[j]
+            a0[j] += u0 * x0 + u1 * x1 + u2 * x2 + u3 * x3
+            a1[j] += v0 * x0 + v1 * x1 + v2 * x2 + v3 * x3
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, inline="always")
+def _pair1(a0, a1, init, f, o0, u0, v0):
+    n = a0.shape[0]
+    s0 = f[o0:o0 + n]
+    if init:
+        for j in range(n):
+            a0[j] = u0 * s0[j]
+            a1[j] = v0 * s0[j]
+    else:
+        for j in range(n):
+            a0[j] += u0 * s0[j]
+            a1[j] += v0 * s0[j]
+
+
+@njit(cache=True, nogil=True, fastmath=FAST)
+def _rows_paired(out, c0, count, f, base, offs, ws, kh, kw, pitch):
+    """``_rows``, two output rows at a time where they are ``pitch`` (one source row) apart.
+
+    ``offs`` and ``ws`` are row-major over a ``kh`` x ``kw`` window whose rows lie ``pitch``
+    apart in ``f``, which must be finite."""
+    nu = (kh + 1) * kw
+    uoffs = np.empty(nu, dtype=np.int64)
+    us = np.zeros(nu, dtype=ws.dtype)
+    vs = np.zeros(nu, dtype=ws.dtype)
+    for a in range(kh + 1):
+        for b in range(kw):
+            t = a * kw + b
+            uoffs[t] = offs[b] + a * pitch
+            if a < kh:
+                us[t] = ws[a * kw + b]
+            if a > 0:
+                vs[t] = ws[(a - 1) * kw + b]
+    nr = out.shape[0]
+    i = 0
+    while i < nr:
+        if not (i + 1 < nr and base[i + 1] - base[i] == pitch):
+            _rows(out[i:i + 1], c0, count, f, base[i:i + 1], offs, ws)
+            i += 1
+            continue
+        a0 = out[i, c0:c0 + count]
+        a1 = out[i + 1, c0:c0 + count]
+        bi = base[i]
+        t = 0
+        init = True
+        while t + 8 <= nu:
+            _pair8(a0, a1, init, f, bi + uoffs[t], bi + uoffs[t + 1], bi + uoffs[t + 2],
+                   bi + uoffs[t + 3], bi + uoffs[t + 4], bi + uoffs[t + 5], bi + uoffs[t + 6],
+                   bi + uoffs[t + 7], us[t], us[t + 1], us[t + 2], us[t + 3], us[t + 4],
+                   us[t + 5], us[t + 6], us[t + 7], vs[t], vs[t + 1], vs[t + 2], vs[t + 3],
+                   vs[t + 4], vs[t + 5], vs[t + 6], vs[t + 7])
+            init = False
+            t += 8
+        if t + 4 <= nu:
+            _pair4(a0, a1, init, f, bi + uoffs[t], bi + uoffs[t + 1], bi + uoffs[t + 2],
+                   bi + uoffs[t + 3], us[t], us[t + 1], us[t + 2], us[t + 3], vs[t],
+                   vs[t + 1], vs[t + 2], vs[t + 3])
+            init = False
+            t += 4
+        while t < nu:
+            _pair1(a0, a1, init, f, bi + uoffs[t], us[t], vs[t])
+            init = False
+            t += 1
+        i += 2
+
+
 # ---------------------------------------------------------------- de-interleaving
 #
 # At a stride the samples of a row read every ``step``-th source column. The needed part of
@@ -232,7 +356,7 @@ def _phases(block, src_rows, start, width, step, nph, off):
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, inline="always")
-def _run(out, c0, block, ws, kh, kw, rows, start, step, count, off, shifted):
+def _run(out, c0, block, ws, kh, kw, rows, start, step, count, off, shifted, finite):
     """Samples at ``rows`` x ``start + step * arange(count)`` into ``out[:, c0:c0 + count]``."""
     if step >= 3 and count >= window_dot.GROUP and kh <= window_dot.MAX_ROWS \
             and kw <= window_dot.LANES:  # few shared columns: a dot product per sample
@@ -245,6 +369,7 @@ def _run(out, c0, block, ws, kh, kw, rows, start, step, count, off, shifted):
     base = np.empty(nr, dtype=np.int64)
     if step == 1 and not shifted:  # read the block in place
         f = block.reshape(-1)
+        pitch = w
         for a in range(kh):
             for b in range(kw):
                 offs[a * kw + b] = a * w + b
@@ -261,13 +386,17 @@ def _run(out, c0, block, ws, kh, kw, rows, start, step, count, off, shifted):
         src_rows = np.flatnonzero(used) + rmin
         nph = min(step, kw)
         f, m = _phases(block, src_rows, start, (count - 1) * step + kw, step, nph, off)
+        pitch = m
         ncr = src_rows.shape[0]
         for a in range(kh):
             for b in range(kw):
                 offs[a * kw + b] = ((b % step) * ncr + a) * m + b // step
         for i in range(nr):
             base[i] = index[rows[i] - rmin] * m
-    _rows(out, c0, count, f, base, offs, ws)
+    if finite and step == 1 and kh > 1 and kh * kw > 9:  # (at 9, one pass per row wins)
+        _rows_paired(out, c0, count, f, base, offs, ws, kh, kw, pitch)
+    else:
+        _rows(out, c0, count, f, base, offs, ws)
 
 
 #: Sample rows at most that ``shift_offset`` looks at.
@@ -322,9 +451,13 @@ def _run_end(cols, i):
 
 
 @njit(cache=True, nogil=True, fastmath=FAST)
-def correlate_samples(block, weights, rows, cols, shift):
+def correlate_samples(block, weights, rows, cols, shift, finite):
     """Direct 2-D correlation at ``rows`` x ``cols`` (any rows; increasing columns, computed
     one run of equal steps at a time), ``(len(rows), len(cols))`` in the block's type.
+
+    ``finite``: the caller vouches that the block holds no NaN or infinity, which lets
+    consecutive rows share their passes (faster on kernels of more than 9 taps). Without it
+    a NaN or infinity reaches exactly the samples whose windows hold it, IEEE-wise.
 
     With ``shift`` the block is first shifted by ``shift_offset`` (added back times the sum of
     the weights): the sums then carry only the local variation, so an offset-heavy float32
@@ -351,7 +484,7 @@ def correlate_samples(block, weights, rows, cols, shift):
     while i < n:
         j = _run_end(cols, i)
         step = cols[i + 1] - cols[i] if j > i + 1 else 1
-        _run(out, i, block, ws, kh, kw, rows, cols[i], step, j - i, off, shifted)
+        _run(out, i, block, ws, kh, kw, rows, cols[i], step, j - i, off, shifted, finite)
         i = j
     if shifted:
         add = np.empty(1, dtype=block.dtype)
@@ -369,9 +502,11 @@ def correlate_separable_samples(
     row_weights: np.ndarray,
     rows: np.ndarray,
     cols: np.ndarray,
+    finite: bool = False,
 ) -> np.ndarray:
     """Separable correlation (``outer(col_weights, row_weights)``) at ``rows`` x ``cols``
-    (increasing), ``(len(rows), len(cols))`` in the block's type: O(kh + kw) work per sample.
+    (increasing), ``(len(rows), len(cols))`` in the block's type: O(kh + kw) work per sample;
+    ``finite`` as for ``correlate_samples``.
 
     A vertical pass computes the sample rows over the columns the horizontal pass reads
     (``separable_columns``), then a horizontal pass computes the sample columns. The two passes
@@ -385,9 +520,9 @@ def correlate_separable_samples(
         return np.zeros((rows.shape[0], 0), dtype=block.dtype)
     need, at = separable_columns(cols, row_weights.shape[0])
     vert = correlate_samples(block, np.asarray(col_weights, dtype=np.float64).reshape(-1, 1),
-                             rows, need, False)
+                             rows, need, False, finite)
     return correlate_samples(vert, np.asarray(row_weights, dtype=np.float64).reshape(1, -1),
-                             np.arange(rows.shape[0], dtype=np.int64), at, False)
+                             np.arange(rows.shape[0], dtype=np.int64), at, False, finite)
 
 
 @njit(cache=True, nogil=True)
