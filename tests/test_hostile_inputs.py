@@ -370,17 +370,16 @@ def test_timeout_stops_a_pathological_input_and_goes_on(corpus, tmp_path):
     out.mkdir()
     bomb, small = tmp_path / "big_strip_bomb.tif", "odd/single_strip.tif"
     _big_strip_bomb(bomb)
-    t0 = time.monotonic()
     proc = satconv("run", str(bomb), small, "--out-dir", str(out), "-c",
                    str(_raised_limits(tmp_path)),
                    "--timeout", "4", "-q", cwd=corpus.inputs)
-    elapsed = time.monotonic() - t0
+    # (the message is the proof that the limit stopped it, not the wall clock: a loaded
+    # machine can take 30 s to start the two processes)
     assert proc.returncode == 1, proc.stderr
     assert error_lines(proc.stderr) == [
         f"satconv: {bomb}: timed out after 4 s; stopped, nothing written",
         "satconv: 1 of 2 inputs failed",
     ]
-    assert elapsed < 30
     assert sorted(p.name for p in out.iterdir()) == [
         "single_strip.satconv.json", "single_strip.satconv.tif", "single_strip.stride.tif"]
     assert_inputs_unchanged(corpus)
