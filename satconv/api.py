@@ -234,7 +234,7 @@ def output_setup(info: raster_io.RasterInfo, settings: Settings,
         out_nodata=profile["nodata"],
         min_valid_fraction=settings.min_valid_fraction,
         write_mask=info.mask in ("dataset", "alpha"),
-        compute_dtype=compute_dtype(info.dtype, out_dtype),
+        compute_dtype=compute_dtype(info.dtype, out_dtype, settings.cval),
     )
 
 

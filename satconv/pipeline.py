@@ -65,12 +65,14 @@ class TileDone:
     vmax: np.ndarray
 
 
-def compute_dtype(in_dtype: str, out_dtype: str) -> str:
+def compute_dtype(in_dtype: str, out_dtype: str, cval: float = 0.0) -> str:
     """The type tiles are computed in: float32 when the output is float32 and the input fits
-    float32 exactly (8- and 16-bit integers, float32); float64 otherwise, so that rounding to
-    an integer output or a float64 output loses nothing."""
+    float32 exactly (8- and 16-bit integers, float32), and so does the padding value ``cval``
+    (within float32's range); float64 otherwise, so that rounding to an integer output or a
+    float64 output loses nothing."""
     exact32 = in_dtype in ("uint8", "int8", "uint16", "int16", "float32")
-    return "float32" if out_dtype == "float32" and exact32 else "float64"
+    fits = abs(cval) <= float(np.finfo(np.float32).max)
+    return "float32" if out_dtype == "float32" and exact32 and fits else "float64"
 
 
 def to_output(values: np.ndarray, dtype: str, nodata: float | None) -> np.ndarray:

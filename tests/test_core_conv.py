@@ -350,6 +350,25 @@ def test_unvouched_rows_never_see_the_next_rows_window(dtype, kh, kw):
     assert not np.isfinite(got[~clean]).any()
 
 
+def test_a_shift_that_overflows_keeps_rows_apart():
+    """float32 pixels near 3e38 (the shift subtracts the centre) and one at -3e38: shifted, that
+    pixel overflows to an infinity inside the core's copy. Even with the block vouched finite,
+    no sample whose window does not hold it is touched by it: the same as without the vouch."""
+    rng = np.random.default_rng(0)
+    block = (3e38 * (1 + 1e-6 * rng.standard_normal((40, 40)))).astype(np.float32)
+    block[31, 20] = -3e38  # on a row shift_offset does not look at (it reads every other)
+    w = rng.random((7, 7)) / 100
+    rows = np.arange(34, dtype=np.int64)
+    cols = np.arange(34, dtype=np.int64)
+    assert shift_offset(block, rows) != 0
+    vouched = correlate_samples(block, w, rows, cols, True, True)
+    plain = correlate_samples(block, w, rows, cols, True, False)
+    holds = np.zeros(vouched.shape, dtype=bool)
+    holds[25:32, 14:21] = True  # the windows holding (31, 20)
+    np.testing.assert_array_equal(vouched[~holds], plain[~holds])
+    assert np.isfinite(vouched[~holds]).all()
+
+
 _GUARDED = textwrap.dedent("""
     import ctypes, mmap, sys
     import numpy as np

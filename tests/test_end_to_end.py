@@ -94,6 +94,24 @@ def test_stride1_plan_equals_dense_dtypes_and_bands(make_scene, write_stride_map
     assert_dense(read(out), oracle.dense(data, kernel_of(s), mode, -2.0))
 
 
+def test_cval_beyond_float32_is_computed_in_float64(make_scene):
+    """A finite padding value too large for float32 (the output's type) would be an infinity
+    in a float32 block: the tiles are computed in float64 instead, and every pixel whose
+    window lies inside the image equals the dense result (7x7, not rank 1: the passes that
+    share rows between output rows)."""
+    scene, data = make_scene(40, 45, bands=1, dtype="uint8", seed=3)
+    weights = np.random.default_rng(3).random((7, 7))
+    weights /= weights.sum()
+    s = settings(kernel={"type": "custom", "weights": weights.tolist()}, boundary="constant",
+                 cval=3.5e38, strides=[1], tile_size=16, output={"dtype": "float32"})
+    out, _ = run(scene, s)
+    got = read(out)[0].astype(np.float64)
+    want = oracle.dense(data.astype(np.float64), weights, "constant", 0.0)[0]
+    inner = (slice(3, -3), slice(3, -3))
+    assert np.isfinite(got[inner]).all()
+    assert oracle.relative_error(got[inner], want[inner]) < 1e-6
+
+
 @pytest.mark.parametrize("dtype", ["int8", "int16", "uint32", "int32", "float64"])
 def test_stride1_plan_equals_dense_other_dtypes(make_scene, write_stride_map, dtype):
     scene, data = make_scene(21, 34, bands=2, dtype=dtype, seed=7)

@@ -387,6 +387,10 @@ def _run(out, c0, block, ws, kh, kw, rows, start, step, count, off, shifted, fin
         nph = min(step, kw)
         f, m = _phases(block, src_rows, start, (count - 1) * step + kw, step, nph, off)
         pitch = m
+        # a shift can overflow a finite pixel to an infinity only when it is at least half an
+        # ulp of the type's largest values (1e31 in float32): past that, no shared passes
+        if not abs(off) < np.finfo(block.dtype).max * np.finfo(block.dtype).eps / 4:
+            finite = False
         ncr = src_rows.shape[0]
         for a in range(kh):
             for b in range(kw):
