@@ -161,7 +161,7 @@ def _band_samples(band: np.ndarray, kernel: PreparedKernel, rpos: np.ndarray,
         offset = float(conv.shift_offset(band, _index(rpos)))
         if offset:
             band = band - np.float32(offset)
-    out = _at_runs(band, kernel, rpos, cpos)
+    out = _at_runs(band, kernel, rpos, cpos, conv.shift_stays_finite(band, offset))
     if offset:
         out += np.float32(offset * kernel.weights.sum())
     return out
@@ -200,14 +200,16 @@ def _masked_samples(band: np.ndarray, valid: np.ndarray, kernel: PreparedKernel,
 
 
 def _at_runs(band: np.ndarray, kernel: PreparedKernel, rows: np.ndarray,
-             cols: np.ndarray) -> np.ndarray:
+             cols: np.ndarray, finite: bool = True) -> np.ndarray:
     """Correlation at ``rows`` x ``cols`` (increasing); the compiled core splits the columns
     into runs of equal steps (a tile's sample grid is one run, plus at most its closing
-    column)."""
+    column). The band holds no NaN or infinity (such pixels are invalid and never get
+    here), unless ``finite`` says a shift may have overflowed one."""
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     if kernel.column is None:
-        return conv.correlate_samples(band, kernel.weights, rows, _index(cols), False, True)
-    return conv.correlate_separable_samples(band, kernel.column, kernel.row, rows, cols, True)
+        return conv.correlate_samples(band, kernel.weights, rows, _index(cols), False, finite)
+    return conv.correlate_separable_samples(band, kernel.column, kernel.row, rows, cols,
+                                            finite)
 
 
 _RECONSTRUCT = {"bilinear": reconstruct.bilinear, "nearest": reconstruct.nearest,

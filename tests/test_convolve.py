@@ -197,3 +197,25 @@ def test_dense_padded_oracle_agrees_with_scipy():
     for mode in MODES:
         np.testing.assert_allclose(oracle.dense_padded(x, k, mode, 3.0),
                                    oracle.dense(x, k, mode, 3.0), rtol=1e-12, atol=1e-12)
+
+
+def test_separable_shift_that_overflows_keeps_rows_apart():
+    """A separable kernel on float32 pixels near 3e38: the band is shifted by its centre before
+    the two passes, and one pixel at -3e38 overflows to an infinity there. The vertical pass
+    (15 taps: consecutive rows would share their passes) must still keep it in its own
+    windows: every sample whose window does not hold it is finite."""
+    from satconv import kernels
+    from satconv.convolve import _band_samples
+    from satconv.core.conv import shift_offset
+
+    rng = np.random.default_rng(1)
+    band = (3e38 * (1 + 1e-6 * rng.standard_normal((80, 60)))).astype(np.float32)
+    band[31, 30] = -3e38  # on a row shift_offset skips (it reads every third of 66)
+    pk = PreparedKernel.from_kernel(kernels.gaussian(15, 3.0))
+    assert pk.column is not None
+    pos_r, pos_c = np.arange(66, dtype=np.int64), np.arange(46, dtype=np.int64)
+    assert shift_offset(band, pos_r) != 0
+    got = _band_samples(band, pk, pos_r, pos_c)
+    holds = np.zeros(got.shape, dtype=bool)
+    holds[17:32, 16:31] = True
+    assert np.isfinite(got[~holds]).all()

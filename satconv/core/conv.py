@@ -387,10 +387,7 @@ def _run(out, c0, block, ws, kh, kw, rows, start, step, count, off, shifted, fin
         nph = min(step, kw)
         f, m = _phases(block, src_rows, start, (count - 1) * step + kw, step, nph, off)
         pitch = m
-        # a shift can overflow a finite pixel to an infinity only when it is at least half an
-        # ulp of the type's largest values (1e31 in float32): past that, no shared passes
-        if not abs(off) < np.finfo(block.dtype).max * np.finfo(block.dtype).eps / 4:
-            finite = False
+        finite = finite and shift_stays_finite(block, off)
         ncr = src_rows.shape[0]
         for a in range(kh):
             for b in range(kw):
@@ -401,6 +398,14 @@ def _run(out, c0, block, ws, kh, kw, rows, start, step, count, off, shifted, fin
         _rows_paired(out, c0, count, f, base, offs, ws, kh, kw, pitch)
     else:
         _rows(out, c0, count, f, base, offs, ws)
+
+
+@njit(cache=True, nogil=True)
+def shift_stays_finite(block: np.ndarray, off: float) -> bool:
+    """Whether subtracting ``off`` keeps every finite value of ``block``'s type finite: a
+    shift can overflow only when it is at least half an ulp of the type's largest values
+    (1e31 in float32)."""
+    return abs(off) < np.finfo(block.dtype).max * np.finfo(block.dtype).eps / 4
 
 
 #: Sample rows at most that ``shift_offset`` looks at.
