@@ -155,9 +155,9 @@ def _band_samples(band: np.ndarray, kernel: PreparedKernel, rpos: np.ndarray,
     """
     if kernel.column is None:  # one compiled call: shift, runs and taps all inside
         return conv.correlate_samples(band, kernel.weights, _index(rpos), _index(cpos),
-                                      band.dtype == np.float32, True)
+                                      band.dtype.num == _FLOAT32, True)
     offset = 0.0
-    if band.dtype == np.float32:
+    if band.dtype.num == _FLOAT32:
         offset = float(conv.shift_offset(band, _index(rpos)))
         if offset:
             band = band - np.float32(offset)
@@ -168,7 +168,13 @@ def _band_samples(band: np.ndarray, kernel: PreparedKernel, rpos: np.ndarray,
 
 
 def _index(a: np.ndarray) -> np.ndarray:
-    return a if a.dtype == np.int64 else a.astype(np.int64)
+    return a if a.dtype.num == _INT64 else a.astype(np.int64)
+
+
+# (every band of every tile goes through here: comparing type numbers saves the conversion
+# from a scalar type that comparing dtypes with ``==`` makes, about 0.1 µs each time)
+_FLOAT32 = np.dtype(np.float32).num
+_INT64 = np.dtype(np.int64).num
 
 
 def _masked_samples(band: np.ndarray, valid: np.ndarray, kernel: PreparedKernel,

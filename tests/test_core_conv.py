@@ -293,6 +293,60 @@ def test_strided_samples_never_see_past_their_window(dtype, step, shift):
         assert_non_finite_stay_in_their_windows(got, block, w, rows, cols, atol=1e-2)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kh", [5, 7, 8])
+@pytest.mark.parametrize("shift", [False, True])
+def test_paired_strided_rows_never_see_past_their_windows(dtype, kh, shift):
+    """Sample rows 4 apart at stride 4 (the default grid's finest strided level) share the
+    loads of their common window rows, and a load there holds two samples' windows: an
+    infinity or NaN in a row only one of the two windows holds, or in a column past one
+    window, must reach no sample whose window does not hold it."""
+    rng = np.random.default_rng(kh)
+    block = (rng.normal(size=(60, 140)) + (10000 if shift else 0)).astype(dtype)
+    block[rng.integers(0, 60, 10), rng.integers(0, 140, 10)] = np.inf
+    block[rng.integers(0, 60, 10), rng.integers(0, 140, 10)] = np.nan
+    w = rng.normal(size=(kh, 7))
+    rows = np.arange(0, 60 - kh + 1, 4)
+    cols = np.arange(0, 140 - 7 + 1, 4)
+    got = correlate_samples(block, w, rows, cols, shift, False)
+    assert_non_finite_stay_in_their_windows(got, block, w, rows, cols, atol=1e-2)
+
+
+@st.composite
+def strided_rows_case(draw):
+    """Strided samples as tiles take them, near the block's end: sample rows mostly 4 apart
+    (so that pairs form, and break where another gap comes), 8 to 40 columns at steps of 3
+    to 8, kernels up to 8x8, the block no wider or taller than the windows need (give or
+    take a few columns)."""
+    kh = draw(st.integers(1, 8))
+    kw = draw(st.integers(1, 8))
+    step = draw(st.sampled_from([3, 4, 4, 5, 8]))
+    count = draw(st.integers(8, 40))
+    gaps = draw(st.lists(st.sampled_from([4, 4, 4, 1, 3, 5, 8]), min_size=0, max_size=12))
+    rows = np.concatenate([[0], np.cumsum(np.asarray(gaps, np.int64))]).astype(np.int64)
+    cols = step * np.arange(count, dtype=np.int64)
+    width = int(cols[-1]) + kw + draw(st.integers(0, 3))
+    height = int(rows[-1]) + kh + draw(st.integers(0, 2))
+    dtype = draw(st.sampled_from(["float32", "float64"]))
+    shift = draw(st.booleans())
+    base = draw(st.sampled_from([50.0, 10000.0]))
+    return kh, kw, cols, height, width, rows, dtype, shift, base, draw(st.integers(0, 2**32 - 1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=strided_rows_case(), finite=st.booleans())
+def test_strided_rows_match_loop(case, finite):
+    kh, kw, cols, height, width, rows, dtype, shift, base, seed = case
+    rng = np.random.default_rng(seed)
+    block = (rng.normal(size=(height, width)) * 100 + base).astype(dtype)
+    w = rng.normal(size=(kh, kw))
+    got = correlate_samples(block, w, rows, cols, shift, finite)
+    expected = oracle.correlate_loop(block, w.astype(dtype), rows, cols)
+    scale = oracle.correlate_loop(np.abs(block), np.abs(w), rows, cols)
+    tol = (1e-5 if dtype == "float32" else 1e-13) * (scale + 100 * np.abs(w).sum())
+    assert np.all(np.abs(got - expected) <= tol)
+
+
 def assert_non_finite_stay_in_their_windows(got, block, w, rows, cols, atol):
     """Every sample whose window holds no NaN or infinity is finite and equals the loop's
     value; every other is not finite (and there are enough of both to tell)."""
@@ -375,8 +429,8 @@ _GUARDED = textwrap.dedent("""
     from satconv.core.conv import correlate_samples
     page = mmap.PAGESIZE
     for case in sys.argv[1:]:
-        dtype, kh, kw, step = case.split(",")
-        kh, kw, step = int(kh), int(kw), int(step)
+        dtype, kh, kw, step, row_step = case.split(",")
+        kh, kw, step, row_step = int(kh), int(kw), int(step), int(row_step)
         buf = mmap.mmap(-1, 2 * page)
         start = ctypes.addressof(ctypes.c_char.from_buffer(buf))
         assert ctypes.CDLL(None).mprotect(ctypes.c_void_p(start + page), page, 0) == 0
@@ -386,7 +440,9 @@ _GUARDED = textwrap.dedent("""
         block = np.frombuffer(buf, dtype, n, page - n * np.dtype(dtype).itemsize)
         block = block.reshape(shape)
         block[:] = np.arange(n).reshape(shape) % 7
-        rows = np.arange(shape[0] - kh + 1)
+        rows = np.arange(shape[0] - kh, -1, -row_step)[::-1]  # the last ending at the end
+        if row_step > 1:  # an even number of rows: the last two a pair
+            rows = rows[len(rows) % 2:]
         cols = np.arange(16) * step
         got = correlate_samples(block, np.ones((kh, kw)), rows, cols, False, True)
         want = [[block[r:r + kh, c:c + kw].sum() for c in cols] for r in rows]
@@ -398,13 +454,15 @@ _GUARDED = textwrap.dedent("""
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 code generation")
 def test_strided_samples_stay_inside_the_block():
     """Blocks that end right before an unreadable page: the last samples of their last rows,
-    whose 8-lane loads would run past the end, must be summed without reading there (that
-    would crash). Compiled for AVX2 without AVX-512, so that LLVM cannot turn a load into a
-    fault-suppressing masked one and hide a read past the end."""
+    whose vector loads would run past the end, must be summed without reading there (that
+    would crash); so must those of the last pair of rows 4 apart, which load together.
+    Compiled for AVX2 without AVX-512, so that LLVM cannot turn a load into a fault-suppressing
+    masked one and hide a read past the end."""
     env = {**os.environ, "NUMBA_CPU_NAME": "haswell",
            "NUMBA_CPU_FEATURES": "+avx,+avx2,+fma,+sse4.2,-avx512f,-avx512vl,-avx512bw"}
-    run = subprocess.run([sys.executable, "-c", _GUARDED, "float32,7,7,4", "float64,3,5,3",
-                          "float32,8,1,8", "float64,2,7,5"], env=env, capture_output=True,
+    run = subprocess.run([sys.executable, "-c", _GUARDED, "float32,7,7,4,1", "float64,3,5,3,1",
+                          "float32,8,1,8,1", "float64,2,7,5,1", "float32,7,7,4,4",
+                          "float64,5,5,3,4", "float32,6,8,5,4"], env=env, capture_output=True,
                          text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-2000:]
 

@@ -409,7 +409,7 @@ def shift_stays_finite(block: np.ndarray, off: float) -> bool:
 
 
 #: Sample rows at most that ``shift_offset`` looks at.
-SHIFT_ROWS = 32
+SHIFT_ROWS = 8
 
 
 @njit(cache=True, nogil=True, fastmath=FAST)
@@ -428,7 +428,7 @@ def shift_offset(block: np.ndarray, rows: np.ndarray) -> float:
     mattered at stride 4 where the samples take 11 µs.
     """
     b = np.ascontiguousarray(block)
-    zero = np.zeros(1, dtype=b.dtype)[0]
+    zero = b.dtype.type(0)
     if b.size == 0 or rows.shape[0] == 0:
         return zero
     off = b[b.shape[0] // 2, b.shape[1] // 2]
@@ -484,7 +484,7 @@ def correlate_samples(block, weights, rows, cols, shift, finite):
     out = np.empty((rows.shape[0], cols.shape[0]), dtype=block.dtype)
     if rows.shape[0] == 0 or cols.shape[0] == 0:
         return out
-    off = shift_offset(block, rows) if shift else np.zeros(1, dtype=block.dtype)[0]
+    off = shift_offset(block, rows) if shift else block.dtype.type(0)
     shifted = off != 0
     n = cols.shape[0]
     # (not the constant 0: numba would compile the whole core once more for a literal first
@@ -496,9 +496,7 @@ def correlate_samples(block, weights, rows, cols, shift, finite):
         _run(out, i, block, ws, kh, kw, rows, cols[i], step, j - i, off, shifted, finite)
         i = j
     if shifted:
-        add = np.empty(1, dtype=block.dtype)
-        add[0] = float(off) * wsum
-        a0 = add[0]
+        a0 = block.dtype.type(float(off) * wsum)
         for r in range(out.shape[0]):
             for c in range(out.shape[1]):
                 out[r, c] += a0

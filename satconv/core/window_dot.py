@@ -5,10 +5,14 @@ de-interleaving the block's columns first (``conv._phases``) costs more than the
 saves. Here each sample reads its window in place instead: one 8-lane load per kernel row (the
 kernel's columns, at most 8, then whatever follows them in the block), multiplied by that
 row's weights, which are zero past the kernel, and summed over the rows; eight samples are then
-reduced together. A whole row of such groups is one loop, with the weights held in registers
-and, at stride 4, the sample offsets as constants. On one 256-pixel tile with a 7x7 kernel in
-float32 this takes about 11-13 µs at stride 4, against about 40 µs de-interleaved and 130-150
-µs at stride 1.
+reduced together. A whole row of such groups is one loop, with the weights held in registers.
+
+Stride 4, the default grid's finest strided level, has its own loops: the sample offsets are
+constants, one load of 16 lanes holds the windows of samples q and q + 2 (one multiply-add
+for both), and two sample rows 4 apart load the window rows they share once. On one 256-pixel
+tile with a 7x7 kernel in float32 the 65x65 samples take about 9-10 µs (11 µs shifted; 10
+and 13 µs before those three), against about 40 µs de-interleaved and about 100 µs for the
+tile's pixels at stride 1.
 
 The columns past a window are multiplied by zero, which is exact for finite pixels, but an
 infinity or NaN there would turn the sample into NaN. Such a sample is recognised by its
@@ -39,6 +43,14 @@ MAX_ROWS = 8
 #: Strides whose loops have the sample offsets as constants (others read them from a register):
 #: 4, the default grid's finest strided level, where it saves about 15 %.
 CONSTANT_STEPS = (4,)
+#: Constant strides whose loops load twice ``LANES`` at a time, two samples' windows: at 4,
+#: 6 % faster unshifted and 14 % shifted; at 8 it gained nothing measurable.
+WIDE_STEPS = (4,)
+#: Source rows between two sample rows that share their loads (``_group_loop``): the default
+#: grid's finest strided level, where a 7x7 window shares 3 rows with the next sample row's.
+PAIR_ROWS = 4
+#: Samples per row of such a pair computed together: the two rows fill one group.
+PAIR_GROUP = GROUP // 2
 
 _FLAGS = ("contract", "reassoc", "nsz")
 
@@ -55,19 +67,32 @@ def _shuffle(builder: ir.IRBuilder, a: ir.Value, b: ir.Value, lanes: list[int]) 
                                                     lanes))
 
 
-def _reduce8(builder: ir.IRBuilder, v: list[ir.Value]) -> ir.Value:
-    """Eight 8-lane vectors to one 8-lane vector of their lane sums, in order: a tree of
-    seven additions, each of two shuffles that halve the lanes per vector."""
+def _reduce(builder: ir.IRBuilder, v: list[ir.Value], order: list[int]) -> ir.Value:
+    """Vectors of equal width holding eight runs of partial sums of equal length, run after
+    run (the i-th run, over the vectors in turn, belongs to sample ``order[i]``), to one 8-lane
+    vector of the eight runs' sums, sample 0 first: a tree of additions, each of two shuffles
+    that halve the lanes per run."""
+    lanes = v[0].type.count
+    n = lanes * len(v) // 8  # lanes a run
+
     def halve(a: ir.Value, b: ir.Value, n: int) -> ir.Value:
-        # a and b hold 8 // n vectors' partial sums, n lanes each: add each run's two halves
+        # a and b hold lanes // n runs of n lanes each: add each run's two halves
         h = n // 2
-        lo = [r + i for src in (0, 8) for r in range(src, src + 8, n) for i in range(h)]
+        lo = [r + i for src in (0, lanes) for r in range(src, src + lanes, n) for i in range(h)]
         return builder.fadd(_shuffle(builder, a, b, lo), _shuffle(builder, a, b,
                                                                    [i + h for i in lo]),
                             flags=_FLAGS)
-    quads = [halve(v[q], v[q + 1], 8) for q in range(0, 8, 2)]
-    pairs = [halve(quads[q], quads[q + 1], 4) for q in range(0, 4, 2)]
-    return halve(pairs[0], pairs[1], 2)
+    while len(v) > 1:
+        v = [halve(v[q], v[q + 1], n) for q in range(0, len(v), 2)]
+        n //= 2
+    x = v[0]
+    at = [order.index(s) * n for s in range(8)]  # where each sample's run starts
+    if n == 1:
+        return x if at == list(range(8)) else _shuffle(builder, x, x, at)
+    # a last halving that also puts the runs in sample order (n == 2: 16 lanes)
+    return builder.fadd(_shuffle(builder, x, x, at), _shuffle(builder, x, x,
+                                                              [i + 1 for i in at]),
+                        flags=_FLAGS)
 
 
 def _join(builder: ir.IRBuilder, done: ir.Block, switch: ir.Instruction, elt: ir.Type,
@@ -82,21 +107,36 @@ def _join(builder: ir.IRBuilder, done: ir.Block, switch: ir.Instruction, elt: ir
     return result
 
 
-def _row_loop(builder: ir.IRBuilder, entry: ir.Block, rows: int, step: ir.Value,
-              ptrs: tuple[ir.Value, ir.Value, ir.Value], args: tuple, shifted: bool,
-              done: ir.Block) -> ir.Value:
+def _group_loop(builder: ir.IRBuilder, entry: ir.Block, rows: int, step: ir.Value,
+                ptrs: tuple[ir.Value, ir.Value, ir.Value], args: tuple, shifted: bool,
+                paired: bool, done: ir.Block) -> ir.Value:
     """Emit, from ``entry``, the loop over ``ngroups`` groups for a kernel ``rows`` high; it
     branches to ``done`` and returns, as seen there, the sum of the samples it wrote: finite
-    unless one of them is not (or the sum overflows)."""
+    unless one of them is not (or the sum overflows).
+
+    A group is ``GROUP`` samples of one row, or with ``paired`` ``PAIR_GROUP`` samples on each
+    of two rows ``PAIR_ROWS`` apart, whose common window rows are loaded once for both."""
     fdata, wdata, odata = ptrs
-    base, wrow, off, oidx, ngroups = args
+    base, wrow, off, oidx, odelta, ngroups = args
     elt = fdata.type.pointee
     vec = ir.VectorType(elt, LANES)
     intp = base.type
+    width = PAIR_GROUP if paired else GROUP  # samples a row of a group
     builder.position_at_end(entry)
     weights = [builder.load(builder.bitcast(builder.gep(wdata, [ir.Constant(intp, a * LANES)]),
                                             vec.as_pointer()), align=1) for a in range(rows)]
-    offv = _splat(builder, off, vec)
+    # at a constant step that divides LANES, a load of twice LANES holds the windows of
+    # samples q and q + span: one multiply-add for both
+    span = 0
+    if isinstance(step, ir.Constant) and step.constant in WIDE_STEPS:
+        span = LANES // step.constant
+    load = vec
+    starts = list(range(width))  # the samples whose windows start a load
+    if span:
+        load = ir.VectorType(elt, 2 * LANES)
+        weights = [_shuffle(builder, wv, wv, list(range(LANES)) * 2) for wv in weights]
+        starts = [q for q in starts if (q // span) % 2 == 0]
+    offv = _splat(builder, off, load)
     zero = vec([ir.Constant(elt, 0.0)] * LANES)
     loop = builder.append_basic_block(f"{entry.name}_loop")
     tail = builder.append_basic_block(f"{entry.name}_tail")
@@ -107,26 +147,40 @@ def _row_loop(builder: ir.IRBuilder, entry: ir.Block, rows: int, step: ir.Value,
     b = builder.phi(intp)
     o = builder.phi(intp)
     check = builder.phi(vec)
-    acc: list[ir.Value | None] = [None] * GROUP
-    for a in range(rows):
-        row = builder.add(b, builder.mul(ir.Constant(intp, a), wrow))
-        for q in range(GROUP):
+    rows_out = ((0, 0), (1, PAIR_ROWS)) if paired else ((0, 0),)  # (sample row, its offset)
+    acc: list[ir.Value | None] = [None] * (len(starts) * len(rows_out))
+    for t in range(rows + rows_out[-1][1]):
+        row = builder.add(b, builder.mul(ir.Constant(intp, t), wrow))
+        for i, q in enumerate(starts):
             p = builder.gep(fdata, [builder.add(row, builder.mul(step, ir.Constant(intp, q)))])
-            x = builder.load(builder.bitcast(p, vec.as_pointer()), align=1)
+            x = builder.load(builder.bitcast(p, load.as_pointer()), align=1)
             if shifted:
                 x = builder.fsub(x, offv, flags=_FLAGS)
-            m = builder.fmul(x, weights[a], flags=_FLAGS)
-            acc[q] = m if acc[q] is None else builder.fadd(acc[q], m, flags=_FLAGS)
-    r = _reduce8(builder, acc)
-    builder.store(r, builder.bitcast(builder.gep(odata, [o]), vec.as_pointer()), align=1)
+            for lower, shift in rows_out:
+                a = t - shift
+                if 0 <= a < rows:
+                    k = lower * len(starts) + i
+                    m = builder.fmul(x, weights[a], flags=_FLAGS)
+                    acc[k] = m if acc[k] is None else builder.fadd(acc[k], m, flags=_FLAGS)
+    order = [lower * width + s for lower, _ in rows_out for q in starts
+             for s in ((q, q + span) if span else (q,))]
+    r = _reduce(builder, acc, order)
+    if paired:
+        half = ir.VectorType(elt, PAIR_GROUP)
+        for lanes, at in ((range(PAIR_GROUP), o),
+                          (range(PAIR_GROUP, LANES), builder.add(o, odelta))):
+            builder.store(_shuffle(builder, r, r, list(lanes)),
+                          builder.bitcast(builder.gep(odata, [at]), half.as_pointer()), align=1)
+    else:
+        builder.store(r, builder.bitcast(builder.gep(odata, [o]), vec.as_pointer()), align=1)
     new_check = builder.fadd(check, r)  # finite unless a sample is not (or the sum overflows)
     g_next = builder.add(g, ir.Constant(intp, 1))
     g.add_incoming(ir.Constant(intp, 0), entry)
     g.add_incoming(g_next, loop)
     b.add_incoming(base, entry)
-    b.add_incoming(builder.add(b, builder.mul(step, ir.Constant(intp, GROUP))), loop)
+    b.add_incoming(builder.add(b, builder.mul(step, ir.Constant(intp, width))), loop)
     o.add_incoming(oidx, entry)
-    o.add_incoming(builder.add(o, ir.Constant(intp, GROUP)), loop)
+    o.add_incoming(builder.add(o, ir.Constant(intp, width)), loop)
     check.add_incoming(zero, entry)
     check.add_incoming(new_check, loop)
     builder.cbranch(builder.icmp_signed("<", g_next, ngroups), loop, tail)
@@ -143,25 +197,29 @@ def _row_loop(builder: ir.IRBuilder, entry: ir.Block, rows: int, step: ir.Value,
     return total
 
 
-def _make_rows(shifted: bool):  # noqa: ANN202 - a numba intrinsic
-    """The intrinsic computing ``ngroups`` consecutive groups of ``GROUP`` samples, for a
-    kernel ``kh`` high (1 to ``MAX_ROWS``): ``o[oidx + k] = sum_{a < kh, b < LANES} w8[a*LANES
-    + b] * (f[base + k*step + a*w_row + b] - off)`` for ``k < ngroups * GROUP``. Reads ``f[base
-    + k*step + a*w_row : ... + LANES]``: the caller keeps that inside ``f``. Returns the sum of
-    the samples written, finite unless one of them is not (or the sum overflows)."""
+def _make_groups(shifted: bool, paired: bool):  # noqa: ANN202 - a numba intrinsic
+    """The intrinsic computing ``ngroups`` consecutive groups of samples (``_group_loop``) for
+    a kernel ``kh`` high (1 to ``MAX_ROWS``; paired, more than ``PAIR_ROWS``): ``o[oidx + k] =
+    sum_{a < kh, b < LANES} w8[a*LANES + b] * (f[base + k*step + a*w_row + b] - off)`` for ``k
+    < ngroups * GROUP``; paired, the same for ``k < ngroups * PAIR_GROUP`` and again one row
+    of samples lower, from ``base + PAIR_ROWS * w_row`` into ``o[oidx + odelta + k]``
+    (``odelta`` is ignored otherwise). Reads ``f[base + k*step + a*w_row : ... + LANES]`` for
+    the rows' every sample ``k`` and window row ``a``: the caller keeps that inside ``f``.
+    Returns the sum of the samples written, finite unless one of them is not (or the sum
+    overflows)."""
 
     @intrinsic
-    def rows_(typingctx, kh, f, base, step, w_row, w8, off, o, oidx,  # noqa: ANN001, ANN202
-              ngroups):
+    def groups(typingctx, kh, f, base, step, w_row, w8, off, o, oidx,  # noqa: ANN001, ANN202
+               odelta, ngroups):
         if not (isinstance(f, types.Array) and isinstance(w8, types.Array)
                 and isinstance(o, types.Array) and f.dtype == w8.dtype == o.dtype
                 and f.dtype in (types.float32, types.float64)):
             return None
         sig = f.dtype(types.intp, f, types.intp, types.intp, types.intp, w8, f.dtype, o,
-                      types.intp, types.intp)
+                      types.intp, types.intp, types.intp)
 
         def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
-            kh, fa, base, step, wrow, wa, off, oa, oidx, ngroups = args
+            kh, fa, base, step, wrow, wa, off, oa, oidx, odelta, ngroups = args
             ptrs = (context.make_array(signature.args[1])(context, builder, fa).data,
                     context.make_array(signature.args[5])(context, builder, wa).data,
                     context.make_array(signature.args[7])(context, builder, oa).data)
@@ -172,22 +230,24 @@ def _make_rows(shifted: bool):  # noqa: ANN202 - a numba intrinsic
             for s in CONSTANT_STEPS:
                 key = builder.select(builder.icmp_signed("==", step, ir.Constant(intp, s)),
                                      builder.add(key, ir.Constant(intp, s)), key)
-            done = builder.append_basic_block("rows_done")
+            name = "pairs" if paired else "rows"
+            done = builder.append_basic_block(f"{name}_done")
             switch = builder.switch(key, done)
             results = []
-            for rows in range(1, MAX_ROWS + 1):
+            for rows in range(PAIR_ROWS + 1 if paired else 1, MAX_ROWS + 1):
                 for s in (0, *CONSTANT_STEPS):
-                    entry = builder.append_basic_block(f"rows{rows}_step{s}")
+                    entry = builder.append_basic_block(f"{name}{rows}_step{s}")
                     switch.add_case(ir.Constant(intp, rows * 16 + s), entry)
                     stepv = ir.Constant(intp, s) if s else step
-                    total = _row_loop(builder, entry, rows, stepv, ptrs,
-                                      (base, wrow, off, oidx, ngroups), shifted, done)
+                    total = _group_loop(builder, entry, rows, stepv, ptrs,
+                                        (base, wrow, off, oidx, odelta, ngroups), shifted,
+                                        paired, done)
                     results.append((total, builder.block))
             return _join(builder, done, switch, elt, results)
 
         return sig, codegen
 
-    return rows_
+    return groups
 
 
 def _make_single(shifted: bool):  # noqa: ANN202 - a numba intrinsic
@@ -246,8 +306,10 @@ def _make_single(shifted: bool):  # noqa: ANN202 - a numba intrinsic
     return single
 
 
-_plain = _make_rows(False)
-_shifted = _make_rows(True)
+_plain = _make_groups(False, False)
+_shifted = _make_groups(True, False)
+_plain_pairs = _make_groups(False, True)
+_shifted_pairs = _make_groups(True, True)
 _plain_single = _make_single(False)
 _shifted_single = _make_single(True)
 #: A row's last samples, when no more than this many remain, are computed one by one (see
@@ -260,11 +322,13 @@ def correlate_strided(out, c0, block, ws, kh, kw, rows, start, step, count, off)
     """``out[i, c0 + j] = sum_{a, b} ws[a*kw + b] * (block[rows[i] + a, start + j*step + b] -
     off)`` for ``j < count``, reading ``block`` (C-contiguous) in place.
 
-    ``kh <= MAX_ROWS``, ``kw <= LANES``, and ``out`` C-contiguous. A row's samples go in groups
-    of ``GROUP``; up to ``SINGLES`` samples left over are computed one by one, more as a last
-    group ending at the row's last sample (overlapping the one before). Samples whose vector
-    loads would run past the block's end (the last ones of its last rows) are summed over
-    their window alone (``_window_sum``), and so are samples the vectors left non-finite.
+    ``kh <= MAX_ROWS``, ``kw <= LANES``, and ``out`` C-contiguous. Two consecutive sample rows
+    ``PAIR_ROWS`` apart, for a kernel taller than that, go together (``_group_loop``) as far as
+    their loads stay inside the block; a row's other samples go in groups of ``GROUP``, and up
+    to ``SINGLES`` samples left over are computed one by one, more as a last group ending at
+    the row's last sample (overlapping the one before). Samples whose vector loads would run
+    past the block's end (the last ones of its last rows) are summed over their window alone
+    (``_window_sum``), and so are samples the vectors left non-finite.
     """
     w = block.shape[1]
     f = block.reshape(-1)
@@ -275,49 +339,72 @@ def correlate_strided(out, c0, block, ws, kh, kw, rows, start, step, count, off)
         for b in range(kw):
             w8[a * LANES + b] = ws[a * kw + b]
     shifted = off != 0
-    zero = np.zeros(1, dtype=block.dtype)[0]
-    reach = (GROUP - 1) * step + (kh - 1) * w + LANES  # elements a group reads past its base
-    reach1 = (kh - 1) * w + LANES  # and a single sample
+    zero = block.dtype.type(0)
+    # elements a pair's group reads past its lower row's base, a group past its base, and a
+    # single sample past its own
+    reach2 = (PAIR_GROUP - 1) * step + (kh - 1) * w + LANES
+    reach = (GROUP - 1) * step + (kh - 1) * w + LANES
+    reach1 = (kh - 1) * w + LANES
     span = GROUP * step
-    for i in range(rows.shape[0]):
+    last = count - GROUP  # where a row's last group starts (overlapping the one before)
+    nrows = rows.shape[0]
+    i = 0
+    # (one loop with one call site per intrinsic and mode: each call site inlines every loop
+    # of its intrinsic, and a call to a helper taking the arrays costs reference counting)
+    while i < nrows:
+        j0, together, check = 0, 1, zero
         rb = rows[i] * w + start
-        oi = i * ncols + c0
-        room = f.shape[0] - reach - rb  # the last group base that stays inside the block
-        ng = 0 if room < 0 else min(count // GROUP, room // span + 1)
-        last = count - GROUP  # where the row's last group starts (overlapping the one before)
-        j = ng * GROUP
-        check = zero
-        for part in range(2):  # the row's whole groups, then a last group if worth it and fits
-            first, n = 0, ng
-            if part == 1:
-                if not (count - j > SINGLES and 0 <= last < j and last * step <= room):
-                    break
-                first, n = last, 1
-                j = count
-            if shifted:  # one call site per mode: each inlines every loop of the intrinsic
-                check += _shifted(kh, f, rb + first * step, step, w, w8, off, o, oi + first, n)
+        if kh > PAIR_ROWS and i + 1 < nrows and rows[i + 1] - rows[i] == PAIR_ROWS:
+            room = f.shape[0] - reach2 - (rb + PAIR_ROWS * w)
+            n = 0 if room < 0 else min(count // PAIR_GROUP, room // (PAIR_GROUP * step) + 1)
+            oi = i * ncols + c0
+            if shifted:
+                check = _shifted_pairs(kh, f, rb, step, w, w8, off, o, oi, ncols, n)
             else:
-                check += _plain(kh, f, rb + first * step, step, w, w8, off, o, oi + first, n)
-        for k in range(j, count):
-            p = rb + k * step
-            if p + reach1 > f.shape[0]:
-                s = _window_sum(f, p, w, w8, kh, kw, off)
-            elif shifted:
-                s = _shifted_single(kh, f, p, w, w8, off)
-            else:
-                s = _plain_single(kh, f, p, w, w8, off)
-            o[oi + k] = s
-            check += s
-        if not np.isfinite(check):  # some sample may not be: its own window decides
-            for k in range(count):
-                if not np.isfinite(o[oi + k]):
-                    o[oi + k] = _window_sum(f, rb + k * step, w, w8, kh, kw, off)
+                check = _plain_pairs(kh, f, rb, step, w, w8, off, o, oi, ncols, n)
+            j0, together = n * PAIR_GROUP, 2
+        for e in range(together):  # each row's samples from j0 on
+            rb = rows[i + e] * w + start
+            oi = (i + e) * ncols + c0
+            room = f.shape[0] - reach - rb  # the last group base that stays inside the block
+            ng = 0 if room < j0 * step else min((count - j0) // GROUP,
+                                                (room - j0 * step) // span + 1)
+            j = j0 + ng * GROUP
+            row_check = check
+            for part in range(2):  # whole groups, then a last group if worth it and it fits
+                first, n = j0, ng
+                if part == 1:
+                    if not (count - j > SINGLES and 0 <= last < j and last * step <= room):
+                        break
+                    first, n = last, 1
+                    j = count
+                if shifted:
+                    row_check += _shifted(kh, f, rb + first * step, step, w, w8, off, o,
+                                          oi + first, 0, n)
+                else:
+                    row_check += _plain(kh, f, rb + first * step, step, w, w8, off, o,
+                                        oi + first, 0, n)
+            for k in range(j, count):
+                p = rb + k * step
+                if p + reach1 > f.shape[0]:
+                    s = _window_sum(f, p, w, w8, kh, kw, off)
+                elif shifted:
+                    s = _shifted_single(kh, f, p, w, w8, off)
+                else:
+                    s = _plain_single(kh, f, p, w, w8, off)
+                o[oi + k] = s
+                row_check += s
+            if not np.isfinite(row_check):  # some sample may not be: its own window decides
+                for k in range(count):
+                    if not np.isfinite(o[oi + k]):
+                        o[oi + k] = _window_sum(f, rb + k * step, w, w8, kh, kw, off)
+        i += together
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, inline="always")
 def _window_sum(f, p, w, w8, kh, kw, off):
     """One sample summed over its own window only (``kh`` rows of ``kw`` pixels from ``p``)."""
-    s = np.zeros(1, dtype=f.dtype)[0]
+    s = f.dtype.type(0)
     for a in range(kh):
         for b in range(kw):
             s += w8[a * LANES + b] * (f[p + a * w + b] - off)
