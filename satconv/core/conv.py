@@ -484,6 +484,9 @@ def correlate_samples(block, weights, rows, cols, shift, finite):
     out = np.empty((rows.shape[0], cols.shape[0]), dtype=block.dtype)
     if rows.shape[0] == 0 or cols.shape[0] == 0:
         return out
+    if kh == 0 or kw == 0:  # no taps: every sum is empty
+        out[:] = 0
+        return out
     off = shift_offset(block, rows) if shift else block.dtype.type(0)
     shifted = off != 0
     n = cols.shape[0]

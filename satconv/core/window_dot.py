@@ -199,7 +199,8 @@ def _group_loop(builder: ir.IRBuilder, entry: ir.Block, rows: int, step: ir.Valu
 
 def _make_groups(shifted: bool, paired: bool):  # noqa: ANN202 - a numba intrinsic
     """The intrinsic computing ``ngroups`` consecutive groups of samples (``_group_loop``) for
-    a kernel ``kh`` high (1 to ``MAX_ROWS``; paired, more than ``PAIR_ROWS``): ``o[oidx + k] =
+    a kernel ``kh`` high (1 to ``MAX_ROWS``; paired, more than ``PAIR_ROWS`` and a ``step`` of
+    ``PAIR_ROWS``, the only one compiled for pairs): ``o[oidx + k] =
     sum_{a < kh, b < LANES} w8[a*LANES + b] * (f[base + k*step + a*w_row + b] - off)`` for ``k
     < ngroups * GROUP``; paired, the same for ``k < ngroups * PAIR_GROUP`` and again one row
     of samples lower, from ``base + PAIR_ROWS * w_row`` into ``o[oidx + odelta + k]``
@@ -235,7 +236,7 @@ def _make_groups(shifted: bool, paired: bool):  # noqa: ANN202 - a numba intrins
             switch = builder.switch(key, done)
             results = []
             for rows in range(PAIR_ROWS + 1 if paired else 1, MAX_ROWS + 1):
-                for s in (0, *CONSTANT_STEPS):
+                for s in (PAIR_ROWS,) if paired else (0, *CONSTANT_STEPS):
                     entry = builder.append_basic_block(f"{name}{rows}_step{s}")
                     switch.add_case(ir.Constant(intp, rows * 16 + s), entry)
                     stepv = ir.Constant(intp, s) if s else step
@@ -322,13 +323,15 @@ def correlate_strided(out, c0, block, ws, kh, kw, rows, start, step, count, off)
     """``out[i, c0 + j] = sum_{a, b} ws[a*kw + b] * (block[rows[i] + a, start + j*step + b] -
     off)`` for ``j < count``, reading ``block`` (C-contiguous) in place.
 
-    ``kh <= MAX_ROWS``, ``kw <= LANES``, and ``out`` C-contiguous. Two consecutive sample rows
-    ``PAIR_ROWS`` apart, for a kernel taller than that, go together (``_group_loop``) as far as
-    their loads stay inside the block; a row's other samples go in groups of ``GROUP``, and up
-    to ``SINGLES`` samples left over are computed one by one, more as a last group ending at
-    the row's last sample (overlapping the one before). Samples whose vector loads would run
-    past the block's end (the last ones of its last rows) are summed over their window alone
-    (``_window_sum``), and so are samples the vectors left non-finite.
+    ``kh <= MAX_ROWS``, ``kw <= LANES``, and ``out`` C-contiguous. At a step of ``PAIR_ROWS``
+    (a tile's grid at stride 4) consecutive sample rows as far apart, for a kernel taller than
+    that, go in pairs first (``_group_loop``), as far as their loads stay inside the block (at
+    other steps pairs cost 7-12 % more than they save on 5- and 6-row kernels). Then each
+    row's other samples go in groups of ``GROUP``, and up to ``SINGLES`` samples left over are
+    computed one by one, more as a last group ending at the row's last sample (overlapping the
+    one before). Samples whose vector loads would run past the block's end (the last ones of
+    its last rows) are summed over their window alone (``_window_sum``), and so are samples
+    the vectors left non-finite.
     """
     w = block.shape[1]
     f = block.reshape(-1)
@@ -348,57 +351,63 @@ def correlate_strided(out, c0, block, ws, kh, kw, rows, start, step, count, off)
     span = GROUP * step
     last = count - GROUP  # where a row's last group starts (overlapping the one before)
     nrows = rows.shape[0]
+    # pairs first: where each row's own groups start, and the sum of what its pair computed
+    paired = kh > PAIR_ROWS and step == PAIR_ROWS
+    j0s = np.zeros(nrows if paired else 0, dtype=np.int64)
+    sums = np.zeros(nrows if paired else 0, dtype=block.dtype)
     i = 0
-    # (one loop with one call site per intrinsic and mode: each call site inlines every loop
-    # of its intrinsic, and a call to a helper taking the arrays costs reference counting)
-    while i < nrows:
-        j0, together, check = 0, 1, zero
+    while paired and i + 1 < nrows:
+        if rows[i + 1] - rows[i] != PAIR_ROWS:
+            i += 1
+            continue
         rb = rows[i] * w + start
-        if kh > PAIR_ROWS and i + 1 < nrows and rows[i + 1] - rows[i] == PAIR_ROWS:
-            room = f.shape[0] - reach2 - (rb + PAIR_ROWS * w)
-            n = 0 if room < 0 else min(count // PAIR_GROUP, room // (PAIR_GROUP * step) + 1)
-            oi = i * ncols + c0
+        room = f.shape[0] - reach2 - (rb + PAIR_ROWS * w)
+        n = 0 if room < 0 else min(count // PAIR_GROUP, room // (PAIR_GROUP * step) + 1)
+        oi = i * ncols + c0
+        if shifted:
+            check = _shifted_pairs(kh, f, rb, step, w, w8, off, o, oi, ncols, n)
+        else:
+            check = _plain_pairs(kh, f, rb, step, w, w8, off, o, oi, ncols, n)
+        j0s[i:i + 2] = n * PAIR_GROUP
+        sums[i:i + 2] = check
+        i += 2
+    # (one call site per intrinsic and mode: each inlines every loop of its intrinsic)
+    for i in range(nrows):
+        j0 = j0s[i] if paired else 0
+        check = sums[i] if paired else zero
+        rb = rows[i] * w + start
+        oi = i * ncols + c0
+        room = f.shape[0] - reach - rb  # the last group base that stays inside the block
+        ng = 0 if room < j0 * step else min((count - j0) // GROUP,
+                                            (room - j0 * step) // span + 1)
+        j = j0 + ng * GROUP
+        for part in range(2):  # whole groups, then a last group if worth it and it fits
+            first, n = j0, ng
+            if part == 1:
+                if not (count - j > SINGLES and 0 <= last < j and last * step <= room):
+                    break
+                first, n = last, 1
+                j = count
             if shifted:
-                check = _shifted_pairs(kh, f, rb, step, w, w8, off, o, oi, ncols, n)
+                check += _shifted(kh, f, rb + first * step, step, w, w8, off, o, oi + first,
+                                  0, n)
             else:
-                check = _plain_pairs(kh, f, rb, step, w, w8, off, o, oi, ncols, n)
-            j0, together = n * PAIR_GROUP, 2
-        for e in range(together):  # each row's samples from j0 on
-            rb = rows[i + e] * w + start
-            oi = (i + e) * ncols + c0
-            room = f.shape[0] - reach - rb  # the last group base that stays inside the block
-            ng = 0 if room < j0 * step else min((count - j0) // GROUP,
-                                                (room - j0 * step) // span + 1)
-            j = j0 + ng * GROUP
-            row_check = check
-            for part in range(2):  # whole groups, then a last group if worth it and it fits
-                first, n = j0, ng
-                if part == 1:
-                    if not (count - j > SINGLES and 0 <= last < j and last * step <= room):
-                        break
-                    first, n = last, 1
-                    j = count
-                if shifted:
-                    row_check += _shifted(kh, f, rb + first * step, step, w, w8, off, o,
-                                          oi + first, 0, n)
-                else:
-                    row_check += _plain(kh, f, rb + first * step, step, w, w8, off, o,
-                                        oi + first, 0, n)
-            for k in range(j, count):
-                p = rb + k * step
-                if p + reach1 > f.shape[0]:
-                    s = _window_sum(f, p, w, w8, kh, kw, off)
-                elif shifted:
-                    s = _shifted_single(kh, f, p, w, w8, off)
-                else:
-                    s = _plain_single(kh, f, p, w, w8, off)
-                o[oi + k] = s
-                row_check += s
-            if not np.isfinite(row_check):  # some sample may not be: its own window decides
-                for k in range(count):
-                    if not np.isfinite(o[oi + k]):
-                        o[oi + k] = _window_sum(f, rb + k * step, w, w8, kh, kw, off)
-        i += together
+                check += _plain(kh, f, rb + first * step, step, w, w8, off, o, oi + first, 0,
+                                n)
+        for k in range(j, count):
+            p = rb + k * step
+            if p + reach1 > f.shape[0]:
+                s = _window_sum(f, p, w, w8, kh, kw, off)
+            elif shifted:
+                s = _shifted_single(kh, f, p, w, w8, off)
+            else:
+                s = _plain_single(kh, f, p, w, w8, off)
+            o[oi + k] = s
+            check += s
+        if not np.isfinite(check):  # some sample may not be: its own window decides
+            for k in range(count):
+                if not np.isfinite(o[oi + k]):
+                    o[oi + k] = _window_sum(f, rb + k * step, w, w8, kh, kw, off)
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, inline="always")
