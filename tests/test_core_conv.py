@@ -170,13 +170,19 @@ def test_correlate_samples_matches_loop_and_scipy(case, finite):
     w = rng.normal(size=(kh, kw))
     got = correlate_samples(block, w, rows, cols, shift, finite)
     assert got.shape == (rows.size, cols.size) and got.dtype == block.dtype
-    expected = oracle.correlate_loop(block, w.astype(dtype), rows, cols)
-    # float32: a few ulps of the sum of the magnitudes
-    scale = oracle.correlate_loop(np.abs(block), np.abs(w), rows, cols)
-    tol = (1e-5 if dtype == "float32" else 1e-13) * (scale + 100 * np.abs(w).sum())
-    assert np.all(np.abs(got - expected) <= tol)
+    expected = assert_close_to_loop(got, block, w, rows, cols)
     np.testing.assert_allclose(expected, oracle.correlate_scipy_at(block, w.astype(dtype), rows,
                                                                   cols), rtol=1e-12, atol=1e-9)
+
+
+def assert_close_to_loop(got, block, w, rows, cols):
+    """``got`` equals the loop's correlation within rounding: a few ulps (of float32 or
+    float64, the block's type) of the sum of the magnitudes. Returns the loop's values."""
+    expected = oracle.correlate_loop(block, w.astype(block.dtype), rows, cols)
+    scale = oracle.correlate_loop(np.abs(block), np.abs(w), rows, cols)
+    tol = (1e-5 if block.dtype == np.float32 else 1e-13) * (scale + 100 * np.abs(w).sum())
+    assert np.all(np.abs(got - expected) <= tol)
+    return expected
 
 
 def test_separable_columns_hand_case():
@@ -340,11 +346,8 @@ def test_strided_rows_match_loop(case, finite):
     rng = np.random.default_rng(seed)
     block = (rng.normal(size=(height, width)) * 100 + base).astype(dtype)
     w = rng.normal(size=(kh, kw))
-    got = correlate_samples(block, w, rows, cols, shift, finite)
-    expected = oracle.correlate_loop(block, w.astype(dtype), rows, cols)
-    scale = oracle.correlate_loop(np.abs(block), np.abs(w), rows, cols)
-    tol = (1e-5 if dtype == "float32" else 1e-13) * (scale + 100 * np.abs(w).sum())
-    assert np.all(np.abs(got - expected) <= tol)
+    assert_close_to_loop(correlate_samples(block, w, rows, cols, shift, finite), block, w,
+                         rows, cols)
 
 
 def assert_non_finite_stay_in_their_windows(got, block, w, rows, cols, atol):
@@ -379,11 +382,8 @@ def test_consecutive_rows_matches_loop(kh, kw, runs, gap, dtype, shift, seed):
     block = (rng.normal(size=(r + kh, width)) * 100 + (10000 if shift else 50)).astype(dtype)
     w = rng.normal(size=(kh, kw))
     cols = np.arange(width - kw + 1, dtype=np.int64)
-    got = correlate_samples(block, w, rows, cols, shift, True)
-    expected = oracle.correlate_loop(block, w.astype(dtype), rows, cols)
-    scale = oracle.correlate_loop(np.abs(block), np.abs(w), rows, cols)
-    tol = (1e-5 if dtype == "float32" else 1e-13) * (scale + 100 * np.abs(w).sum())
-    assert np.all(np.abs(got - expected) <= tol)
+    assert_close_to_loop(correlate_samples(block, w, rows, cols, shift, True), block, w, rows,
+                         cols)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -227,8 +227,9 @@ def _make_groups(shifted: bool, paired: bool):  # noqa: ANN202 - a numba intrins
             intp = base.type
             elt = ptrs[0].type.pointee
             # one loop per (height, constant stride or none): key = kh * 16 + stride or 0
+            # (pairs: the caller's step is PAIR_ROWS)
             key = builder.mul(kh, ir.Constant(intp, 16))
-            for s in CONSTANT_STEPS:
+            for s in (PAIR_ROWS,) if paired else CONSTANT_STEPS:
                 key = builder.select(builder.icmp_signed("==", step, ir.Constant(intp, s)),
                                      builder.add(key, ir.Constant(intp, s)), key)
             name = "pairs" if paired else "rows"
