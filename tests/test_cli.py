@@ -400,3 +400,26 @@ def test_summary_folder_and_lock_timeout_are_checked_before_any_work(make_scene,
     result = invoke("run", scene, "--lock-timeout", "5")
     assert result.exit_code == 2 and "--on-lock wait" in result.stderr
     assert listing(tmp_path) == ["scene.tif"]
+
+
+_CRASH = """
+import faulthandler, sys
+from satconv.scripts.cli import cli
+sys.argv = ["satconv", "plan", "/nonexistent/scene.tif"]
+try:
+    cli(standalone_mode=False)
+except BaseException:
+    pass
+faulthandler._sigsegv()  # what a crash in GDAL or a compiled kernel would do
+"""
+
+
+def test_a_crash_in_native_code_says_where_it_was():
+    """A satconv command that dies of SIGSEGV (in native code: GDAL, a compiled kernel) first
+    prints every thread's Python stack to stderr, for whoever reads the cron mail."""
+    run = subprocess.run([sys.executable, "-c", _CRASH], capture_output=True, text=True,
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONFAULTHANDLER"},
+                         timeout=300)
+    assert run.returncode == -signal.SIGSEGV
+    assert "Fatal Python error: Segmentation fault" in run.stderr
+    assert "Current thread" in run.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import faulthandler
 import signal
 import sys
 import traceback
@@ -113,6 +114,15 @@ class _Group(click.Group):
 @click.version_option(__version__, "--version", prog_name="satconv")
 def cli() -> None:
     """Adaptive-stride convolution of large GeoTIFFs."""
+    _report_crashes()
+
+
+def _report_crashes() -> None:
+    """Have a crash in native code (GDAL, a compiled kernel) print every thread's Python stack
+    to stderr before the process dies, so that a run killed by SIGSEGV says where it was."""
+    with contextlib.suppress(Exception):  # a stderr without a file descriptor (embedded use)
+        if not faulthandler.is_enabled():
+            faulthandler.enable()
 
 
 @cli.command()
