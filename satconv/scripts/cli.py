@@ -282,17 +282,47 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
         sys.exit(summary.exit_code)
 
 
-def _interrupts() -> dict[str, bool]:
-    """Have SIGTERM (cron, systemd, kill) stop a run like Ctrl-C: staged files removed."""
-    state = {"term": False}
+#: How often a stop that arrived while rasterio's own code ran is tried again (seconds).
+STOP_RETRY = 0.02
 
-    def on_term(signum: int, frame: object) -> None:
-        state["term"] = True
+
+def _interrupts() -> dict[str, bool]:
+    """Have SIGTERM (cron, systemd, kill) and Ctrl-C stop a run: staged files removed.
+
+    The stop is a KeyboardInterrupt in the main thread, but never raised inside rasterio's own
+    Python code (a GDAL environment set up or torn down, a dataset opened or closed): raised
+    there it can leave GDAL's state half changed, and the run then fails with "No GDAL
+    environment exists" in place of the stop, or dies of SIGSEGV. Such a stop waits, tried
+    again every ``STOP_RETRY`` seconds (SIGALRM), until the main thread has left that code.
+    """
+    state = {"term": False, "pending": False}
+
+    def on_stop(signum: int, frame: object) -> None:
+        if signum == signal.SIGALRM and not state["pending"]:
+            return
+        if signum == signal.SIGTERM:
+            state["term"] = True
+        if _in_rasterio(frame):
+            state["pending"] = True
+            signal.setitimer(signal.ITIMER_REAL, STOP_RETRY)
+            return
+        state["pending"] = False
         raise KeyboardInterrupt
 
     with contextlib.suppress(ValueError):  # not the main thread (embedded use)
-        signal.signal(signal.SIGTERM, on_term)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):
+            signal.signal(sig, on_stop)
     return state
+
+
+def _in_rasterio(frame: object) -> bool:
+    """Whether ``frame`` or one of its callers is rasterio's own Python code."""
+    while frame is not None:
+        name = frame.f_globals.get("__name__", "")
+        if name == "rasterio" or name.startswith("rasterio."):
+            return True
+        frame = frame.f_back
+    return False
 
 
 @cli.command()
