@@ -423,31 +423,3 @@ def test_a_crash_in_native_code_says_where_it_was():
     assert run.returncode == -signal.SIGSEGV
     assert "Fatal Python error: Segmentation fault" in run.stderr
     assert "Current thread" in run.stderr
-
-
-def test_a_stop_waits_until_rasterio_code_has_returned():
-    """SIGTERM while rasterio's own Python code runs in the main thread (a GDAL environment
-    being set up, a dataset opened): the KeyboardInterrupt comes once that code has returned,
-    not inside it, where it could leave GDAL's state half changed."""
-    from satconv.scripts import cli as cli_module
-
-    in_rasterio = {"__name__": "rasterio.env", "os": os, "signal": signal}
-    exec("def setting_up(done):\n"  # code of a rasterio module, as far as frames tell
-         "    os.kill(os.getpid(), signal.SIGTERM)\n"
-         "    total = sum(i * i for i in range(200000))\n"
-         "    done.append(total)\n", in_rasterio)
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT,
-                                                    signal.SIGALRM)}
-    done: list[int] = []
-    try:
-        state = cli_module._interrupts()
-        with pytest.raises(KeyboardInterrupt):
-            in_rasterio["setting_up"](done)
-            for _ in range(500):  # our own code: the stop comes within STOP_RETRY
-                sum(range(20000))
-        assert done, "the stop was raised inside rasterio's code"
-        assert state["term"]
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import faulthandler
-import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -20,6 +19,7 @@ import click
 
 from .. import __version__, api, config, raster_io
 from ..errors import OutputError, SatconvError, UsageError
+from .stops import StoppableGroup, command_stops, json_logs
 
 
 def _progress_factory(enabled: bool, label: str) -> api.ProgressFactory:
@@ -80,13 +80,7 @@ def _make_quicklook(report_path: str, overwrite: bool) -> None:
     previews.make_quicklook(report_path, overwrite=overwrite)
 
 
-def _json_logs(argv: list[str]) -> bool:
-    """Whether the command line asks for JSON logs (read before click parses it)."""
-    return "--log-format=json" in argv or any(
-        a == "--log-format" and b == "json" for a, b in zip(argv, argv[1:], strict=False))
-
-
-class _Group(click.Group):
+class _Group(StoppableGroup):
     """click's group, whose usage errors (an unknown option, a bad value) follow
     ``--log-format json`` when the command line asks for it: one ``error`` event, not
     click's usage text, for log collectors that parse every line."""
@@ -95,7 +89,7 @@ class _Group(click.Group):
              complete_var: str | None = None, standalone_mode: bool = True,
              **extra: object) -> object:
         argv = list(args) if args is not None else sys.argv[1:]
-        if not standalone_mode or not _json_logs(argv):
+        if not standalone_mode or not json_logs(argv):
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         from .render import Renderer
 
@@ -239,14 +233,13 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
                     _check_quicklook(paths.raster, redraw)
         except SatconvError as err:
             fail(err)
-    stop = _interrupts()
+    stop = command_stops()
     try:
         summary = batch.run_batch(sources, settings, opts, render, jobs=jobs, timeout=timeout,
                                   scheduler=scheduler, distribute=distribute)
     except KeyboardInterrupt as err:
         render.close()
-        code = 143 if stop["term"] else 130
-        what = "terminated" if stop["term"] else "interrupted"
+        code, what = stop.exit_code, stop.what
         for src in list(render.active) or [None]:
             name = f"{src}: " if src else ""
             kept = "nothing written"
@@ -280,49 +273,6 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
                              f"({(err.strerror or str(err)).lower()})"))
     if summary.exit_code:
         sys.exit(summary.exit_code)
-
-
-#: How often a stop that arrived while rasterio's own code ran is tried again (seconds).
-STOP_RETRY = 0.02
-
-
-def _interrupts() -> dict[str, bool]:
-    """Have SIGTERM (cron, systemd, kill) and Ctrl-C stop a run: staged files removed.
-
-    The stop is a KeyboardInterrupt in the main thread, but never raised inside rasterio's own
-    Python code (a GDAL environment set up or torn down, a dataset opened or closed): raised
-    there it can leave GDAL's state half changed, and the run then fails with "No GDAL
-    environment exists" in place of the stop, or dies of SIGSEGV. Such a stop waits, tried
-    again every ``STOP_RETRY`` seconds (SIGALRM), until the main thread has left that code.
-    """
-    state = {"term": False, "pending": False}
-
-    def on_stop(signum: int, frame: object) -> None:
-        if signum == signal.SIGALRM and not state["pending"]:
-            return
-        if signum == signal.SIGTERM:
-            state["term"] = True
-        if _in_rasterio(frame):
-            state["pending"] = True
-            signal.setitimer(signal.ITIMER_REAL, STOP_RETRY)
-            return
-        state["pending"] = False
-        raise KeyboardInterrupt
-
-    with contextlib.suppress(ValueError):  # not the main thread (embedded use)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):
-            signal.signal(sig, on_stop)
-    return state
-
-
-def _in_rasterio(frame: object) -> bool:
-    """Whether ``frame`` or one of its callers is rasterio's own Python code."""
-    while frame is not None:
-        name = frame.f_globals.get("__name__", "")
-        if name == "rasterio" or name.startswith("rasterio."):
-            return True
-        frame = frame.f_back
-    return False
 
 
 @cli.command()

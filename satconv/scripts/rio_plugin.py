@@ -10,10 +10,12 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from .stops import StoppableGroup
 
 
-class _SatconvCommands(click.Group):
-    """A group whose commands are ``satconv``'s own, imported on first use."""
+class _SatconvCommands(StoppableGroup):
+    """A group whose commands are ``satconv``'s own, imported on first use, and stop as
+    they do under ``satconv`` (:mod:`satconv.scripts.stops`)."""
 
     @staticmethod
     def _cli() -> click.Group:
