@@ -101,6 +101,12 @@ class PolicyConfig(_Strict):
     window: int = Field(8, ge=2, le=1024)
     statistic: Literal["max", "mean", "p90"] = "mean"
     thresholds: Literal["auto"] | list[float] = "auto"
+    thresholds_relative_to: Literal["absolute", "scene", "dtype"] = Field(
+        "absolute",
+        description="a list of thresholds: variances as given (absolute), or shares of the "
+        "square of each band's value range over the scene (scene) or of its data type's "
+        "range (dtype, integer inputs), so one config fits uint8 and uint16 scenes alike",
+    )
     fraction: float | None = Field(None, gt=0, le=1)
     tolerance: float | None = Field(None, gt=0, allow_inf_nan=False)
     tolerance_db: float | None = Field(None, gt=0, le=200, allow_inf_nan=False)
@@ -122,6 +128,9 @@ class PolicyConfig(_Strict):
 
     @model_validator(mode="after")
     def _policy_needs(self) -> PolicyConfig:
+        if self.thresholds_relative_to != "absolute" and self.thresholds == "auto":
+            raise ValueError("thresholds_relative_to applies to a list of thresholds; auto "
+                             "thresholds follow each band's range already (target_error)")
         if self.type == "budget" and self.fraction is None:
             raise ValueError("type budget needs policy.fraction (the share of the "
                              "full-resolution compute to spend, e.g. 0.3)")

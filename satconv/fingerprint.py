@@ -46,9 +46,30 @@ def input_digest(info: RasterInfo) -> str:
     return _sha(json.dumps(meta, sort_keys=True).encode())
 
 
+#: Policy keys added after outputs were first fingerprinted, with the value that behaves as
+#: satconv did before they existed. At that value they are left out of the config hash, so an
+#: upgrade does not make every earlier output look made with another config (``--skip-existing``
+#: would redo a whole archive, ``--resume`` would not continue).
+UNCHANGED_BY_DEFAULT = {"thresholds_relative_to": "absolute"}
+
+
+def _without_neutral_keys(d: Any) -> Any:
+    if isinstance(d, list):
+        return [_without_neutral_keys(v) for v in d]
+    if not isinstance(d, dict):
+        return d
+    out = {k: _without_neutral_keys(v) for k, v in d.items()}
+    if isinstance(out.get("policy"), dict):
+        out["policy"] = {k: v for k, v in out["policy"].items()
+                         if UNCHANGED_BY_DEFAULT.get(k, object()) != v}
+    return out
+
+
 def config_digest(settings: Settings, plan_path: Path | None = None) -> str:
     """SHA-256 of the effective config, and of the stride map's bytes with ``--plan``."""
-    h = hashlib.sha256(settings.to_json().encode())
+    text = json.dumps(_without_neutral_keys(settings.to_dict()), sort_keys=True,
+                      separators=(",", ":"))
+    h = hashlib.sha256(text.encode())
     if plan_path is not None:
         h.update(b"\0plan\0")
         try:

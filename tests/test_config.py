@@ -186,6 +186,8 @@ def test_settings_round_trip_through_json_and_yaml(write_config):
     ("policy: {thresholds: sometimes}", "policy.thresholds", ""),
     ("policy: {window: 1}", "policy.window", ""),
     ("policy: {statistic: median}", "policy.statistic", "max"),
+    ("policy: {thresholds_relative_to: range}", "policy.thresholds_relative_to", "scene"),
+    ("policy: {thresholds_relative_to: scene}", "policy", "list of thresholds"),
     ("reconstruction: bicubic", "reconstruction", "bilinear"),
 ])
 def test_rejections_name_the_key(write_config, yaml_text, key, reason):

@@ -9,7 +9,7 @@ import scipy.ndimage as ndi
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from satconv import api, config, kernels
+from satconv import api, config, kernels, planning
 from satconv.core.stats import window_variance
 from satconv.errors import PlanError
 from satconv.planning import allocate, error_model, load_plan, variance
@@ -271,6 +271,57 @@ def test_explicit_thresholds(write_tif):
     _, plan = api.plan_scene(path, s)
     # stride 2 while the variance is below 1000, stride 4 while below 100 (100 is not below)
     assert plan.strides.tolist() == [[4, 2, 1, 2, 4]]
+
+
+def _checkerboard_tiles(dtype: str, scale: int = 1) -> np.ndarray:
+    """Tiles of 32 on a base of 100: window variances 0, 400, 2500, 100 and 25 (x scale**2),
+    the scene's value range 100 (x scale)."""
+    data = np.zeros((1, 32, 160), dtype=dtype)
+    for tx, d in enumerate([0, 40, 100, 20, 10]):
+        data[0, :, 32 * tx:32 * (tx + 1)] = checkerboard(32, 32, 100 * scale,
+                                                         (100 + d) * scale)
+    return data
+
+
+@pytest.mark.parametrize("relative_to, scale", [("scene", 100.0 ** 2), ("dtype", 255.0 ** 2)])
+def test_relative_thresholds_are_shares_of_the_squared_range(write_tif, relative_to, scale):
+    """Absolute variances 1000 and 60, given as shares of the scene's range (100) or of
+    uint8's (255), squared: the plan of those variances, and the report says what they were."""
+    path = write_tif(_checkerboard_tiles("uint8"))
+    s = config.from_dict({"tile_size": 32, "strides": [1, 2, 4],
+                          "policy": {"thresholds": [1000 / scale, 60 / scale],
+                                     "thresholds_relative_to": relative_to}})
+    _, plan = api.plan_scene(path, s)
+    assert plan.strides.tolist() == [[4, 2, 1, 2, 4]]
+    assert plan.details["thresholds_relative_to"] == relative_to
+    np.testing.assert_allclose(plan.details["thresholds_per_band"]["2"], [1000], rtol=1e-5)
+    np.testing.assert_allclose(plan.details["thresholds_per_band"]["4"], [60], rtol=1e-5)
+
+
+def test_dtype_relative_thresholds_fit_uint8_and_uint16_alike(tmp_path, write_tif):
+    """One config, the same scene as uint8 and as uint16 (x 257, the full range of each): the
+    same plan with thresholds relative to the data type, different plans with absolute ones."""
+    p8 = write_tif(_checkerboard_tiles("uint8"), name="u8.tif")
+    p16 = write_tif(_checkerboard_tiles("uint16", 257), name="u16.tif")
+    plans = {}
+    for relative_to, values in (("dtype", [1000 / 255**2, 60 / 255**2]),
+                                ("absolute", [1000, 60])):
+        s = config.from_dict({"tile_size": 32, "policy": {
+            "thresholds": values, "thresholds_relative_to": relative_to}})
+        plans[relative_to] = [api.plan_scene(p, s)[1].strides.tolist() for p in (p8, p16)]
+    assert plans["dtype"] == [[[4, 2, 1, 2, 4]]] * 2
+    assert plans["absolute"][0] != plans["absolute"][1]
+
+
+def test_dtype_relative_thresholds_refuse_a_float_input(write_tif, monkeypatch):
+    path = write_tif(_checkerboard_tiles("float32"))
+    s = config.from_dict({"tile_size": 32, "policy": {
+        "thresholds": [0.1, 0.01], "thresholds_relative_to": "dtype"}})
+    scanned = []
+    monkeypatch.setattr(planning, "scene_stats_many", lambda *a, **k: scanned.append(a))
+    with pytest.raises(PlanError, match=r"scene\.tif: .*integer data type.*float32"):
+        api.plan_scene(path, s)
+    assert not scanned, "the scene was read before the config was found not to fit it"
 
 
 def test_all_nodata_tiles_get_stride_0_and_nodata_is_excluded(write_tif):

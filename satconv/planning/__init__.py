@@ -63,6 +63,8 @@ def scan_scenes(info: RasterInfo, settings: list[Settings], workers: int | None 
     config, which share the tile size): every tile read once, summarised for each."""
     sizes = {s.tile_size for s in settings}
     assert len(sizes) == 1, "one tile grid"
+    for s in settings:  # found out before the scene is read, not after
+        _threshold_scale(info, s, np.ones(info.data_count))
     return scene_stats_many(info, sizes.pop(), [_spec(s) for s in settings], workers,
                             progress)
 
@@ -114,7 +116,9 @@ def plan_from_stats(info: RasterInfo, settings: Settings, stats: SceneStats,
     pol = settings.policy
     rule = None
     if pol.type == "variance":
-        chosen, details = variance.plan(inp, pol.thresholds, pol.target_error, pol.statistic)
+        scale = _threshold_scale(info, settings, inp.stats.band_range())
+        chosen, details = variance.plan(inp, pol.thresholds, pol.target_error, pol.statistic,
+                                        scale, pol.thresholds_relative_to)
     elif pol.type == "budget":
         assert pol.fraction is not None
         chosen, details = budget.plan(inp, pol.fraction)
@@ -133,6 +137,14 @@ def plan_from_stats(info: RasterInfo, settings: Settings, stats: SceneStats,
     model = np.maximum(inp.predicted, inp.reach_predicted)
     return Plan(strides, inp.grid, "policy", worst, details, model, inp.strides,
                 _estimator(settings), rule)
+
+
+def _threshold_scale(info: RasterInfo, settings: Settings, band_range: np.ndarray) -> np.ndarray:
+    try:
+        return variance.threshold_scale(settings.policy.thresholds_relative_to, info.dtype,
+                                        band_range)
+    except ValueError as err:
+        raise PlanError(f"{info.path}: {err}") from None
 
 
 def _estimator(settings: Settings) -> ErrorEstimator:

@@ -62,6 +62,8 @@ def compare(info: RasterInfo, settings: Settings, stats: SceneStats,
 
     how = (f"target_error {pol.target_error:g}" if pol.thresholds == "auto"
            else f"thresholds {', '.join(f'{t:g}' for t in pol.thresholds)}")
+    if pol.thresholds_relative_to != "absolute":
+        how += f" x {pol.thresholds_relative_to} range²"
     variance = row(f"variance ({how})", with_policy(type="variance"))
     rows.append(variance)
     fraction = pol.fraction if pol.fraction is not None else max(variance.compute, 1e-6)

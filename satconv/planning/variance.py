@@ -108,13 +108,32 @@ def plan_auto(stat: np.ndarray, weights: np.ndarray, kernel: np.ndarray, strides
 
 
 def plan_explicit(stat: np.ndarray, values: list[float], kernel: np.ndarray,
-                  strides: list[int], method: str, window: int) -> VariancePlan:
-    """A user's list: ``strides[i+1]`` is used while the statistic is below ``values[i]``."""
+                  strides: list[int], method: str, window: int,
+                  scale: np.ndarray | None = None) -> VariancePlan:
+    """A user's list: ``strides[i+1]`` is used while the statistic is below ``values[i]``
+    times the band's ``scale`` (default 1: the values are variances)."""
+    scale = np.ones(stat.shape[-1]) if scale is None else np.asarray(scale, dtype=np.float64)
     limits = {strides[0]: np.inf, **dict(zip(strides[1:], values, strict=True))}
-    chosen = allocate.choose(normalised(stat, np.ones(stat.shape[-1])), limits)
+    chosen = allocate.choose(normalised(stat, scale), limits)
     gains = {s: error_model.stride_gain(kernel, s, method, window) for s in strides}
-    per_band = {s: np.full(stat.shape[-1], float(limits[s])) for s in strides}
+    with np.errstate(invalid="ignore"):  # inf x 0: a band without range has no threshold
+        per_band = {s: np.where(scale > 0, float(limits[s]) * scale, 0.0) for s in strides}
     return VariancePlan(chosen, per_band, _rmse(stat, chosen, gains), None)
+
+
+def threshold_scale(relative_to: str, dtype: str, band_range: np.ndarray) -> np.ndarray:
+    """Per band, what a listed threshold is a share of: 1 (``absolute``), the square of the
+    band's valid value range over the scene (``scene``) or of the data type's range
+    (``dtype``). Raises ValueError for ``dtype`` with a floating-point type (no range)."""
+    if relative_to == "absolute":
+        return np.ones(band_range.shape)
+    if relative_to == "scene":
+        return np.asarray(band_range, dtype=np.float64) ** 2
+    if np.dtype(dtype).kind not in "iu":
+        raise ValueError(f"policy.thresholds_relative_to dtype needs an integer data type, "
+                         f"the input is {dtype} (use scene)")
+    lim = np.iinfo(dtype)
+    return np.full(band_range.shape, (float(lim.max) - float(lim.min)) ** 2)
 
 
 def _rmse(stat: np.ndarray, chosen: np.ndarray, gains: dict[int, float]) -> np.ndarray:
@@ -127,8 +146,10 @@ def _rmse(stat: np.ndarray, chosen: np.ndarray, gains: dict[int, float]) -> np.n
 
 
 def plan(inp: PlanInputs, thresholds: str | list[float], target_error: float,
-         statistic: str) -> tuple[np.ndarray, dict[str, object]]:
-    """Strides for the free tiles of a scene, and what the plan reports about them."""
+         statistic: str, scale: np.ndarray | None = None,
+         relative_to: str = "absolute") -> tuple[np.ndarray, dict[str, object]]:
+    """Strides for the free tiles of a scene, and what the plan reports about them. A list of
+    ``thresholds`` is a share of ``scale`` per band (``threshold_scale``)."""
     stat = inp.stats.statistic
     band_range = inp.stats.band_range()
     details: dict[str, object] = {"policy": "variance", "statistic": statistic,
@@ -141,8 +162,9 @@ def plan(inp: PlanInputs, thresholds: str | list[float], target_error: float,
         details["tolerance_per_band"] = [round(float(t), 6) for t in vp.tolerance]
     else:
         vp = plan_explicit(stat, list(thresholds), inp.kernel, list(inp.strides), inp.method,
-                           inp.window)
+                           inp.window, scale)
         details["thresholds"] = list(thresholds)
+        details["thresholds_relative_to"] = relative_to
     details["thresholds_per_band"] = {
         str(s): [None if not np.isfinite(v) else round(float(v), 6) for v in vp.thresholds[s]]
         for s in vp.thresholds
