@@ -134,6 +134,13 @@ def core(size: int = 4096) -> list[dict]:
                                         repeat=9)
                 row["one_tile_stride4_speedup"] = t1 / t4
                 row["one_tile_stride8_speedup"] = t1 / t8
+                # two threads on tiles in cache, one each: arithmetic only, no memory to wait
+                # for. What a second thread gains there is what the CPUs give (two vCPUs that
+                # share one core's FMA units gain little), not the code.
+                pair = [blocks[len(blocks) // 2]] * 128 + [blocks[len(blocks) // 3]] * 128
+                h1, h2 = _best_each([lambda pair=pair, pk=pk: run(pair, pk),
+                                     lambda pair=pair, pk=pk: run(pair, pk, threads)])
+                row["in_cache_threads_speedup"] = h1 / h2
                 # offset-heavy data (uint16 reflectance near 10000) is shifted by its centre
                 # before the sums, to keep float32's precision: a copy of each block
                 heavy = _tile_blocks(img + np.float32(10000), k, 1)
@@ -285,6 +292,11 @@ def main() -> None:
                      f"{r['one_tile_stride8_speedup']:.1f}x on one tile (measured in turn; at "
                      "strides of 3 and more each sample is a dot product over its window read "
                      "in place, reduced eight samples at a time)")
+        lines.append(f"\ntwo threads, 7x7 dense: {r['satconv_all'] / r['satconv_1t']:.2f}x one "
+                     f"thread on tiles streamed from memory (the table), "
+                     f"{r['in_cache_threads_speedup']:.2f}x on tiles already in cache, where "
+                     "only arithmetic is left to share: what the CPUs give a second thread "
+                     "there bounds the table's column")
         lines.append(f"\nthe same 7x7 dense kernel on offset-heavy data (the image + 10000, as "
                      f"uint16 reflectance): {100 * r['offset_heavy_cost']:.0f} % slower, the "
                      "centre shift that keeps float32's precision there (a copy of each block; "
