@@ -82,16 +82,21 @@ def test_sigterm_while_plan_writes_removes_the_staged_file(make_scene, tmp_path,
     assert {sig: signal.getsignal(sig) for sig in SIGNALS} == handlers  # restored
 
 
-def test_ctrl_c_in_plan_exits_130_with_one_line(make_scene, monkeypatch, handlers):
-    scene, _ = make_scene(40, 40)
+def _ctrl_c_when_planning(monkeypatch) -> None:
+    """``satconv plan`` gets a Ctrl-C as it starts planning."""
     compare = api.compare_scene
 
-    def compare_then_stop(*args, **kwargs):
+    def compare_after_ctrl_c(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)
         _spin()
         return compare(*args, **kwargs)
 
-    monkeypatch.setattr(api, "compare_scene", compare_then_stop)
+    monkeypatch.setattr(api, "compare_scene", compare_after_ctrl_c)
+
+
+def test_ctrl_c_in_plan_exits_130_with_one_line(make_scene, monkeypatch, handlers):
+    scene, _ = make_scene(40, 40)
+    _ctrl_c_when_planning(monkeypatch)
     result = invoke("plan", scene)
     assert result.exit_code == 130
     assert result.stderr.strip() == "satconv: plan interrupted"
@@ -103,14 +108,7 @@ def test_ctrl_c_ignored_by_the_parent_stays_ignored(make_scene, monkeypatch, han
     it to stay so: the command runs to its end and leaves SIGINT ignored."""
     scene, _ = make_scene(40, 40)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    compare = api.compare_scene
-
-    def compare_after_ctrl_c(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGINT)
-        _spin()
-        return compare(*args, **kwargs)
-
-    monkeypatch.setattr(api, "compare_scene", compare_after_ctrl_c)
+    _ctrl_c_when_planning(monkeypatch)
     result = invoke("plan", scene, "-q")
     assert result.exit_code == 0, result.stderr
     assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
