@@ -727,7 +727,11 @@ def _warm_up(settings: Settings, emit: Emit) -> None:
     once. A failure is reported and the batch goes on: each child then compiles for itself."""
     from . import warmup
 
-    warmup.report(emit, lambda: {"seconds": round(warmup.warm_up(settings), 2)})
+    def work() -> dict[str, Any]:
+        seconds, compiled = warmup.warm_up_counting(settings)
+        return {"seconds": round(seconds, 2), "compiled": compiled}
+
+    warmup.report(emit, work)
 
 
 def _run_processes(sources: list[str], settings: Settings, opts: RunOptions, emit: Emit,

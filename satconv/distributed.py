@@ -208,28 +208,30 @@ def warm_up(client: Any, settings: Settings, emit: Emit) -> None:
 
     def work() -> dict[str, Any]:
         t0 = time.monotonic()
-        slowest = warmup.warm_up(settings)  # the client plans; a LocalCluster shares its cache
+        # the client plans; a LocalCluster shares its cache
+        slowest, compiled = warmup.warm_up_counting(settings)
         hosts: dict[str, list[str]] = {}
         for addr, info in client.scheduler_info()["workers"].items():
             hosts.setdefault(str(info.get("host", addr)), []).append(addr)
         waves = [[addrs[0] for addrs in hosts.values()],
                  [a for addrs in hosts.values() for a in addrs[1:]]]
         for wave in waves:
-            futures = [client.submit(warmup.warm_up, settings, workers=[addr], pure=False,
-                                     key=f"satconv-warmup-{uuid.uuid4().hex}")
+            futures = [client.submit(warmup.warm_up_counting, settings, workers=[addr],
+                                     pure=False, key=f"satconv-warmup-{uuid.uuid4().hex}")
                        for addr in wave]
             deadline = time.monotonic() + WARMUP_TIMEOUT
             try:
                 for fut in futures:
-                    seconds = fut.result(timeout=max(0.1, deadline - time.monotonic()))
+                    seconds, n = fut.result(timeout=max(0.1, deadline - time.monotonic()))
                     slowest = max(slowest, seconds)
+                    compiled += n
             except TimeoutError:
                 raise TimeoutError(f"workers still compiling after {WARMUP_TIMEOUT} s; "
                                    "going on without waiting") from None
             finally:
                 client.cancel(futures)
         return {"seconds": round(time.monotonic() - t0, 2), "workers": sum(map(len, waves)),
-                "slowest": round(slowest, 2)}
+                "slowest": round(slowest, 2), "compiled": compiled}
 
     warmup.report(emit, work)
 

@@ -9,7 +9,8 @@ and Dask workers unchanged.
 Kinds, in the order a batch produces them:
 
 ``batch_start``  inputs, jobs, backend
-``warmup``       seconds, or error: the kernels compiled before child processes start
+``warmup``       seconds and compiled (kernel versions compiled, 0 when all came from the
+                 cache), or error: the kernels compiled before child processes start
                  (``--jobs``, ``--timeout``; ``satconv.warmup``); on Dask also workers and
                  slowest (the longest single warm-up, client or worker)
 ``start``        input, outputs: one input begins (after its output lock is held)

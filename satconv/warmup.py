@@ -57,6 +57,16 @@ def warm_up(settings: config.Settings | None = None) -> float:
     return time.monotonic() - t0
 
 
+def warm_up_counting(settings: config.Settings | None = None) -> tuple[float, int]:
+    """``warm_up``, and how many kernel versions it compiled (0: all were in numba's cache,
+    however long loading them took on a busy machine)."""
+    from .core import compiled_count
+
+    before = compiled_count()
+    seconds = warm_up(settings)
+    return seconds, compiled_count() - before
+
+
 def _warm_up(settings: config.Settings | None) -> None:
     from . import batch  # (batch imports the whole pipeline; warm-up is its first user)
     from .core import cache_dir

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from . import cache_dir
 
@@ -21,18 +23,31 @@ _HERE = Path(__file__).parent
 cache_dir.settle(_HERE)
 
 
-def cache_folders() -> set[Path]:
-    """The folders numba caches this package's kernels in (every kernel module imported)."""
+def _kernels() -> Iterator[Any]:
+    """Every compiled kernel of this package (every kernel module imported)."""
     from numba.core.dispatcher import Dispatcher
 
-    folders = set()
     for found in pkgutil.iter_modules([str(_HERE)]):
         module = importlib.import_module(f"{__name__}.{found.name}")
         for obj in vars(module).values():
-            path = getattr(getattr(obj, "_cache", None), "cache_path", None)
-            if isinstance(obj, Dispatcher) and path:
-                folders.add(Path(path))
+            if isinstance(obj, Dispatcher) and obj.__module__ == module.__name__:
+                yield obj
+
+
+def cache_folders() -> set[Path]:
+    """The folders numba caches this package's kernels in (every kernel module imported)."""
+    folders = set()
+    for kernel in _kernels():
+        path = getattr(getattr(kernel, "_cache", None), "cache_path", None)
+        if path:
+            folders.add(Path(path))
     return folders
+
+
+def compiled_count() -> int:
+    """How many kernel versions this process has compiled so far, rather than loaded from
+    numba's cache."""
+    return sum(sum(kernel.stats.cache_misses.values()) for kernel in _kernels())
 
 
 cache_dir.drop_stale(_HERE, cache_folders())

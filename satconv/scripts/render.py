@@ -13,7 +13,8 @@ from typing import Any, TextIO
 from ..events import Event
 
 #: A warm-up that loaded cached kernels (a second or two) is not worth a line; one that compiled
-#: them (tens of seconds, after an install or upgrade) is.
+#: them (tens of seconds, after an install or upgrade) is. Warm-ups report what they compiled;
+#: for one that does not say, a warm-up this long is taken to have compiled.
 WARMUP_SHOWN_FROM = 5.0
 
 
@@ -102,7 +103,8 @@ class Renderer:
         if "error" in f:
             self._info(f"satconv: compiling the kernels ahead of the inputs failed "
                        f"({f['error']}); each input compiles what it needs")
-        elif f.get("slowest", f.get("seconds", 0)) >= WARMUP_SHOWN_FROM:  # it compiled
+        elif (f["compiled"] > 0 if "compiled" in f
+              else f.get("slowest", f.get("seconds", 0)) >= WARMUP_SHOWN_FROM):
             where = f" here and on {f['workers']} Dask workers" if "workers" in f else ""
             self._info(f"satconv: compiled the kernels{where} in {f['seconds']:.0f} s (once "
                        "after an install or upgrade)")
