@@ -62,24 +62,35 @@ def slow(tmp_path_factory):
     return scene, cfg, expected
 
 
-def start_and_wait_for_lock(*args: object, out: Path) -> subprocess.Popen:
+def holding_the_lock(*args: object, out: Path) -> subprocess.Popen:
+    """A run started with ``args``, once it holds the lock of ``out`` (the lock file names
+    it: a holder writes its name only once it has the lock; the file exists a moment
+    before), then stopped (SIGSTOP) so that it keeps holding it, however slow the machine,
+    until the caller lets it go on (``go_on``)."""
     proc = popen(*args)
     lock = locks.lock_path(out)
     t0 = time.monotonic()
-    while not lock.exists():
+    while not (lock.exists() and str(proc.pid) in lock.read_text()):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() - t0 < 60
         time.sleep(0.005)
+    proc.send_signal(signal.SIGSTOP)
     return proc
+
+
+def go_on(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGCONT)
 
 
 def test_second_run_fails_clearly_first_completes(slow, tmp_path):
     scene, cfg, expected = slow
     out = tmp_path / "out.tif"
     second = ready_second("-c", cfg, "-o", out, "--overwrite")
-    first = start_and_wait_for_lock("run", scene, "-c", cfg, "-o", out, "-q", "--debug", out=out)
-    _, err2 = second.communicate(f"{scene}\n", timeout=120)
-    assert first.poll() is None, "the first run ended before the second tried its lock"
+    first = holding_the_lock("run", scene, "-c", cfg, "-o", out, "-q", "--debug", out=out)
+    try:
+        _, err2 = second.communicate(f"{scene}\n", timeout=120)
+    finally:
+        go_on(first)
     _, err1 = first.communicate(timeout=120)
     assert first.returncode == 0, err1
     assert second.returncode == 1
@@ -98,8 +109,20 @@ def test_second_run_waits_then_replaces(slow, tmp_path):
     out = tmp_path / "out.tif"
     second = ready_second("-c", cfg, "-o", out, "--on-lock", "wait", "--overwrite",
                           "--log-format", "json")
-    first = start_and_wait_for_lock("run", scene, "-c", cfg, "-o", out, "-q", "--debug", out=out)
-    _, err2 = second.communicate(f"{scene}\n", timeout=180)
+    first = holding_the_lock("run", scene, "-c", cfg, "-o", out, "-q", "--debug", out=out)
+    try:
+        second.stdin.write(f"{scene}\n")
+        second.stdin.close()
+        seen = []  # the second run's events, until it says it waits
+        while not seen or json.loads(seen[-1])["event"] != "lock_wait":
+            line = second.stderr.readline()
+            assert line, f"the second run ended without waiting: {''.join(seen)}"
+            seen.append(line)
+    finally:
+        go_on(first)
+    second.stdin = None  # (closed above; communicate must not flush it)
+    _, rest = second.communicate(timeout=180)
+    err2 = "".join(seen) + rest
     _, err1 = first.communicate(timeout=60)
     assert first.returncode == 0, err1
     assert second.returncode == 0, err2
