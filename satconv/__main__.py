@@ -1,3 +1,3 @@
-from .scripts.cli import main
+from .scripts.stops import main
 
 main()

@@ -279,6 +279,22 @@ def test_plan_command_prints_histogram(write_tif, write_config, tmp_path):
     assert listing(tmp_path) == ["config.yaml", "plan.stride.tif", "scene.tif"]
 
 
+def test_plan_command_table_stays_aligned_with_long_labels(make_scene, write_config):
+    """A long policy label (four relative thresholds) widens the table's first column rather
+    than pushing its row's figures out of line."""
+    scene, _ = make_scene(64, 64)
+    cfg = write_config("strides: [1, 2, 4, 8, 16]\nmax_stride: none\n"
+                       "policy: {thresholds: [0.002, 0.001, 0.0005, 0.0002], "
+                       "thresholds_relative_to: dtype}\n")
+    result = invoke("plan", scene, "-c", cfg)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    head = next(i for i, ln in enumerate(lines) if ln.split()[:1] == ["plan"])
+    rows = lines[head + 1:head + 9]
+    assert any("x dtype range²" in ln for ln in rows)
+    assert len({ln.index("%") for ln in rows}) == 1, "\n".join(rows)
+
+
 def test_plan_command_subprocess(make_scene):
     scene, _ = make_scene(64, 64)
     proc = run_satconv("plan", scene)

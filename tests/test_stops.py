@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,23 +43,76 @@ def _spin() -> None:
         sum(range(10000))
 
 
-def test_a_stop_waits_until_rasterio_code_has_returned(handlers):
-    """SIGTERM while rasterio's own Python code runs in the main thread (a GDAL environment
-    being set up, a dataset opened): the KeyboardInterrupt comes once that code has returned,
-    not inside it, where it could leave GDAL's state half changed."""
-    in_rasterio = {"__name__": "rasterio.env", "os": os, "signal": signal}
-    exec("def setting_up(done):\n"  # code of a rasterio module, as far as frames tell
+@pytest.mark.parametrize("module", ["rasterio.env", "numba.core.compiler",
+                                    "llvmlite.binding.executionengine"])
+def test_a_stop_waits_until_library_code_has_returned(handlers, module):
+    """SIGTERM while rasterio's Python code runs in the main thread (a GDAL environment being
+    set up, a dataset opened), or numba's and llvmlite's (a kernel being compiled): the
+    KeyboardInterrupt comes once that code has returned, not inside it, where it could leave
+    GDAL's or numba's state half changed, or be swallowed by a callback."""
+    library = {"__name__": module, "os": os, "signal": signal}
+    exec("def working(done):\n"  # code of that library's module, as far as frames tell
          "    os.kill(os.getpid(), signal.SIGTERM)\n"
          "    total = sum(i * i for i in range(200000))\n"
-         "    done.append(total)\n", in_rasterio)
+         "    done.append(total)\n", library)
     done: list[int] = []
     state = stops.Stops().install()
     with pytest.raises(KeyboardInterrupt):
-        in_rasterio["setting_up"](done)
+        library["working"](done)
         for _ in range(500):  # our own code: the stop comes within STOP_RETRY
             sum(range(20000))
-    assert done, "the stop was raised inside rasterio's code"
+    assert done, f"the stop was raised inside {module}'s code"
     assert state.term and state.exit_code == 143
+
+
+def test_signals_after_the_stop_do_not_interrupt_the_clean_up(handlers):
+    """A second Ctrl-C (or SIGTERM after it) while the command removes what it staged is
+    ignored: it would cut the clean-up short and print a traceback."""
+    stops.Stops().install()
+    cleaned = False
+    with pytest.raises(KeyboardInterrupt):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            _spin()
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+            _spin()
+            cleaned = True
+    assert cleaned
+
+
+_START_UP = """
+import os, signal, sys
+from satconv.scripts import stops
+
+SIG = getattr(signal, sys.argv[1])
+
+class StopWhileImporting:  # a stop that lands while the command line is being imported
+    def find_spec(self, name, path=None, target=None):
+        if name == "satconv.scripts.cli":
+            os.kill(os.getpid(), SIG)
+            for _ in range(100000):
+                pass
+        return None
+
+sys.meta_path.insert(0, StopWhileImporting())
+sys.argv = ["satconv", "--version"]
+stops.main()
+"""
+
+
+@pytest.mark.parametrize(("sig", "code", "line"), [("SIGTERM", 143, "satconv: terminated"),
+                                                   ("SIGINT", 130, "satconv: interrupted")])
+def test_a_stop_during_start_up_ends_with_one_line(sig, code, line):
+    """The ``satconv`` command handles a stop from its first instant: one that comes while
+    it imports rasterio, numpy and the rest (most of a second) ends as any other stop."""
+    def ctrl_c_reaches_it() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    run = subprocess.run([sys.executable, "-c", _START_UP, sig], capture_output=True,
+                         text=True, timeout=120, preexec_fn=ctrl_c_reaches_it)
+    assert run.returncode == code, run.stderr
+    assert run.stderr.strip() == line
 
 
 def test_sigterm_while_plan_writes_removes_the_staged_file(make_scene, tmp_path, monkeypatch,

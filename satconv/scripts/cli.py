@@ -318,9 +318,11 @@ def plan(input: str, config_path: str | None, output: str | None, overwrite: boo
                    "error model's prediction")
     click.echo("  predicted by the error model (compute = kernel evaluations, PSNR: worst band, "
                "peak = output range):")
-    click.echo(f"    {'plan':<36} {'compute':>8} {'PSNR':>9}")
-    for row in [*cmp.policies, *cmp.uniform]:
-        click.echo(f"    {row.label:<36} {100 * row.compute:7.2f}% {_db(row.psnr_db):>9}")
+    rows = [*cmp.policies, *cmp.uniform]
+    wide = max(36, *(len(row.label) for row in rows))
+    click.echo(f"    {'plan':<{wide}} {'compute':>8} {'PSNR':>9}")
+    for row in rows:
+        click.echo(f"    {row.label:<{wide}} {100 * row.compute:7.2f}% {_db(row.psnr_db):>9}")
     best = cmp.best_uniform
     if best is not None:
         click.echo(f"  best uniform stride as good as this plan ({_db(cmp.predicted.psnr_db)}): "

@@ -6,11 +6,17 @@ shell gives a process stopped by that signal: 130 for Ctrl-C, 143 for SIGTERM. A
 parent process set to be ignored (a background job of a non-interactive shell ignores Ctrl-C)
 stays ignored. The handlers are in place while the command runs and restored after it.
 
-The stop is never raised inside rasterio's own Python code (a GDAL environment set up or torn
-down, a dataset opened or closed): raised there it can leave GDAL's state half changed, and the
-command then fails with "No GDAL environment exists" in place of the stop, or dies of SIGSEGV.
-Such a stop waits, tried again every ``STOP_RETRY`` seconds (SIGALRM), until the main thread
-has left that code.
+The stop is never raised inside the Python code of rasterio (a GDAL environment set up or torn
+down, a dataset opened or closed) or of numba and llvmlite (a kernel being compiled or loaded
+from the cache): raised there it can leave GDAL's state half changed, and the command then
+fails with "No GDAL environment exists" in place of the stop, or dies of SIGSEGV; inside
+llvmlite's callbacks it is swallowed, and numba is left unable to compile ("no compiled object
+yet"). Such a stop waits, tried again every ``STOP_RETRY`` seconds (SIGALRM), until the main
+thread has left that code. Once raised, further signals are ignored while the command cleans
+up: a second Ctrl-C would interrupt the removal of what it staged.
+
+The ``satconv`` command installs the handling before it imports anything heavy
+(:func:`main`), so that even a stop during start-up ends with one line.
 """
 
 from __future__ import annotations
@@ -27,6 +33,12 @@ STOP_RETRY = 0.02
 
 _KEY = "satconv.stops"
 
+#: Modules in whose Python code a stop is never raised (see above).
+_DELICATE = ("rasterio", "numba", "llvmlite")
+
+#: The handling ``main`` installed for the whole process, if it did.
+_PROCESS: Stops | None = None
+
 
 class Stops:
     """What has stopped the command (``term``: SIGTERM rather than Ctrl-C), and the handlers
@@ -35,6 +47,7 @@ class Stops:
     def __init__(self) -> None:
         self.term = False
         self.pending = False
+        self.stopping = False
         self.previous: dict[int, Any] = {}
 
     @property
@@ -46,15 +59,16 @@ class Stops:
         return "terminated" if self.term else "interrupted"
 
     def on_signal(self, signum: int, frame: Any) -> None:
-        if signum == signal.SIGALRM and not self.pending:
+        if self.stopping or (signum == signal.SIGALRM and not self.pending):
             return
         if signum == signal.SIGTERM:
             self.term = True
-        if in_rasterio(frame):
+        if in_delicate_code(frame):
             self.pending = True
             signal.setitimer(signal.ITIMER_REAL, STOP_RETRY)
             return
         self.pending = False
+        self.stopping = True
         raise KeyboardInterrupt
 
     def install(self) -> Stops:
@@ -78,26 +92,42 @@ class Stops:
         self.previous = {}
 
 
-def in_rasterio(frame: Any) -> bool:
-    """Whether ``frame`` or one of its callers is rasterio's own Python code."""
+def in_delicate_code(frame: Any) -> bool:
+    """Whether ``frame`` or one of its callers is the Python code of rasterio, numba or
+    llvmlite."""
     while frame is not None:
         name = frame.f_globals.get("__name__", "")
-        if name == "rasterio" or name.startswith("rasterio."):
+        if name.split(".", 1)[0] in _DELICATE:
             return True
         frame = frame.f_back
     return False
 
 
 def command_stops(ctx: click.Context | None = None) -> Stops:
-    """The stop handling of the running command line, installed on first use and restored
-    when the context that installed it (the outermost satconv one) closes."""
+    """The stop handling of the running command line: the process's (``main``), else
+    installed on first use and restored when the context that installed it (the outermost
+    satconv one) closes."""
     ctx = ctx or click.get_current_context()
     stops = ctx.meta.get(_KEY)
     if stops is None:
-        stops = Stops().install()
+        stops = _PROCESS or Stops().install()
         ctx.meta[_KEY] = stops
-        ctx.call_on_close(stops.restore)
+        if stops is not _PROCESS:
+            ctx.call_on_close(stops.restore)
     return stops
+
+
+def main() -> None:
+    """The ``satconv`` command: stops handled from its first instant, then the command line
+    (whose imports, rasterio and numpy among them, take most of a second)."""
+    global _PROCESS
+    _PROCESS = Stops().install()
+    try:
+        from .cli import main as cli_main
+    except KeyboardInterrupt:
+        print(f"satconv: {_PROCESS.what}", file=sys.stderr)
+        sys.exit(_PROCESS.exit_code)
+    cli_main()
 
 
 class StoppableGroup(click.Group):
@@ -113,8 +143,9 @@ class StoppableGroup(click.Group):
             from .render import Renderer
 
             fmt = "json" if json_logs(sys.argv[1:]) else "text"
-            name = ctx.invoked_subcommand or ctx.info_name or "satconv"
-            Renderer(fmt).error(f"{name} {stops.what}", stops.exit_code)
+            name = ctx.invoked_subcommand
+            Renderer(fmt).error(f"{name} {stops.what}" if name else stops.what,
+                                stops.exit_code)
             ctx.exit(stops.exit_code)
 
 
