@@ -71,10 +71,16 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     """Stop a child's work like Ctrl-C, once. Ctrl-C reaches the whole process group and the
     parent then sends SIGTERM too: a second KeyboardInterrupt raised while the first unwinds
     a wait on a lock leaves that lock released twice (``RuntimeError: release unlocked
-    lock``), and the input was reported failed instead of interrupted."""
+    lock``), and the input was reported failed instead of interrupted. Later signals go to a
+    handler that does nothing, not to SIG_IGN: one that arrived just before the change would
+    otherwise surface as "OSError: Signal 15 ignored due to race condition"."""
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
+        signal.signal(sig, _ignore)
     raise KeyboardInterrupt
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """A signal handler that does nothing (see :func:`_raise_interrupt`)."""
 
 
 def _on_interrupt_stop() -> None:
@@ -85,10 +91,10 @@ def _on_interrupt_stop() -> None:
 
 def _child(conn: Any, parent: int, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
     _die_with_parent(parent)
-    # SIGTERM from the parent (an interrupted batch) stops the work like Ctrl-C: the staged
-    # files are removed on the way out.
-    _on_interrupt_stop()
     try:
+        # SIGTERM from the parent (an interrupted batch) stops the work like Ctrl-C: the
+        # staged files are removed on the way out.
+        _on_interrupt_stop()
         message: tuple[str, Any] = ("ok", fn(*args, **kwargs))
     except BaseException as err:  # noqa: BLE001 - everything goes back to the parent
         err.add_note(f"in child process:\n{traceback.format_exc()}")
@@ -477,8 +483,8 @@ def _serve(conn: Any, parent: int, events: Any) -> None:
     """A worker process's loop: run each ``(src, settings, opts)`` it is sent with
     :func:`run_one`, answer with the outcome, until told to stop (``None``) or interrupted."""
     _die_with_parent(parent)
-    _on_interrupt_stop()
     try:
+        _on_interrupt_stop()
         while True:
             task = conn.recv()
             if task is None:
@@ -802,8 +808,11 @@ def _run_processes(sources: list[str], settings: Settings, opts: RunOptions, emi
                         interrupted = True
                         stop()
                     continue
+                outcome = fut.result() if exc is None else failure(src, exc)
+                if interrupted and outcome.error_type == WorkerDied.__name__:
+                    continue  # ended by the stop this batch sent it: stays "stopped"
                 finished.add(src)
-                finish(fut.result() if exc is None else failure(src, exc))
+                finish(outcome)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         for worker in workers:
