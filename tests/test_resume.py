@@ -183,6 +183,27 @@ def test_kill_without_resume_then_plain_rerun(big, tmp_path):
     assert sorted(os.listdir(out)) == sorted(FINALS)
 
 
+def test_a_resumable_run_stopped_before_its_first_part_says_its_plan_is_kept(big, tmp_path,
+                                                                           monkeypatch):
+    """Stopped once planned but before a part is finished, a --resume run keeps its
+    checkpoint (the plan, which the next run does not make again) and says so, rather than
+    "nothing written"."""
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+        yield  # (a generator, as compute_tiles is)
+
+    monkeypatch.setattr(parts, "compute_tiles", stopped)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = CliRunner().invoke(cli, ["run", str(big["scene"]), "-c", str(big["cfg"]),
+                                      "--out-dir", str(out), "--resume", "-q"])
+    assert result.exit_code == 130
+    assert result.stderr.strip() == (f"satconv: {big['scene']}: interrupted, its plan kept "
+                                     "for --resume")
+    assert (out / ".big.satconv.tif.satconv.ckpt").exists()
+    assert parts.finished_parts(out / "big.satconv.tif") == 0
+
+
 def test_checkpoint_of_another_config_is_not_used(big, tmp_path, monkeypatch):
     """Resume only continues the same input and config: a checkpoint made with another
     kernel is discarded, and the result is that of the new config."""

@@ -243,8 +243,12 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
         for src in list(render.active) or [None]:
             name = f"{src}: " if src else ""
             kept = "nothing written"
-            if resume and src and parts.finished_parts(opts.paths(src).raster):
-                kept = "finished parts kept for --resume"
+            if resume and src:
+                raster = opts.paths(src).raster
+                if parts.finished_parts(raster):
+                    kept = "finished parts kept for --resume"
+                elif parts.checkpoint_path(raster).exists():
+                    kept = "its plan kept for --resume"
             render.error(f"{name}{what}, {kept}", code)
         if summary_path and isinstance(err, batch.BatchInterrupted):
             # what ended is worth knowing (and what a rerun has left to do)
