@@ -183,6 +183,14 @@ def test_kill_without_resume_then_plain_rerun(big, tmp_path):
     assert sorted(os.listdir(out)) == sorted(FINALS)
 
 
+def _resumable_run(big, tmp_path):
+    """``satconv run --resume`` of the big scene into ``tmp_path/out``, in this process."""
+    out = tmp_path / "out"
+    out.mkdir()
+    return out, CliRunner().invoke(cli, ["run", str(big["scene"]), "-c", str(big["cfg"]),
+                                         "--out-dir", str(out), "--resume", "-q"])
+
+
 def test_a_resumable_run_stopped_before_its_first_part_says_its_plan_is_kept(big, tmp_path,
                                                                            monkeypatch):
     """Stopped once planned but before a part is finished, a --resume run keeps its
@@ -193,10 +201,7 @@ def test_a_resumable_run_stopped_before_its_first_part_says_its_plan_is_kept(big
         yield  # (a generator, as compute_tiles is)
 
     monkeypatch.setattr(parts, "compute_tiles", stopped)
-    out = tmp_path / "out"
-    out.mkdir()
-    result = CliRunner().invoke(cli, ["run", str(big["scene"]), "-c", str(big["cfg"]),
-                                      "--out-dir", str(out), "--resume", "-q"])
+    out, result = _resumable_run(big, tmp_path)
     assert result.exit_code == 130
     assert result.stderr.strip() == (f"satconv: {big['scene']}: interrupted, its plan kept "
                                      "for --resume")
@@ -371,9 +376,6 @@ def test_a_resumable_run_stopped_before_any_part_says_nothing_was_kept(big, tmp_
         raise KeyboardInterrupt
 
     monkeypatch.setattr(api, "make_plan", stopped)
-    out = tmp_path / "out"
-    out.mkdir()
-    result = CliRunner().invoke(cli, ["run", str(big["scene"]), "-c", str(big["cfg"]),
-                                      "--out-dir", str(out), "--resume", "-q"])
+    out, result = _resumable_run(big, tmp_path)
     assert result.exit_code == 130
     assert result.stderr.strip() == f"satconv: {big['scene']}: interrupted, nothing written"
