@@ -433,14 +433,15 @@ def warmup(config_path: str | None, fresh: bool, quiet: bool, debug: bool) -> No
     settings = _load_settings(config_path, debug) if config_path else None
     try:
         removed = warming.clear_cache() if fresh else 0
-        seconds = warming.warm_up(settings)
+        seconds, compiled = warming.warm_up_counting(settings)
     except SatconvError as err:
         _fail(err, debug)
         sys.exit(err.exit_code)
     if not quiet:
         first = f"removed {removed} cached kernel files; " if fresh else ""
-        click.echo(f"satconv: {first}kernels ready ({seconds:.1f} s); {warming.cache_note()}",
-                   err=True)
+        how = f"{compiled} compiled" if compiled else "all from the cache"
+        click.echo(f"satconv: {first}kernels ready ({how}, {seconds:.1f} s); "
+                   f"{warming.cache_note()}", err=True)
 
 
 def main() -> None:
