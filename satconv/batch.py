@@ -45,6 +45,7 @@ from .core import cache_dir
 from .errors import InputError, InputTimeout, OutputError, SatconvError, UsageError
 from .events import Emit, Event, ignore, progress_factory
 from .parallel import default_workers
+from .stopping import Stops
 
 R = TypeVar("R")
 
@@ -67,26 +68,10 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    """Stop a child's work like Ctrl-C, once. Ctrl-C reaches the whole process group and the
-    parent then sends SIGTERM too: a second KeyboardInterrupt raised while the first unwinds
-    a wait on a lock leaves that lock released twice (``RuntimeError: release unlocked
-    lock``), and the input was reported failed instead of interrupted. Later signals go to a
-    handler that does nothing, not to SIG_IGN: one that arrived just before the change would
-    otherwise surface as "OSError: Signal 15 ignored due to race condition"."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _ignore)
-    raise KeyboardInterrupt
-
-
-def _ignore(signum: int, frame: object) -> None:
-    """A signal handler that does nothing (see :func:`_raise_interrupt`)."""
-
-
 def _on_interrupt_stop() -> None:
-    """In a child: SIGINT and SIGTERM both stop the work, once (:func:`_raise_interrupt`)."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _raise_interrupt)
+    """In a child: SIGINT and SIGTERM both stop the work, once, as they stop a command
+    (:class:`satconv.stopping.Stops`), even where the parent's shell ignores Ctrl-C."""
+    Stops().install(force=True)
 
 
 def _child(conn: Any, parent: int, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
