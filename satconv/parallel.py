@@ -10,15 +10,20 @@ whatever the scene size.
 
 The plan pass, whose tiles all cost about the same and where reading is a larger share, uses
 :func:`map_shares` instead: one contiguous share of the tiles and one handle per worker.
+
+Both are context managers: leaving the ``with`` block, by an error or a stop, returns only
+once no worker is running a call, so the caller's ``with`` blocks around it (its outputs)
+close with nothing left reading or writing beside them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 from . import raster_io
@@ -57,40 +62,87 @@ class SerialDataset:
         return locked
 
 
+class _Gate:
+    """Admits calls into shared handles until closed; :meth:`close` then waits out the calls
+    already admitted. (A Condition, not ``Thread.join``: in Python 3.11 a join interrupted by
+    a signal can report a running thread as finished, and return early when called again.)"""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._running = 0
+        self._closed = False
+
+    def enter(self) -> bool:
+        """Admit a call (False once closed: the call must not start)."""
+        with self._cond:
+            if self._closed:
+                return False
+            self._running += 1
+            return True
+
+    def leave(self) -> None:
+        with self._cond:
+            self._running -= 1
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Admit no more calls; return once every admitted call has left, even when a stop
+        (a KeyboardInterrupt in this thread) interrupts the wait: it is raised after."""
+        stopped: BaseException | None = None
+        while True:
+            try:
+                with self._cond:
+                    self._closed = True
+                    self._cond.wait_for(lambda: self._running == 0)
+                break
+            except BaseException as err:  # noqa: BLE001 - raised below, after the wait
+                stopped = stopped or err
+        if stopped is not None:
+            raise stopped
+
+
+@contextlib.contextmanager
 def map_tiles(
     path: str,
     items: Iterable[T],
     fn: Callable[[Any, T], R],
     workers: int | None = None,
-) -> Iterator[tuple[T, R]]:
-    """Yield ``(item, fn(dataset, item))`` in completion order.
+) -> Iterator[Iterator[tuple[T, R]]]:
+    """``with map_tiles(...) as results:`` iterates ``(item, fn(dataset, item))`` in
+    completion order.
 
     ``fn`` gets the shared dataset (a :class:`SerialDataset`). An exception in any call is
-    raised here, after which no further items are started.
+    raised by the iteration, after which no further items are started. However the ``with``
+    block is left (the consumer's own error or a stop included), queued calls are cancelled
+    and running ones waited for before the handle closes: no worker outlives the block, so
+    none is still reading while the caller closes its outputs.
     """
     workers = workers or default_workers()
-    ctx = raster_io.open_input(path)
-    shared = SerialDataset(ctx.__enter__(), threading.Lock())
+    gate = _Gate()
+    with raster_io.open_input(path) as ds:
+        shared = SerialDataset(ds, threading.Lock())
 
-    def call(item: T) -> R:
-        return fn(shared, item)
-
-    it = iter(items)
-    pending: dict[Future[R], T] = {}
-    try:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="satconv") as pool:
+        def call(item: T) -> R:
+            if not gate.enter():
+                raise CancelledError
             try:
-                yield from _drain(pool, call, it, pending, workers)
+                return fn(shared, item)
             finally:
-                for fut in pending:  # queued calls never start; running ones finish
-                    fut.cancel()
-    finally:
-        ctx.__exit__(None, None, None)
+                gate.leave()
+
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="satconv")
+        try:
+            yield _drain(pool, call, iter(items), workers)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+            gate.close()
+            pool.shutdown(wait=True)  # idle by now: the threads only exit
 
 
 def _drain(pool: ThreadPoolExecutor, call: Callable[[T], R], it: Iterator[T],
-           pending: dict[Future[R], T], workers: int) -> Iterator[tuple[T, R]]:
+           workers: int) -> Iterator[tuple[T, R]]:
     """Keep ``2 * workers`` calls in flight; yield each result as its call completes."""
+    pending: dict[Future[R], T] = {}
     for item in it:
         pending[pool.submit(call, item)] = item
         if len(pending) >= 2 * workers:
@@ -109,24 +161,25 @@ def _drain(pool: ThreadPoolExecutor, call: Callable[[T], R], it: Iterator[T],
 _DONE = object()
 
 
+@contextlib.contextmanager
 def map_shares(
     path: str,
     items: list[T],
     fn: Callable[[Any, T], R],
     workers: int | None = None,
-) -> Iterator[tuple[T, R]]:
+) -> Iterator[Iterator[tuple[T, R]]]:
     """Like :func:`map_tiles`, for work of even cost per item (the plan pass): each worker
     takes one contiguous share of ``items`` with a handle of its own, so reads run in
-    parallel and a block is decoded twice at most where two shares meet. Results are yielded
-    as they come; at most ``2 * workers`` wait to be taken. An exception in any call is raised
-    here and stops every worker."""
+    parallel and a block is decoded twice at most where two shares meet. Results come as
+    they are ready; at most ``2 * workers`` wait to be taken. An exception in any call is
+    raised by the iteration and stops every worker; leaving the ``with`` block stops them
+    too, and waits until each has closed its handle."""
     workers = max(1, min(workers or default_workers(), len(items)))
-    if not items:
-        return
-    size = -(-len(items) // workers)
+    size = -(-len(items) // workers) if items else 1
     shares = [items[i:i + size] for i in range(0, len(items), size)]
     out: queue.Queue[Any] = queue.Queue(maxsize=2 * workers)
     stop = threading.Event()
+    gate = _Gate()
 
     def put(value: Any) -> None:
         while not stop.is_set():
@@ -138,22 +191,23 @@ def map_shares(
 
     def work(share: list[T]) -> None:
         try:
-            with raster_io.open_input(path) as ds:
-                for item in share:
-                    if stop.is_set():
-                        return
-                    put((item, fn(ds, item)))
+            if not gate.enter():
+                return
+            try:
+                with raster_io.open_input(path) as ds:
+                    for item in share:
+                        if stop.is_set():
+                            return
+                        put((item, fn(ds, item)))
+            finally:
+                gate.leave()
         except BaseException as err:  # handed to the consumer, raised there
             put(err)
         finally:
             put(_DONE)
 
-    threads = [threading.Thread(target=work, args=(s,), name="satconv-share", daemon=True)
-               for s in shares]
-    for t in threads:
-        t.start()
-    running = len(threads)
-    try:
+    def results() -> Iterator[tuple[T, R]]:
+        running = len(threads)
         while running:
             got = out.get()
             if got is _DONE:
@@ -162,7 +216,13 @@ def map_shares(
                 raise got
             else:
                 yield got
+
+    threads = [threading.Thread(target=work, args=(s,), name="satconv-share", daemon=True)
+               for s in shares]
+    try:
+        for t in threads:
+            t.start()
+        yield results()
     finally:
         stop.set()
-        for t in threads:
-            t.join()
+        gate.close()

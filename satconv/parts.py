@@ -210,36 +210,37 @@ def write_parts(info: RasterInfo, plan: Plan, opts: ExecuteOptions, layout: Part
     executed: dict[int, dict[tuple[int, int], TileDone]] = {k: {} for k in parts}
     total = 0
     try:
-        for tile, done in compute_tiles(info, plan, opts, tiles, workers):
-            data, mask, n = done.data, done.mask, done.evaluations
-            k = layout.part_of(tile)
-            if k not in open_parts:
-                final = part_path(raster, k)
-                fd, name = tempfile.mkstemp(prefix=f"{final.name}.", suffix=".partial",
-                                            dir=final.parent)
-                os.close(fd)
-                tmp = Path(name)
-                cm = raster_io.open_output(tmp, part_profile(info, opts, layout, k))
-                open_parts[k] = (cm, cm.__enter__(), tmp, 0, 0)
-            cm, dst, tmp, count, evals = open_parts[k]
-            r0 = layout.pixel_rows(k)[0]
-            raster_io.write_tile(dst, data, tile.row0 - r0, tile.col0,
-                                 mask if opts.write_mask else None)
-            count, evals = count + 1, evals + n
-            executed[k][tile.ty, tile.tx] = _summary(done)
-            total += n
-            open_parts[k] = (cm, dst, tmp, count, evals)
-            if count == expected[k]:
-                del open_parts[k]
-                cm.__exit__(None, None, None)
-                raster_io.sync_file(tmp)
-                os.replace(tmp, part_path(raster, k))
-                raster_io.sync_folder(raster.parent)
-                if on_part is not None:
-                    on_part(k, evals, part_record([executed[k][t.ty, t.tx]
-                                                   for t in layout.tiles(k)]))
-            if on_tile is not None:
-                on_tile(1)
+        with compute_tiles(info, plan, opts, tiles, workers) as computed:
+            for tile, done in computed:
+                data, mask, n = done.data, done.mask, done.evaluations
+                k = layout.part_of(tile)
+                if k not in open_parts:
+                    final = part_path(raster, k)
+                    fd, name = tempfile.mkstemp(prefix=f"{final.name}.", suffix=".partial",
+                                                dir=final.parent)
+                    os.close(fd)
+                    tmp = Path(name)
+                    cm = raster_io.open_output(tmp, part_profile(info, opts, layout, k))
+                    open_parts[k] = (cm, cm.__enter__(), tmp, 0, 0)
+                cm, dst, tmp, count, evals = open_parts[k]
+                r0 = layout.pixel_rows(k)[0]
+                raster_io.write_tile(dst, data, tile.row0 - r0, tile.col0,
+                                     mask if opts.write_mask else None)
+                count, evals = count + 1, evals + n
+                executed[k][tile.ty, tile.tx] = _summary(done)
+                total += n
+                open_parts[k] = (cm, dst, tmp, count, evals)
+                if count == expected[k]:
+                    del open_parts[k]
+                    cm.__exit__(None, None, None)
+                    raster_io.sync_file(tmp)
+                    os.replace(tmp, part_path(raster, k))
+                    raster_io.sync_folder(raster.parent)
+                    if on_part is not None:
+                        on_part(k, evals, part_record([executed[k][t.ty, t.tx]
+                                                       for t in layout.tiles(k)]))
+                if on_tile is not None:
+                    on_tile(1)
     except BaseException as err:
         for cm, _, tmp, _, _ in open_parts.values():
             with contextlib.suppress(Exception):

@@ -4,6 +4,7 @@ written. Worker threads read and compute; the calling thread is the single write
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -203,12 +204,13 @@ def execute(
     items = [(t, int(plan.start[t.ty, t.tx])) for t in grid.tiles()]
     fn = partial(_process, info=info, pk=pk, opts=opts, plan=plan)
     tally = Tally(plan, info)
-    for (tile, _), done in map_tiles(info.path, items, fn, workers):
-        raster_io.write_tile(dst, done.data, tile.row0, tile.col0,
-                             done.mask if opts.write_mask else None)
-        tally.add(tile, done)
-        if progress:
-            progress(1)
+    with map_tiles(info.path, items, fn, workers) as results:
+        for (tile, _), done in results:
+            raster_io.write_tile(dst, done.data, tile.row0, tile.col0,
+                                 done.mask if opts.write_mask else None)
+            tally.add(tile, done)
+            if progress:
+                progress(1)
     return tally.stats()
 
 
@@ -243,19 +245,21 @@ class Tally:
                             self.errors, self.valid, vmin, vmax)
 
 
+@contextlib.contextmanager
 def compute_tiles(
     info: RasterInfo,
     plan: Plan,
     opts: ExecuteOptions,
     tiles: list[Tile],
     workers: int | None = None,
-) -> Iterator[tuple[Tile, TileDone]]:
-    """Convolve ``tiles`` (any subset of the plan's grid) and yield each with its
-    :class:`TileDone` in completion order, for a caller that writes them itself (part files of
-    a resumable or distributed run: ``satconv.parts``). A ``refine`` plan's tiles are refined
-    as in ``execute``."""
+) -> Iterator[Iterator[tuple[Tile, TileDone]]]:
+    """``with compute_tiles(...) as done:`` iterates ``tiles`` (any subset of the plan's
+    grid) convolved, each with its :class:`TileDone`, in completion order, for a caller that
+    writes them itself (part files of a resumable or distributed run: ``satconv.parts``). A
+    ``refine`` plan's tiles are refined as in ``execute``. As with ``map_tiles``, no worker
+    outlives the block."""
     pk = PreparedKernel.from_kernel(opts.kernel)
     items = [(t, int(plan.start[t.ty, t.tx])) for t in tiles]
     fn = partial(_process, info=info, pk=pk, opts=opts, plan=plan)
-    for (tile, _), done in map_tiles(info.path, items, fn, workers):
-        yield tile, done
+    with map_tiles(info.path, items, fn, workers) as results:
+        yield ((tile, done) for (tile, _), done in results)

@@ -165,12 +165,13 @@ def run_steps(
                 def fn(ds: Any, tile: Tile) -> list[TileDone]:
                     return _process(ds, tile, plans, info, kernels, opts)
 
-                for tile, results in map_tiles(info.path, grid.tiles(), fn, workers):
-                    for k, done in enumerate(results):
-                        raster_io.write_tile(dsts[k], done.data, tile.row0, tile.col0,
-                                             done.mask if opts[k].write_mask else None)
-                        tallies[k].add(tile, done)
-                    tick(1)
+                with map_tiles(info.path, grid.tiles(), fn, workers) as computed:
+                    for tile, results in computed:
+                        for k, done in enumerate(results):
+                            raster_io.write_tile(dsts[k], done.data, tile.row0, tile.col0,
+                                                 done.mask if opts[k].write_mask else None)
+                            tallies[k].add(tile, done)
+                        tick(1)
                 stack.close()  # close (and check) every output before copying any to COG
                 for st, body, o in zip(steps, bodies, opts, strict=True):
                     if st.settings.output.cog:

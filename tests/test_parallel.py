@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -66,8 +67,8 @@ def _read_every_window(mapper, tmp_path) -> set[int]:
         return raster_io.read_window(ds, r0, r0 + 10, c0, c0 + 10)
 
     items = [(r, c) for r in range(0, 60, 10) for c in range(0, 70, 10)]
-    with raster_io.gdal_env():
-        out = list(mapper(path, items, fn, workers=3))
+    with raster_io.gdal_env(), mapper(path, items, fn, workers=3) as results:
+        out = list(results)
     assert sorted(i for i, _ in out) == sorted(items) and len(out) == len(items)
     for (r0, c0), block in out:
         np.testing.assert_array_equal(block, data[:, r0:r0 + 10, c0:c0 + 10])
@@ -94,15 +95,84 @@ def test_map_shares_raises_a_workers_error_and_stops_the_others(tmp_path):
         return item
 
     with raster_io.gdal_env(), pytest.raises(ValueError, match="tile 3 is bad"):
-        list(map_shares(path, list(range(400)), fn, workers=2))
+        with map_shares(path, list(range(400)), fn, workers=2) as results:
+            list(results)
     assert len(calls) < 100  # the other share (items 200-399) stopped early
 
 
 def test_map_shares_consumer_may_stop_early(tmp_path):
     _, path = _scene(tmp_path)
     with raster_io.gdal_env():
-        gen = map_shares(path, list(range(1000)), lambda ds, i: i, workers=2)
-        first = [next(gen) for _ in range(5)]
-        gen.close()  # must not hang on workers blocked on a full queue
+        with map_shares(path, list(range(1000)), lambda ds, i: i, workers=2) as results:
+            first = [next(results) for _ in range(5)]
+        # leaving must not hang on workers blocked on a full queue
     assert len(first) == 5
     assert not [t for t in threading.enumerate() if t.name == "satconv-share"]
+
+
+class _Calls:
+    """``fn`` for the mappers: item 0 returns at once, the others take ``slow`` seconds;
+    counts the calls started and finished."""
+
+    def __init__(self, slow: float) -> None:
+        self.slow = slow
+        self.started = 0
+        self.finished = 0
+        self.guard = threading.Lock()
+
+    def __call__(self, ds, item: int) -> int:
+        with self.guard:
+            self.started += 1
+        if item:
+            time.sleep(self.slow)
+        with self.guard:
+            self.finished += 1
+        return item
+
+
+def _no_satconv_threads_left() -> None:
+    """Worker threads may take a moment to exit once idle; none may stay."""
+    deadline = time.monotonic() + 5
+    while [t for t in threading.enumerate() if t.name.startswith("satconv")]:
+        assert time.monotonic() < deadline, "a worker thread is still alive"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("mapper", [map_tiles, map_shares])
+def test_no_worker_outlives_the_block_when_the_consumer_fails(tmp_path, mapper):
+    """The consumer's own error (a failed write, say) reaches the caller only once every
+    running call has returned: the caller then closes its outputs with no thread reading."""
+    _, path = _scene(tmp_path)
+    calls = _Calls(slow=0.3)
+    with raster_io.gdal_env(), pytest.raises(ValueError, match="write failed"):
+        with mapper(path, list(range(8)), calls, workers=2) as results:
+            for _ in results:
+                raise ValueError("write failed")
+    assert calls.started >= 2  # another call was running when the consumer failed
+    assert calls.finished == calls.started
+    _no_satconv_threads_left()
+
+
+@pytest.mark.parametrize("mapper", [map_tiles, map_shares])
+def test_a_stop_during_the_wait_still_waits_for_the_workers(tmp_path, mapper):
+    """A stop (KeyboardInterrupt) raised while the block waits for its workers is raised
+    after they are done, not in place of waiting for them."""
+    _, path = _scene(tmp_path)
+    calls = _Calls(slow=0.5)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    try:
+        with raster_io.gdal_env(), pytest.raises(KeyboardInterrupt):
+            with mapper(path, list(range(8)), calls, workers=2) as results:
+                for _ in results:
+                    signal.setitimer(signal.ITIMER_REAL, 0.1)  # lands in the wait
+                    raise ValueError("write failed")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert calls.started >= 2
+    assert calls.finished == calls.started
+    _no_satconv_threads_left()

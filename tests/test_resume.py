@@ -4,6 +4,7 @@ finished row bands (part files and a checkpoint beside the staged output)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -196,9 +197,10 @@ def test_a_resumable_run_stopped_before_its_first_part_says_its_plan_is_kept(big
     """Stopped once planned but before a part is finished, a --resume run keeps its
     checkpoint (the plan, which the next run does not make again) and says so, rather than
     "nothing written"."""
+    @contextlib.contextmanager
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt
-        yield  # (a generator, as compute_tiles is)
+        yield  # (a context manager, as compute_tiles is)
 
     monkeypatch.setattr(parts, "compute_tiles", stopped)
     out, result = _resumable_run(big, tmp_path)

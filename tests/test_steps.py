@@ -3,6 +3,7 @@ each writing what a single-kernel run of that step writes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
@@ -155,10 +156,12 @@ def test_all_steps_are_planned_in_one_pass_over_the_scene(smooth_scene, tmp_path
 
     planning = []
 
+    @contextlib.contextmanager
     def counting_shares(*args, **kwargs):
         passes.append(1)
         planning.append(True)
-        yield from real_shares(*args, **kwargs)
+        with real_shares(*args, **kwargs) as summaries:
+            yield summaries
         planning.clear()
 
     def counting_read(*args, **kwargs):

@@ -184,21 +184,22 @@ def scene_stats_many(
                         np.zeros((ny, nx, len(spec.strides)), dtype=np.int64),
                         np.zeros((ny, nx), dtype=bool)))
     tiles = list(grid.tiles())  # every tile costs about the same: contiguous shares
-    for tile, per_spec in map_shares(info.path, tiles, summarise, workers):
-        at = (tile.ty, tile.tx)
-        for (arrays, nvalid, exact, still), (ts, around, near) in zip(results, per_spec,
-                                                                        strict=True):
-            arrays["statistic"][at] = ts.statistic
-            arrays["reach"][at] = around.statistic
-            lo, hi = around.vmin, around.vmax
-            still[at] = bool(np.all(np.isnan(lo) | (lo == hi)))
-            arrays["vmin"][at] = ts.vmin
-            arrays["vmax"][at] = ts.vmax
-            arrays["mean_min"][at] = ts.mean_min
-            arrays["mean_max"][at] = ts.mean_max
-            nvalid[at] = ts.valid
-            exact[at] = near
-        if progress:
-            progress(1)
+    with map_shares(info.path, tiles, summarise, workers) as summaries:
+        for tile, per_spec in summaries:
+            at = (tile.ty, tile.tx)
+            for (arrays, nvalid, exact, still), (ts, around, near) in zip(results, per_spec,
+                                                                            strict=True):
+                arrays["statistic"][at] = ts.statistic
+                arrays["reach"][at] = around.statistic
+                lo, hi = around.vmin, around.vmax
+                still[at] = bool(np.all(np.isnan(lo) | (lo == hi)))
+                arrays["vmin"][at] = ts.vmin
+                arrays["vmax"][at] = ts.vmax
+                arrays["mean_min"][at] = ts.mean_min
+                arrays["mean_max"][at] = ts.mean_max
+                nvalid[at] = ts.valid
+                exact[at] = near
+            if progress:
+                progress(1)
     return [SceneStats(grid, nvalid=nvalid, exact=exact, still=still, **arrays)
             for arrays, nvalid, exact, still in results]
