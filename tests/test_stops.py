@@ -21,9 +21,12 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGALRM)
 
 @pytest.fixture
 def handlers():
-    """Every test leaves the process's handlers as it found them."""
+    """Every test starts with Python's own Ctrl-C handler, however pytest was started (a
+    background job inherits SIGINT ignored, which satconv respects), and leaves the
+    process's handlers as it found them."""
     saved = {sig: signal.getsignal(sig) for sig in SIGNALS}
-    yield saved
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield {sig: signal.getsignal(sig) for sig in SIGNALS}
     signal.setitimer(signal.ITIMER_REAL, 0)
     for sig, handler in saved.items():
         signal.signal(sig, handler)
