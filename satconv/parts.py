@@ -209,6 +209,7 @@ def write_parts(info: RasterInfo, plan: Plan, opts: ExecuteOptions, layout: Part
     open_parts: dict[int, tuple[Any, Any, Path, int, int]] = {}  # k: cm, dst, tmp, tiles, evals
     executed: dict[int, dict[tuple[int, int], TileDone]] = {k: {} for k in parts}
     total = 0
+    unfinished: set[Path] = set()  # temporary part files not yet renamed
     try:
         with compute_tiles(info, plan, opts, tiles, workers) as computed:
             for tile, done in computed:
@@ -220,6 +221,7 @@ def write_parts(info: RasterInfo, plan: Plan, opts: ExecuteOptions, layout: Part
                                                 dir=final.parent)
                     os.close(fd)
                     tmp = Path(name)
+                    unfinished.add(tmp)
                     cm = raster_io.open_output(tmp, part_profile(info, opts, layout, k))
                     open_parts[k] = (cm, cm.__enter__(), tmp, 0, 0)
                 cm, dst, tmp, count, evals = open_parts[k]
@@ -235,6 +237,7 @@ def write_parts(info: RasterInfo, plan: Plan, opts: ExecuteOptions, layout: Part
                     cm.__exit__(None, None, None)
                     raster_io.sync_file(tmp)
                     os.replace(tmp, part_path(raster, k))
+                    unfinished.discard(tmp)
                     raster_io.sync_folder(raster.parent)
                     if on_part is not None:
                         on_part(k, evals, part_record([executed[k][t.ty, t.tx]
@@ -242,9 +245,10 @@ def write_parts(info: RasterInfo, plan: Plan, opts: ExecuteOptions, layout: Part
                 if on_tile is not None:
                     on_tile(1)
     except BaseException as err:
-        for cm, _, tmp, _, _ in open_parts.values():
+        for cm, _, _, _, _ in open_parts.values():
             with contextlib.suppress(Exception):
                 cm.__exit__(type(err), err, err.__traceback__)
+        for tmp in unfinished:  # open, or failed while being created or closed
             with contextlib.suppress(OSError):
                 tmp.unlink()
         raise

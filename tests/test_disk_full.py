@@ -134,6 +134,27 @@ def test_disk_filling_up_at_each_output(scene, tmpfs, tmp_path):
     assert sorted(p.name for p in fs.iterdir()) == sorted(OUTPUTS)
 
 
+def test_full_disk_under_resume_keeps_only_the_checkpoint(scene, tmpfs, tmp_path):
+    """A --resume run on a full disk: one line naming the output (not a hidden part file),
+    no part file left holding the space, only the checkpoint (the plan) for the next run;
+    given room, that run finishes with the same output as a run that never failed."""
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    assert run_here("run", str(scene), "--out-dir", str(ref))[0] == 0
+    fs = tmpfs("256k")
+    code, out = run_here("run", str(scene), "--out-dir", str(fs), "--resume")
+    assert (code, out) == (
+        1, [f"satconv: {fs}/scene.satconv.tif: write failed: no space left on device"])
+    assert [p.name for p in fs.iterdir()] == [".scene.satconv.tif.satconv.ckpt"]
+    subprocess.run(["mount", "-o", "remount,size=4m", str(fs)], check=True)
+    code, out = run_here("run", str(scene), "--out-dir", str(fs), "--resume", "-q")
+    assert code == 0, out
+    assert sorted(p.name for p in fs.iterdir()) == sorted(OUTPUTS)
+    with rasterio.open(fs / "scene.satconv.tif") as got, \
+            rasterio.open(ref / "scene.satconv.tif") as want:
+        np.testing.assert_array_equal(got.read(), want.read())
+
+
 def test_file_size_limit(scene, tmp_path):
     """``ulimit -f``: the raster cannot grow past 256 KiB (Python ignores SIGXFSZ, so the write
     fails with EFBIG, which GDAL only logs): exit 1, one line, nothing left."""
