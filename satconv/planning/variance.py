@@ -2,9 +2,15 @@
 
 Each tile is summarised per band by the variance of its valid pixels in square windows
 (``window`` x ``window``), aggregated over the tile (``max``, ``mean`` or ``p90``). The most
-demanding band decides. Thresholds are a user's list, or ``auto``: derived from the error model
-(``error_model``) by the allocation in ``allocate`` so that the predicted RMS error of the whole
-scene is ``target_error`` times each band's output value range, at the least compute.
+demanding band decides. ``p90`` is the 90th percentile of the windows' variances, or their
+mean where that is larger: where texture fills fewer than a tenth of a tile's windows (a
+coastline through open water) the percentile alone is near 0 and would call the tile smooth,
+while the error, which follows the mean (``error_model``), is not. So ``p90``, like ``max``,
+never asks less of a tile than ``mean`` does.
+
+Thresholds are a user's list, or ``auto``: derived from the error model (``error_model``) by
+the allocation in ``allocate`` so that the predicted RMS error of the whole scene is
+``target_error`` times each band's output value range, at the least compute.
 """
 
 from __future__ import annotations
@@ -67,8 +73,8 @@ def tile_stats(data: np.ndarray, valid: np.ndarray | None, window: int,
             stat[b] = var.max()
         elif statistic == "mean":
             stat[b] = var.mean()
-        else:
-            stat[b] = np.percentile(var, 90)
+        else:  # never below the mean: see the module's docstring
+            stat[b] = max(float(np.percentile(var, 90)), float(var.mean()))
     count = data.shape[1] * data.shape[2] if valid is None else int(valid.any(axis=0).sum())
     return TileStats(stat, vmin, vmax, count, mmin, mmax)
 
