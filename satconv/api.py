@@ -209,6 +209,20 @@ def write_plan(path: Path, info: raster_io.RasterInfo, plan: Plan, settings: Set
         staged.commit()
 
 
+def write_default_config(path: Path, overwrite: bool = False) -> None:
+    """Write the built-in defaults as YAML to ``path`` (``satconv config init``), atomically:
+    the file appears whole or not at all. Raises :class:`OutputError` (one line) when it
+    exists and ``overwrite`` is false, or when it cannot be written."""
+    from .config import default_yaml
+
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path}: already exists (use --overwrite to replace it)")
+    raster_io.check_output_dir(path)
+    with raster_io.StagedOutputs([path]) as staged:
+        staged.temp(path).write_text(default_yaml(), encoding="utf-8")
+        staged.commit()
+
+
 def _tags(settings: Settings) -> dict[str, str]:
     return {"SATCONV_VERSION": __version__, "SATCONV_CONFIG": settings.to_json()}
 

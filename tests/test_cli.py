@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -332,6 +333,24 @@ def test_config_validate_show_init(write_config, tmp_path):
     assert invoke("config", "init", target).exit_code == 0
     assert invoke("config", "validate", target).exit_code == 0
     assert invoke("config", "init", target).exit_code == 1
+
+
+def test_config_init_is_one_line_and_atomic_when_it_cannot_write(tmp_path):
+    """``config init`` into a missing folder, or past a file-size limit: exit 1, one line
+    naming the file, no traceback, and no file (whole or truncated) at its name."""
+    result = invoke("config", "init", tmp_path / "missing" / "c.yaml")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"satconv: {tmp_path}/missing/c.yaml: output folder {tmp_path}/missing does not exist"]
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100))  # the defaults are ~500 bytes
+
+    proc = subprocess.run([str(SATCONV), "config", "init", "c.yaml"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, preexec_fn=limit)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == ["satconv: c.yaml: write failed: file too large"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_no_progress_bar_or_colour_when_not_a_terminal(make_scene, tmp_path):

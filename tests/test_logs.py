@@ -108,9 +108,9 @@ def test_quiet_prints_failures_only(tmp_path):
     assert proc.stderr.splitlines()[0].startswith(f"satconv: {bad}: ")
 
 
-def test_option_errors_follow_the_json_log_format(tmp_path):
-    """An unknown option or a bad value is a usage error like a bad config: with --log-format
-    json, one JSON error event (exit 2), not click's usage text."""
+def test_option_errors_are_one_line_in_either_log_format(tmp_path):
+    """An unknown option or a bad value is a usage error like a bad config: one line (exit 2),
+    with --log-format json one JSON error event, not click's usage text."""
     good, _, _ = scenes(tmp_path)
     for args in (["--jobs", "0", "--log-format", "json"], ["--bogus", "--log-format=json"]):
         done = satconv("run", good, *args)
@@ -120,5 +120,12 @@ def test_option_errors_follow_the_json_log_format(tmp_path):
         event = json.loads(lines[0])
         assert event["event"] == "error" and event["exit_code"] == 2
         assert ("--jobs" in event["error"]) or ("--bogus" in event["error"])
-    text = satconv("run", good, "--bogus")
-    assert text.returncode == 2 and "Usage:" in text.stderr  # text logs: click's own message
+    for args, problem in ((["--bogus"], "No such option '--bogus'"),
+                          (["--jobs", "0"], "Invalid value for '--jobs'")):
+        text = satconv("run", good, *args)  # text logs: one line too, saying where help is
+        assert text.returncode == 2
+        (line,) = text.stderr.splitlines()
+        assert line.startswith(f"satconv: run: {problem}"), line
+        assert line.endswith("(see satconv run --help)"), line
+    bare = satconv()
+    assert bare.returncode == 2 and bare.stderr.startswith("Usage: satconv")  # the help

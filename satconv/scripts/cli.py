@@ -81,27 +81,48 @@ def _make_quicklook(report_path: str, overwrite: bool) -> None:
 
 
 class _Group(StoppableGroup):
-    """click's group, whose usage errors (an unknown option, a bad value) follow
-    ``--log-format json`` when the command line asks for it: one ``error`` event, not
-    click's usage text, for log collectors that parse every line."""
+    """click's group, whose usage errors (an unknown option, a bad value) are one line like
+    every other error: ``satconv: run: No such option: --bogus (see satconv run --help)``,
+    or with ``--log-format json`` one ``error`` event, for log collectors that parse every
+    line. Exit code 2, as click's own."""
 
     def main(self, args: list[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True,
              **extra: object) -> object:
         argv = list(args) if args is not None else sys.argv[1:]
-        if not standalone_mode or not json_logs(argv):
+        if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         from .render import Renderer
 
+        json = json_logs(argv)
         try:
             rv = super().main(argv, prog_name, complete_var, False, **extra)
         except click.ClickException as err:
-            Renderer("json").error(err.format_message(), err.exit_code)
+            if json:
+                Renderer("json").error(err.format_message(), err.exit_code)
+            elif type(err).__name__ == "NoArgsIsHelpError":  # a bare `satconv`: the help
+                err.show()
+            else:
+                click.echo(f"satconv: {_usage_line(err)}", err=True)
             sys.exit(err.exit_code)
         except click.Abort:
-            Renderer("json").error("aborted", 1)
+            if json:
+                Renderer("json").error("aborted", 1)
+            else:
+                click.echo("satconv: aborted", err=True)
             sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _usage_line(err: click.ClickException) -> str:
+    """A usage error as one line: the command, the problem, where the usage is."""
+    message = " ".join(err.format_message().split()).rstrip(".")
+    ctx = getattr(err, "ctx", None)
+    if ctx is None:
+        return message
+    command = ctx.command_path
+    sub = command.split(" ", 1)[1] if " " in command else None
+    return (f"{sub}: " if sub else "") + f"{message} (see {command} --help)"
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -372,12 +393,12 @@ def config_init(path: str | None, overwrite: bool) -> None:
     if path is None:
         click.echo(text, nl=False)
         return
-    p = Path(path)
-    if p.exists() and not overwrite:
-        click.echo(f"satconv: {p}: already exists (use --overwrite to replace it)", err=True)
-        sys.exit(1)
-    p.write_text(text, encoding="utf-8")
-    click.echo(f"wrote {p}", err=True)
+    try:
+        api.write_default_config(Path(path), overwrite)
+    except SatconvError as err:
+        _fail(err, False)
+        sys.exit(err.exit_code)
+    click.echo(f"wrote {path}", err=True)
 
 
 @cli.command()
