@@ -200,6 +200,17 @@ _MAGIC = set("*?[")
 #: outputs beside the inputs must not convolve last night's outputs).
 OUTPUT_SUFFIXES = (".satconv.tif", ".stride.tif", ".error.tif", ".satconv.json",
                    ".quicklook.png")
+#: Files GDAL reads beside a raster, never rasters to convolve on their own: masks,
+#: overviews, auxiliary metadata, world files (compared in lower case).
+SIDE_SUFFIXES = (".msk", ".ovr", ".aux.xml", ".aux", ".rrd", ".tfw", ".tifw", ".tiffw",
+                 ".wld", ".prj")
+
+
+def _picked_by_pattern(path: str, skip: set[str]) -> bool:
+    """Whether a file a pattern matched is an input: not a folder, not satconv's own output,
+    not a raster's side file, not one of ``skip``."""
+    return (not os.path.isdir(path) and not path.endswith(OUTPUT_SUFFIXES)
+            and not path.lower().endswith(SIDE_SUFFIXES) and os.path.abspath(path) not in skip)
 
 
 def expand_inputs(args: Sequence[str], lists: Sequence[str] = (),
@@ -210,10 +221,11 @@ def expand_inputs(args: Sequence[str], lists: Sequence[str] = (),
     starting with ``#`` skipped; relative paths are relative to the current folder).
 
     Files a pattern matches that are satconv's own outputs (``*.satconv.tif``,
-    ``*.stride.tif``, ``*.error.tif``, ``*.satconv.json``, ``*.quicklook.png``) or one of
-    ``exclude`` (the batch's summary file) are left out; name them explicitly to use them as
-    inputs. A pattern that matches nothing stays as it is, so it fails as a missing input,
-    named.
+    ``*.stride.tif``, ``*.error.tif``, ``*.satconv.json``, ``*.quicklook.png``), side files
+    GDAL reads beside a raster (``SIDE_SUFFIXES``: ``.msk`` masks, ``.ovr`` overviews,
+    ``.aux.xml``, world files) or one of ``exclude`` (the batch's summary file) are left out;
+    name them explicitly to use them as inputs. A pattern that matches nothing stays as it
+    is, so it fails as a missing input, named.
     A list that cannot be read is a :class:`UsageError`.
     """
     names: list[str] = []
@@ -232,9 +244,7 @@ def expand_inputs(args: Sequence[str], lists: Sequence[str] = (),
         matches = [name]
         if _MAGIC & set(name) and not os.path.lexists(name):
             found = sorted(glob.glob(name, recursive=True))
-            matches = [m for m in found
-                       if not os.path.isdir(m) and not m.endswith(OUTPUT_SUFFIXES)
-                       and os.path.abspath(m) not in skip] or [name]
+            matches = [m for m in found if _picked_by_pattern(m, skip)] or [name]
         for m in matches:
             if m not in seen:
                 seen.add(m)

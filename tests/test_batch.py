@@ -406,6 +406,33 @@ def test_a_recursive_pattern_skips_every_output_of_a_previous_run(tmp_path, monk
                                          "last.json"]
 
 
+def test_a_pattern_skips_the_side_files_gdal_reads_beside_a_raster(tmp_path, monkeypatch):
+    """A raster with its mask, overviews, aux.xml and world file: '**' runs the raster alone
+    (the mask is read through it: its pixels are nodata in the output); named on its own, a
+    side file is still an input."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sc").mkdir()
+    path, _ = scene(tmp_path / "sc", "a.tif", 1, (1, 40, 40))
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=False, TIFF_USE_OVR=True):
+        with rasterio.open(path, "r+") as ds:  # an external mask (a.tif.msk), overviews (.ovr)
+            mask = np.full((40, 40), 255, dtype=np.uint8)
+            mask[:5] = 0
+            ds.write_mask(mask)
+            ds.build_overviews([2], rasterio.enums.Resampling.nearest)
+    for side in ("a.tif.aux.xml", "a.tfw", "B.TIF.AUX.XML"):
+        (tmp_path / "sc" / side).write_text("side file")
+    assert {"a.tif.msk", "a.tif.ovr"} <= set(listing(tmp_path / "sc"))
+    result = invoke("run", "sc/**", "--summary", "last.json", "--log-format", "json", "-q")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads((tmp_path / "last.json").read_text())
+    assert [r["input"] for r in summary["results"]] == ["sc/a.tif"]
+    with rasterio.open(tmp_path / "sc" / "a.satconv.tif") as out:
+        kept = out.read_masks(1)
+    assert not kept[:5].any() and kept[8:].all()
+    named = invoke("run", "sc/a.tfw", "-q")
+    assert named.exit_code == 1 and "sc/a.tfw" in named.stderr
+
+
 def test_a_stopped_batch_still_writes_its_summary(tmp_path):
     """SIGTERM in the middle of a batch: the summary says which inputs ended (done) and which
     did not (stopped, with the exit code), for whoever reruns what is left."""
