@@ -300,7 +300,7 @@ class Settings(_Strict):
             if s < 1 or s & (s - 1):
                 raise ValueError(f"stride {s} is not a power of two")
             if s > 128:
-                raise ValueError(f"stride {s} is larger than 128")
+                raise ValueError(f"stride {s} is larger than 128, the largest satconv takes")
         if len(set(v)) != len(v):
             raise ValueError("strides must not repeat")
         return sorted(v)

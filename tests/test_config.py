@@ -189,6 +189,7 @@ def test_settings_round_trip_through_json_and_yaml(write_config):
     ("policy: {thresholds_relative_to: range}", "policy.thresholds_relative_to", "scene"),
     ("policy: {thresholds_relative_to: scene}", "policy", "list of thresholds"),
     ("reconstruction: bicubic", "reconstruction", "bilinear"),
+    ("strides: [1, 2, 512]", "strides", "the largest satconv takes"),
 ])
 def test_rejections_name_the_key(write_config, yaml_text, key, reason):
     path = write_config(yaml_text + "\n")
