@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -270,11 +271,11 @@ def test_plan_command_prints_histogram(write_tif, write_config, tmp_path):
         if parts[0].strip() in ("skipped", "stride 1", "stride 2", "stride 4"):
             counts[parts[0].strip()] = int(parts[1].split()[0])
     assert counts == {"skipped": 1, "stride 1": 1, "stride 4": 10}
-    # compute: (1 full tile + 10 tiles at 1/16) of the valid pixels, as the plan states it
+    # samples alone: (1 full tile + 10 tiles at 1/16) of the valid pixels
     px = np.outer([32, 32, 16], [32, 32, 32, 4])
     strides = np.array([[4, 0, 4, 4], [1, 4, 4, 4], [4, 4, 4, 4]])
     frac = np.sum(np.where(strides > 0, px / np.maximum(strides, 1) ** 2, 0)) / px.sum()
-    assert f"{100 * frac:.1f}%" in text
+    assert f"(samples alone: {100 * frac:.1f}%)" in text
     with rasterio.open(out) as ds:
         np.testing.assert_array_equal(ds.read(1), strides)
     assert listing(tmp_path) == ["config.yaml", "plan.stride.tif", "scene.tif"]
@@ -301,6 +302,26 @@ def test_plan_command_subprocess(make_scene):
     proc = run_satconv("plan", scene)
     assert proc.returncode == 0, proc.stderr
     assert "64x64" in proc.stdout and "predicted compute" in proc.stdout
+
+
+def test_plan_headline_compute_is_what_the_run_spends(tmp_path):
+    """``satconv plan``'s headline compute, its table's row for the configured policy and
+    the run's summary line are the same figure (kernel evaluations): on a raster with a
+    nodata collar, where the pixels computed exactly near nodata count too."""
+    from . import policy_support as ps
+
+    scene = ps.shared_data() / "RGB.byte.tif"
+    planned = invoke("plan", scene)
+    assert planned.exit_code == 0, planned.stderr
+    head = re.search(r"predicted compute: ([0-9.]+)%", planned.stdout)
+    row = re.search(r"^\s+variance \(target_error 0.01\)\s+([0-9.]+)%", planned.stdout, re.M)
+    assert head and row, planned.stdout
+    ran = invoke("run", scene, "-o", tmp_path / "out.tif")
+    assert ran.exit_code == 0, ran.stderr
+    spent = re.search(r"compute ([0-9.]+)% of full resolution", ran.stderr)
+    assert spent, ran.stderr
+    assert float(head.group(1)) == pytest.approx(float(row.group(1)), abs=0.051)
+    assert float(head.group(1)) == pytest.approx(float(spent.group(1)), abs=0.051)
 
 
 def test_plan_command_missing_input(tmp_path):

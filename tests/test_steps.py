@@ -74,6 +74,9 @@ def test_steps_equal_single_kernel_runs(smooth_scene, tmp_path):
             assert ra[key] == rb[key], key
         for key in ("kernel_evaluations", "tiles_per_stride"):
             assert ra["execute"][key] == rb["execute"][key], key
+        # the summary line's compute is what the step spent, as a single run's line says
+        spent = 100 * ra["execute"]["evaluations_per_pixel"]
+        assert f"{st.name} (compute {spent:.1f}%)" in result.stderr
     # the smooth ramp let at least one step use a coarse stride somewhere
     assert any(int(k) > 1 for st in ("smooth", "sobel", "wide") for k in json.loads(
         (out / f"scene.{st}.satconv.json").read_text())["plan"]["tiles_per_stride"])

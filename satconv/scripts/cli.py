@@ -329,8 +329,10 @@ def plan(input: str, config_path: str | None, output: str | None, overwrite: boo
     for stride, count in the_plan.histogram().items():
         label = "skipped" if stride == 0 else f"stride {stride}"
         click.echo(f"  {label:>10}: {count:6d} tiles ({100 * count / total:5.1f}%)")
-    click.echo(f"  predicted compute: {100 * summary['compute_fraction']:.1f}% of full "
-               "resolution")
+    samples = summary["compute_fraction"]
+    compute = summary.get("predicted_evaluations_fraction", samples)
+    click.echo(f"  predicted compute: {100 * compute:.1f}% of full resolution in kernel "
+               f"evaluations, as a run counts them (samples alone: {100 * samples:.1f}%)")
     if "predicted_rmse_overall" in summary:
         click.echo(f"  predicted RMS error: {summary['predicted_rmse_overall']:.4g} overall, "
                    f"{summary['predicted_rmse_max']:.4g} worst tile")
