@@ -8,6 +8,7 @@ written under a temporary name and renamed when complete. Nothing here prints.
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
@@ -171,6 +172,10 @@ def find_scene_files(path: str | os.PathLike[str]) -> SceneFiles:
         else:
             stride, raster, src = default.stride_map, default.raster, p
     if not stride.exists():
+        steps = sorted(stride.parent.glob(glob.escape(_stem(p)) + ".*.stride.tif"))
+        if base is None and steps:  # the input of a steps: run, one stride map per step
+            names = ", ".join(q.name for q in steps)
+            raise InputError(f"{p}: has one run per step; preview one of them: {names}")
         raise InputError(f"{p}: no stride map found for it (looked for {stride.name} and a run "
                          "report beside it); run satconv run first")
     return SceneFiles(stride_map=stride, quicklook=quicklook_path(raster), input=src,

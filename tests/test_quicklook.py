@@ -374,6 +374,23 @@ def test_preview_without_a_run_is_one_line(make_scene, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_preview_of_a_steps_input_names_each_steps_stride_map(make_scene, write_config):
+    """After a ``steps:`` run the input has one run per step: preview says which to pick
+    (one line), and draws any of them."""
+    scene, _ = make_scene(40, 70)
+    cfg = write_config("steps:\n  - {name: smooth, kernel: {type: box, size: 3}}\n"
+                       "  - {name: edges, kernel: {type: sobel_x}}\n")
+    assert invoke("run", scene, "-c", cfg, "-q").exit_code == 0
+    result = invoke("preview", scene)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"satconv: {scene}: has one run per step; preview one of them: "
+        "scene.edges.stride.tif, scene.smooth.stride.tif"]
+    drawn = invoke("preview", scene.with_name("scene.edges.stride.tif"))
+    assert drawn.exit_code == 0, drawn.stderr
+    assert scene.with_name("scene.edges.quicklook.png").exists()
+
+
 def test_existing_quicklook_kept_without_overwrite(known_run):
     scene, _, folder = known_run
     png = folder / "scene.quicklook.png"
