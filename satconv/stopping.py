@@ -69,6 +69,18 @@ class Stops:
                 self.previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, self.on_signal)
         return self
 
+    def settle(self) -> None:
+        """At the end of the process: cancel a pending retry and ignore SIGTERM, SIGINT and
+        SIGALRM from here on. Python's shutdown sets the signals it handles back to their
+        default action, so a signal in its last fraction of a second (or the retry of a stop
+        that came while the last of the work was in rasterio's code) would kill the process
+        with the raw signal, past its exit code. A stop still pending here found the work
+        done: the command ends as it would have."""
+        with contextlib.suppress(ValueError):  # not the main thread (embedded use)
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):
+                signal.signal(sig, signal.SIG_IGN)
+
     def restore(self) -> None:
         """Put back the handlers ``install`` replaced (a pending retry cancelled first)."""
         if signal.SIGALRM in self.previous:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from satconv import api, raster_io
+from satconv import __version__, api, raster_io
 from satconv.scripts import stops
 from satconv.scripts.cli import cli
 
@@ -116,6 +116,46 @@ def test_a_stop_during_start_up_ends_with_one_line(sig, code, line):
                          text=True, timeout=120, preexec_fn=ctrl_c_reaches_it)
     assert run.returncode == code, run.stderr
     assert run.stderr.strip() == line
+
+
+_AT_THE_END = """
+import atexit, os, signal, sys, time
+from satconv.scripts import cli, stops
+
+# the interpreter's shutdown takes a while (here: 0.2 s of atexit work)
+atexit.register(time.sleep, 0.2)
+if sys.argv[1] == "during-shutdown":  # a signal once the command has ended
+    atexit.register(os.kill, os.getpid(), signal.SIGTERM)
+else:  # a stop that came while the command's last call was rasterio's code
+    library = {"__name__": "rasterio.env", "os": os, "signal": signal}
+    exec("def last_call():\\n"
+         "    os.kill(os.getpid(), signal.SIGTERM)\\n"
+         "    sum(i * i for i in range(100000))\\n", library)
+
+    def command():
+        print("done")
+        library["last_call"]()
+        sys.exit(0)
+
+    cli.main = command
+sys.argv = ["satconv", "--version"]
+stops.main()
+"""
+
+
+@pytest.mark.parametrize("when", ["during-shutdown", "deferred-at-the-end"])
+def test_a_signal_as_the_command_ends_leaves_its_exit_code_alone(when):
+    """A SIGTERM while the interpreter shuts down (Python sets its handlers back to the
+    default action, which would kill the process with the raw signal), or the retry of a stop
+    that came during the command's last call into rasterio (SIGALRM, in the same window):
+    the finished command still exits 0, with nothing on stderr."""
+    def ctrl_c_reaches_it() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    run = subprocess.run([sys.executable, "-c", _AT_THE_END, when], capture_output=True,
+                         text=True, timeout=120, preexec_fn=ctrl_c_reaches_it)
+    assert (run.returncode, run.stderr) == (0, "")
+    assert run.stdout.strip() in ("done", "satconv, version " + __version__)
 
 
 def test_sigterm_while_plan_writes_removes_the_staged_file(make_scene, tmp_path, monkeypatch,

@@ -10,7 +10,8 @@ A stop never lands inside rasterio's or numba's code, and later signals are igno
 command cleans up (:mod:`satconv.stopping`).
 
 The ``satconv`` command installs the handling before it imports anything heavy
-(:func:`main`), so that even a stop during start-up ends with one line.
+(:func:`main`), so that even a stop during start-up ends with one line, and settles it as it
+ends (:meth:`Stops.settle`): no signal in the interpreter's shutdown changes the exit code.
 """
 
 from __future__ import annotations
@@ -52,10 +53,13 @@ def main() -> None:
     _PROCESS = Stops().install()
     try:
         from .cli import main as cli_main
-    except KeyboardInterrupt:
+
+        cli_main()
+    except KeyboardInterrupt:  # during start-up, or past the command's own handling
         print(f"satconv: {_PROCESS.what}", file=sys.stderr)
         sys.exit(_PROCESS.exit_code)
-    cli_main()
+    finally:
+        _PROCESS.settle()
 
 
 class StoppableGroup(click.Group):
