@@ -391,6 +391,25 @@ def test_preview_of_a_steps_input_names_each_steps_stride_map(make_scene, write_
     assert scene.with_name("scene.edges.quicklook.png").exists()
 
 
+def test_skip_existing_draws_a_missing_quicklook_only(make_scene, write_config):
+    """A scene done but without its quicklook (a stop while it was drawn, or a run without
+    --quicklook): the cron command (--skip-existing --quicklook) skips the scene and draws
+    the missing quicklook; the next rerun leaves it as it is."""
+    scene, _ = make_scene(40, 70)
+    cfg = write_config(CONFIG)
+    assert invoke("run", scene, "-c", cfg, "-q").exit_code == 0
+    png = scene.with_name("scene.quicklook.png")
+    assert not png.exists()
+    cron = ("run", scene, "-c", cfg, "--skip-existing", "--quicklook")
+    result = invoke(*cron)
+    assert result.exit_code == 0, result.stderr
+    assert "skipped" in result.stderr and png.exists()
+    drawn = png.read_bytes()
+    os.utime(png, (0, 0))
+    assert invoke(*cron).exit_code == 0
+    assert png.stat().st_mtime == 0 and png.read_bytes() == drawn  # not drawn again
+
+
 def test_existing_quicklook_kept_without_overwrite(known_run):
     scene, _, folder = known_run
     png = folder / "scene.quicklook.png"

@@ -245,7 +245,7 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
         lock_timeout=lock_timeout, progress_every=1 if bars else progress_every, debug=debug,
         error_map=error_map)
     # With --skip-existing a quicklook is redrawn for what is (re)done and left as it is for
-    # what is skipped: one that exists is no reason to stop the batch.
+    # what is skipped (drawn if missing): one that exists is no reason to stop the batch.
     redraw = overwrite or skip_existing
     if quicklook:
         try:
@@ -281,15 +281,22 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
         fail(err)
     render.close()
     if quicklook:
+        from .. import previews
+
         for i, outcome in enumerate(summary.outcomes):
-            if outcome.status == "done" and outcome.report:
-                try:
-                    for _, paths in batch.units(outcome.input, settings, opts):
+            if outcome.status not in ("done", "skipped"):
+                continue
+            try:
+                for _, paths in batch.units(outcome.input, settings, opts):
+                    if outcome.status == "done" and outcome.report:
                         _make_quicklook(str(paths.report), redraw)
-                except SatconvError as err:
-                    render.error(str(err), 1, err, debug)
-                    summary.outcomes[i] = dataclasses.replace(
-                        outcome, status="failed", exit_code=1, message=str(err))
+                    elif (paths.report.exists()  # skipped: draw one a stop left undrawn
+                          and not previews.quicklook_path(paths.raster).exists()):
+                        _make_quicklook(str(paths.report), False)
+            except SatconvError as err:
+                render.error(str(err), 1, err, debug)
+                summary.outcomes[i] = dataclasses.replace(
+                    outcome, status="failed", exit_code=1, message=str(err))
     if summary_path:
         try:
             summary.write(Path(summary_path))
