@@ -362,7 +362,7 @@ def units(src: str, settings: Settings, opts: RunOptions,
 def _steps_line(src: str, reports: list[RunReport], seconds: float) -> str:
     parts_ = []
     for r in reports:
-        frac = 100 * r.execute.get("evaluations_per_pixel", r.plan.get("compute_fraction", 0.0))
+        frac = 100 * r.compute_spent()
         parts_.append(f"{r.execute.get('step')} (compute {frac:.1f}%)")
     tiles = reports[0].execute.get("tiles", 0)
     return f"{src}: {tiles} tiles, steps {', '.join(parts_)}, {seconds:.1f} s"

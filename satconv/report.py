@@ -64,12 +64,16 @@ class RunReport:
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
 
+    def compute_spent(self) -> float:
+        """Kernel evaluations as a share of full resolution (the plan's share of samples
+        for a report without an execute pass)."""
+        return self.execute.get("evaluations_per_pixel", self.plan.get("compute_fraction", 0.0))
+
     def summary_line(self) -> str:
         """``scene.tif: 12 tiles (1:4 2:6 4:2), compute 38.5% of full resolution, 1.2 s``."""
         tiles = self.execute.get("tiles_per_stride") or self.plan.get("tiles_per_stride", {})
         per = " ".join(f"{k}:{v}" for k, v in tiles.items())
-        frac = 100 * self.execute.get("evaluations_per_pixel",
-                                      self.plan.get("compute_fraction", 0.0))
+        frac = 100 * self.compute_spent()
         total = self.timings.get("total", 0.0)
         psnr = self.error.get("overall", {}).get("psnr_db") if self.error else None
         err = f", estimated PSNR {psnr:.1f} dB" if psnr is not None else ""
