@@ -258,9 +258,16 @@ def _finish_band(samples: np.ndarray, band: np.ndarray, vb: np.ndarray | None,
     centre, served = masks if masks is not None else _interpolated(vb, kernel, h, w)
     n = 0
     if values is not samples:
+        # a sample is already the exact value at its pixel, whatever interpolation made of it
+        ri, ci = np.flatnonzero(rpos < h), np.flatnonzero(cpos < w)
+        grid = np.ix_(rpos[ri], cpos[ci])
+        values[grid] = samples[np.ix_(ri, ci)]
+        on_grid = np.zeros((h, w), dtype=bool)
+        on_grid[grid] = True
         # (contiguous: np.nonzero gives strided views, or contiguous ones for one point, and
         # numba compiles one version per layout)
-        rr, cc = map(np.ascontiguousarray, np.nonzero(centre & (~served | np.isnan(values))))
+        rr, cc = map(np.ascontiguousarray, np.nonzero(
+            centre & (~served | np.isnan(values)) & ~on_grid))
         values[rr, cc] = conv.correlate_masked_points(
             band, vb, kernel.positive, kernel.negative, rr, cc, min_fraction)
         n = rr.size
@@ -548,7 +555,8 @@ def _predicted_exact(rpos: np.ndarray, cpos: np.ndarray, vb: np.ndarray,
     at ``rpos`` x ``cpos``, predicted from the validity alone (no kernel evaluation): a sample
     is taken as undefined when the valid pixels fill less than ``min_fraction`` of the
     kernel's box (a proxy for its weight), and a pixel interpolated from an undefined sample is
-    computed exactly, as is every valid pixel whose window touches invalid data."""
+    computed exactly, as is every valid pixel off the sample grid whose window touches invalid
+    data."""
     kh, kw = kernel.weights.shape
     count = np.zeros((vb.shape[0] + 1, vb.shape[1] + 1), dtype=np.int64)
     count[1:, 1:] = np.cumsum(np.cumsum(vb, axis=0), axis=1)
@@ -556,17 +564,24 @@ def _predicted_exact(rpos: np.ndarray, cpos: np.ndarray, vb: np.ndarray,
     inside = count[r + kh, c + kw] - count[r, c + kw] - count[r + kh, c] + count[r, c]
     samples = np.where(inside < min_fraction * kh * kw, np.nan, 0.0)
     values = _reconstruct(samples, rpos, cpos, h, w, method)
+    if values is samples:  # every pixel a sample
+        return 0
     centre, served = masks
-    return int(np.count_nonzero(centre & (~served | np.isnan(values))))
+    on_grid = np.zeros((h, w), dtype=bool)
+    on_grid[np.ix_(rpos[rpos < h], cpos[cpos < w])] = True
+    return int(np.count_nonzero(centre & (~served | np.isnan(values)) & ~on_grid))
 
 
 def _worth_trying(order: list[int], tile: Tile, height: int, width: int,
                   kernel: PreparedKernel, vbs: list, masks: list, method: str,
-                  min_fraction: float) -> list[int]:
+                  min_fraction: float, checks: int) -> list[int]:
     """The strides of ``order`` (descending) that are predicted to cost less than every finer
-    one. Next to nodata a coarse stride can cost more than a finer one: interpolation reaches
-    further, so more pixels next to undefined samples are computed exactly; such a stride is
-    no cheaper and less accurate, and the tile does not start there."""
+    one, counting the samples, the check samples a stride takes before the tile may stop there
+    (none at the finest) and the pixels next to nodata that are computed exactly. Next to
+    nodata a coarse stride can cost more than a finer one (interpolation reaches further, so
+    more pixels next to undefined samples are computed exactly), and on a tile a few pixels
+    across its samples and checks can outnumber the pixels: such a stride is no cheaper and
+    less accurate, and the tile does not start there."""
     h, w = tile.height, tile.width
     kept: list[int] = []
     best = np.inf
@@ -576,6 +591,11 @@ def _worth_trying(order: list[int], tile: Tile, height: int, width: int,
         cost = rpos.size * cpos.size * len(vbs) + sum(
             _predicted_exact(rpos, cpos, vb, m, kernel, h, w, method, min_fraction)
             for vb, m in zip(vbs, masks, strict=True) if vb is not None and m is not None)
+        if kept:  # not the finest: the tile is checked before it may stop here
+            half_r = sample_positions(tile.row0, tile.row1, height, s // 2) - tile.row0
+            half_c = sample_positions(tile.col0, tile.col1, width, s // 2) - tile.col0
+            places, _ = _check_places(rpos, cpos, half_r, half_c, h, w, checks)
+            cost += sum(r.size * c.size for r, c in places) * len(vbs)
         if cost < best or not kept:
             kept.append(s)
             best = min(best, cost)
@@ -598,7 +618,8 @@ def refine_tile(
     """Convolve one tile at the coarsest of ``strides`` that ``accept`` allows.
 
     The tile starts at the coarsest stride that is predicted to cost less than every finer
-    one (next to nodata a coarser stride can cost more: ``_worth_trying``). At each stride,
+    one (next to nodata, or on a tile a few pixels across, a coarser stride can cost more:
+    ``_worth_trying``). At each stride,
     check samples on the half-stride grid (``_check_places``) are compared with what
     interpolating the samples predicts there; with the coarse surplus of the samples
     themselves, ``accept`` decides whether the tile stops. A tile just over its tolerance is
@@ -616,10 +637,9 @@ def refine_tile(
     bands = block.shape[0]
     vbs = [None if valid is None or valid[b].all() else valid[b] for b in range(bands)]
     masks = [_interpolated(vb, kernel, h, w) for vb in vbs]
-    if any(vb is not None for vb in vbs):
-        # (the block read for the coarsest stride holds every finer grid's windows)
-        order = _worth_trying(order, tile, height, width, kernel, vbs, masks, method,
-                              min_fraction)
+    # (the block read for the coarsest stride holds every finer grid's windows)
+    order = _worth_trying(order, tile, height, width, kernel, vbs, masks, method,
+                          min_fraction, checks)
     rpos = sample_positions(tile.row0, tile.row1, height, order[0]) - tile.row0
     cpos = sample_positions(tile.col0, tile.col1, width, order[0]) - tile.col0
     grid = np.stack([_samples_at(block[b], vbs[b], kernel, rpos, cpos, min_fraction)

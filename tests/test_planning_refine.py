@@ -102,6 +102,30 @@ def test_stopping_at_a_stride_gives_that_strides_result_plus_checks(stop):
         assert res.evaluations - res.checks == direct.evaluations
 
 
+@pytest.mark.parametrize("h,w,hole,method", [(2, 3, True, "spline"), (2, 3, False, "spline"),
+                                             (3, 2, True, "bilinear"), (5, 3, True, "cubic"),
+                                             (4, 4, False, "bilinear")])
+def test_a_tile_a_few_pixels_across_never_costs_more_than_its_pixels(h, w, hole, method):
+    """On a tile of a handful of pixels the coarse grids' samples, their checks and the pixels
+    computed exactly next to nodata can outnumber the pixels: refining from there would spend
+    more than full resolution."""
+    x = textured(h, w, bands=1, seed=h * 10 + w)
+    valid = np.ones(x.shape, dtype=bool)
+    if hole:
+        x[0, 0, -1] = np.nan
+        valid[0, 0, -1] = False
+    k = kernels.gaussian(13, 2.0)
+    pk = PreparedKernel.from_kernel(k)
+    tile = next(iter(TileGrid(h, w, 16).tiles()))
+    for verdict in (0.0, np.inf):  # stopping wherever it starts, and refining to the end
+        res = refine_tile(reader(x, valid), tile, [1, 2, 4, 8, 16], h, w, pk, "reflect",
+                          lambda *a, v=verdict: v, method)
+        assert res.evaluations <= h * w, (verdict, res.stride, res.evaluations)
+    ref = ps.dense(x, valid, k)
+    np.testing.assert_array_equal(np.isnan(res.values), np.isnan(ref))
+    np.testing.assert_allclose(res.values, ref, rtol=1e-10, atol=1e-9)
+
+
 @pytest.mark.parametrize("first,then,stop", [
     (1.5, 0.5, 4),                     # just over: rechecked, passes, stops
     (1.5, 1.2, 2),                     # just over: rechecked, still over, refined

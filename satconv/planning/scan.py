@@ -85,11 +85,11 @@ def _cells_using(bad: np.ndarray, reach: int, axis: int) -> np.ndarray:
 
 def _exact_pixels(valid: np.ndarray, kernel_shape: tuple[int, int], strides: tuple[int, ...],
                   reach: int) -> np.ndarray:
-    """Per stride, the valid pixels (all bands) of a tile that the executor computes exactly:
-    those whose kernel window holds an invalid pixel, and those whose interpolation uses a
-    sample at an invalid pixel (``reach`` samples away along each axis: 1 for bilinear, 2 for
-    cubic; the grid's closing sample is taken at the tile's last pixel). Stride 1 computes
-    every pixel as a sample: nothing extra."""
+    """Per stride, the valid pixels (all bands) off the sample grid of a tile that the executor
+    computes exactly: those whose kernel window holds an invalid pixel, and those whose
+    interpolation uses a sample at an invalid pixel (``reach`` samples away along each axis: 1
+    for bilinear, 2 for cubic; the grid's closing sample is taken at the tile's last pixel).
+    Stride 1 computes every pixel as a sample: nothing extra."""
     kh, kw = kernel_shape
     ry, rx = kh // 2, kw // 2
     out = np.zeros(len(strides), dtype=np.int64)
@@ -116,7 +116,9 @@ def _exact_pixels(valid: np.ndarray, kernel_shape: tuple[int, int], strides: tup
             cj = np.clip(np.searchsorted(cols, np.arange(w), side="right") - 1, 0,
                          bad.shape[1] - 1)
             spoiled = bad[np.ix_(ci, cj)]
-            out[k] += int((ok & (near | spoiled)).sum())
+            off_grid = np.ones((h, w), dtype=bool)
+            off_grid[::s, ::s] = False  # a sample is exact already: never computed again
+            out[k] += int((ok & (near | spoiled) & off_grid).sum())
     return out
 
 
