@@ -14,6 +14,7 @@ import numpy as np
 from . import raster_io
 from .convolve import PreparedKernel, Reader, TileResult, convolve_tile, refine_tile
 from .core import encode
+from .errors import OutputError
 from .parallel import map_tiles
 from .planning import Plan
 from .raster_io import RasterInfo
@@ -121,6 +122,21 @@ def extents(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     return encode.extents(values)
 
 
+def _check_range(info: RasterInfo, dtype: str, lo: np.ndarray, hi: np.ndarray) -> None:
+    """Raise :class:`OutputError` naming the input when a float output type cannot hold a
+    filtered value (float64 data beyond float32's range): it would be written as infinity."""
+    if np.dtype(dtype).kind != "f":
+        return
+    top = float(np.finfo(dtype).max)
+    with np.errstate(invalid="ignore"):
+        big = np.fmax(np.abs(lo), np.abs(hi))
+    worst = float(np.nanmax(big, initial=0.0))
+    if np.isfinite(worst) and worst > top:
+        raise OutputError(f"{raster_io.display_name(info.path)}: filtered values reach "
+                          f"{worst:.3g}, beyond {dtype}'s range (+-{top:.3g}): set "
+                          f"output.dtype: float64")
+
+
 def _tile_error(plan: Plan, tile: Tile, result: TileResult) -> np.ndarray:
     """The estimated RMS error per band of an executed tile: for a refined tile the estimate
     its refinement stopped on (so never above its tolerance), else the one from the coarse
@@ -181,6 +197,7 @@ def run_tile(read: Reader, tile: Tile, stride: int, info: RasterInfo, pk: Prepar
                                opts.reconstruction, opts.min_valid_fraction,
                                surplus=plan.estimator is not None)
     count, lo, hi, anyv = extents(result.values)
+    _check_range(info, opts.out_dtype, lo, hi)
     return TileDone(to_output(result.values, opts.out_dtype, opts.out_nodata), anyv,
                  result.evaluations, result.stride, _tile_error(plan, tile, result), count,
                  lo, hi)

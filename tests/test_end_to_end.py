@@ -17,6 +17,7 @@ import rasterio
 from affine import Affine
 
 from satconv import __version__, api, config
+from satconv.errors import OutputError
 
 from . import oracle
 from .conftest import (
@@ -280,6 +281,26 @@ def test_output_dtype_float64(make_scene, write_stride_map):
     got = read(out)
     assert got.dtype == np.float64
     np.testing.assert_allclose(got, oracle.dense(data, kernel_of(s)), rtol=1e-12, atol=1e-9)
+
+
+def test_float64_values_beyond_float32_are_refused_not_written_as_infinity(write_tif,
+                                                                          tmp_path):
+    """float64 data near 1e39 filtered into the default float32 output would be infinity:
+    the scene fails in one line naming it and the fix, and nothing is left behind; with
+    ``output.dtype: float64`` the same scene equals the dense convolution."""
+    data = np.random.default_rng(3).random((1, 40, 40)) * 1e39 + 1e38
+    scene = write_tif(data, name="big.tif")
+    out = tmp_path / "out" / "big.tif"
+    out.parent.mkdir()
+    s = settings(tile_size=16, strides=[1])
+    with pytest.raises(OutputError, match=r"big\.tif: filtered values reach .*float32.*"
+                                          r"output\.dtype: float64"):
+        api.run_scene(scene, s, output=out)
+    assert sorted(p.name for p in out.parent.iterdir()) == []
+    wide = settings(tile_size=16, strides=[1], output={"dtype": "float64"})
+    api.run_scene(scene, wide, output=out)
+    got = read(out)
+    np.testing.assert_allclose(got, oracle.dense(data, kernel_of(wide)), rtol=1e-12)
 
 
 @pytest.mark.parametrize("compress", ["zstd", "lzw", "none"])
