@@ -417,8 +417,9 @@ class StrictLoader(yaml.SafeLoader):
     not strings (``1:``, ``on:``, ``[a, b]:``), the YAML 1.1 booleans ``yes/no/on/off`` (write
     ``true``/``false``, or quote them to mean text), base-60 numbers (``1:30`` is 90) and
     leading-zero octals (``010`` is 8), more than :data:`MAX_ALIASES` anchors and aliases, and
-    nesting deeper than :data:`MAX_DEPTH`. Numbers with an exponent and no decimal point
-    (``1e-3``), which YAML 1.1 reads as text, are numbers, as in YAML 1.2.
+    nesting deeper than :data:`MAX_DEPTH`. Numbers with an exponent but no decimal point
+    (``1e-3``) or no sign after the ``e`` (``1.0e9``), which YAML 1.1 reads as text, are
+    numbers, as in YAML 1.2.
     """
 
     def __init__(self, stream: str) -> None:
@@ -485,8 +486,9 @@ StrictLoader.add_constructor(_BOOL, StrictLoader.construct_yaml_bool)
 StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_yaml_int)
 StrictLoader.add_constructor("tag:yaml.org,2002:float", StrictLoader.construct_yaml_float)
 StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float",
-                                   re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
-                                   list("-+0123456789"))
+                                   re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)"
+                                              r"[eE][-+]?[0-9]+$"),
+                                   list("-+.0123456789"))
 
 
 def _key_lines(node: yaml.Node | None) -> dict[tuple, int]:

@@ -189,8 +189,9 @@ def test_new_keys_are_validated(tmp_path):
 
 
 def test_numbers_with_an_exponent_and_no_point_are_numbers(tmp_path):
-    """YAML 1.1 reads ``1e-3`` as text, and the config was refused with 'Input should be a
-    valid number'; they are numbers, as in YAML 1.2 (quoted, still text)."""
+    """YAML 1.1 reads ``1e-3``, and ``1.0e9`` (an exponent without its sign), as text, and
+    the config was refused with 'Input should be a valid number'; they are numbers, as in
+    YAML 1.2 (quoted, still text)."""
     p = write(tmp_path, "kernel: {type: custom, weights: [[1e-3, 2E0, 1e0]]}\n"
                         "policy: {type: budget, fraction: 25e-2}\n")
     s = config.load(p)
@@ -198,6 +199,12 @@ def test_numbers_with_an_exponent_and_no_point_are_numbers(tmp_path):
     assert s.policy.fraction == 0.25
     data, _ = config.parse_yaml("a: '1e-3'\nb: 1e\nc: 1_000e-3\n")
     assert data == {"a": "1e-3", "b": "1e", "c": 1.0}
+    data, _ = config.parse_yaml("a: 1.0e9\nb: 1.5E3\nc: -2.e2\nd: .5e1\ne: '1.0e9'\n"
+                                "f: 1.0e+9\ng: 1.e\n")
+    assert data == {"a": 1e9, "b": 1500.0, "c": -200.0, "d": 5.0, "e": "1.0e9", "f": 1e9,
+                    "g": "1.e"}
+    s = config.load(write(tmp_path, "policy: {thresholds: [1.0e9, 1.5e3]}\n"))
+    assert s.policy.thresholds == [1e9, 1500.0]
 
 
 def test_many_problems_make_one_short_line(tmp_path):
