@@ -114,7 +114,8 @@ class RasterInfo:
 
 def gdal_env() -> rasterio.Env:
     """The GDAL environment every satconv run uses: a bounded block cache, and no ``.aux.xml``
-    side files read or written (PAM), so an input's metadata comes from the input itself."""
+    side files written (PAM) beside outputs or stride maps. Inputs are opened with PAM
+    (``_open_raster``): their ``.aux.xml`` is read, as every GDAL tool reads it."""
     # rasterio hands an integer GDAL_CACHEMAX to GDALSetCacheMax64, which counts bytes
     return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 1024 * 1024, GDAL_PAM_ENABLED="NO")
 
@@ -295,6 +296,15 @@ def _check_sidecars(real: str, shown: str) -> None:
             raise InputError(f"{shown}: side file {entry.name}: {err}") from None
 
 
+def _open_raster(target: str, driver: str) -> rasterio.io.DatasetReader:
+    """``rasterio.open`` for reading an input, its ``.aux.xml`` included: nodata, band
+    descriptions, scales and georeferencing that a tool stored there (a read-only source
+    edited in a GIS) are the input's. GDAL reads the side file when it opens the dataset and
+    writes one back only for a dataset changed in place, which an input never is."""
+    with rasterio.Env(GDAL_PAM_ENABLED="YES"):
+        return rasterio.open(target, driver=driver)
+
+
 def _open_allowed(target: str, drivers: tuple[str, ...], shown: str, local: bool,
                   ) -> rasterio.io.DatasetReader:
     """Open with the allowed drivers only, so GDAL never picks a format by content."""
@@ -306,7 +316,7 @@ def _open_allowed(target: str, drivers: tuple[str, ...], shown: str, local: bool
     errors = []
     for driver in drivers:
         try:
-            return rasterio.open(target, driver=driver)
+            return _open_raster(target, driver)
         except RasterioError as err:
             errors.append(first_line(err))
     failures = [m for m in errors if "not recognized as" not in m]
@@ -333,7 +343,7 @@ def open_input(path: str | os.PathLike[str], policy: InputPolicy | None = None,
     driver = _VETTED.get(shown, (None,))[0] if policy is None else None
     if driver is not None:
         try:
-            ds = rasterio.open(shown, driver=driver)
+            ds = _open_raster(shown, driver)
         except RasterioError as err:
             raise InputError(f"{shown}: cannot open ({first_line(err)})") from None
     else:
@@ -422,15 +432,17 @@ def _stored_block(ds: rasterio.io.DatasetReader, layout: tiff_layout.Layout | No
 def mask_source(ds: rasterio.io.DatasetReader) -> tuple[str, tuple[int, ...]]:
     """Where validity comes from, in GDAL's order, and the bands that hold data.
 
-    ``dataset`` (a per-dataset mask or ``.msk`` sidecar), ``alpha`` (an alpha band, which is
-    then not data), ``nodata`` (each band's nodata value), ``nan`` (float bands: NaN is
+    ``dataset`` (a per-dataset mask or ``.msk`` sidecar), ``alpha`` (the alpha band GDAL takes
+    as the mask, which is then not data; a band tagged alpha that GDAL does not take stays
+    data, as in GDAL), ``nodata`` (each band's nodata value), ``nan`` (float bands: NaN is
     invalid) or ``none`` (every pixel is valid).
     """
     flags = ds.mask_flag_enums
     alpha = [i for i, ci in enumerate(ds.colorinterp, start=1) if ci == ColorInterp.alpha]
-    bands = tuple(i for i in range(1, ds.count + 1) if i not in alpha)
     if any(MaskFlags.alpha in f for f in flags) and alpha:
-        return "alpha", bands
+        return "alpha", tuple(i for i in range(1, ds.count + 1) if i not in alpha)
+    # a band tagged alpha that GDAL does not take as the mask (not the last band) is data
+    bands = tuple(range(1, ds.count + 1))
     if any(MaskFlags.per_dataset in f for f in flags):
         return "dataset", bands
     if any(MaskFlags.nodata in f for f in flags) or ds.nodata is not None:
@@ -818,8 +830,10 @@ def describe_output(dst: rasterio.io.DatasetWriter, info: RasterInfo, tags: dict
         desc = info.descriptions[band - 1]
         if desc:
             dst.set_band_description(out_band, desc)
-    # filtered palette indices are values, not indices: no colour table, so grey
+    # filtered palette indices are values, not indices: no colour table, so grey; a band
+    # tagged alpha but convolved as data is no longer a transparency
     interp = tuple(ColorInterp.gray if info.colorinterp[b - 1] == ColorInterp.palette
+                   else ColorInterp.undefined if info.colorinterp[b - 1] == ColorInterp.alpha
                    else info.colorinterp[b - 1] for b in info.bands)
     with contextlib.suppress(RasterioError, ValueError):
         dst.colorinterp = interp

@@ -211,6 +211,32 @@ def test_alpha_becomes_output_mask(shared_data, tmp_path):
     np.testing.assert_array_equal(mask, defined.any(axis=0))
 
 
+def test_an_alpha_band_gdal_does_not_take_as_the_mask_is_data(write_tif, tmp_path):
+    """GDAL takes only the last band tagged alpha as the mask; one tagged alpha elsewhere is
+    data to GDAL (no mask), so it is convolved as data, not dropped with its transparency
+    lost."""
+    rng = np.random.default_rng(6)
+    x = (rng.random((3, 30, 30)) * 200).astype(np.uint8)
+    x[0, 5:15, 5:15] = 0
+    src = write_tif(x, name="alpha_first.tif")
+    with rasterio.open(src, "r+") as ds:
+        ds.colorinterp = [rasterio.enums.ColorInterp.alpha, rasterio.enums.ColorInterp.gray,
+                          rasterio.enums.ColorInterp.undefined]
+    with rasterio.open(src) as ds:
+        assert all(f == [rasterio.enums.MaskFlags.all_valid] for f in ds.mask_flag_enums)
+    k = KERNELS["asym"]
+    out = run(src, tmp_path / "o.tif", kernel=k, strides=[1], tile_size=16)
+    with rasterio.open(out) as ds:
+        assert ds.count == 3
+        assert rasterio.enums.ColorInterp.alpha not in ds.colorinterp
+        got = ds.read()
+        assert (ds.dataset_mask() > 0).all()
+    for b in range(3):
+        np.testing.assert_allclose(got[b], oracle.dense(x[b].astype(np.float64),
+                                                        np.asarray(k["weights"])),
+                                   rtol=1e-5, atol=1e-3)
+
+
 def test_scale_and_offset_carried_over(write_tif, tmp_path):
     x = np.full((1, 20, 20), 100, dtype=np.uint16)
     src = write_tif(x)
@@ -220,6 +246,36 @@ def test_scale_and_offset_carried_over(write_tif, tmp_path):
     out = run(src, tmp_path / "o.tif", kernel={"type": "gaussian", "size": 5, "sigma": 1.0})
     with rasterio.open(out) as ds:  # a normalised kernel: the offset as written, exactly
         assert ds.scales == (0.5,) and ds.offsets == (10.0,)
+
+
+def test_nodata_and_descriptions_in_an_aux_xml_are_the_inputs(write_tif, tmp_path):
+    """A read-only source edited in a GIS keeps its nodata and band names in ``.aux.xml``:
+    GDAL reads them as the input's, so satconv does too, and writes no side file of its
+    own beside the input."""
+    rng = np.random.default_rng(4)
+    x = (rng.random((2, 40, 40)) * 200 + 20).astype(np.uint8)
+    x[:, 10:18, 20:30] = 7
+    src = write_tif(x, name="edited.tif")
+    aux = src.with_name(src.name + ".aux.xml")
+    aux.write_text("<PAMDataset>" + "".join(
+        f'<PAMRasterBand band="{b}"><NoDataValue>7</NoDataValue>'
+        f"<Description>B{b}</Description></PAMRasterBand>" for b in (1, 2)) + "</PAMDataset>")
+    k = KERNELS["asym"]
+    before = sorted(p.name for p in src.parent.iterdir()) + ["out"]
+    (tmp_path / "out").mkdir()
+    out = run(src, tmp_path / "out" / "o.tif", kernel=k, strides=[1], tile_size=16)
+    assert sorted(p.name for p in src.parent.iterdir()) == before
+    x_in, valid, _ = validity(src)  # rasterio, with GDAL's side-file reading on
+    assert (~valid).sum() == 2 * 80
+    with rasterio.open(out) as ds:
+        assert ds.descriptions == ("B1", "B2") and ds.nodata == 7
+        got = ds.read(masked=True)
+    weights = np.asarray(k["weights"])
+    for b in range(2):
+        want = oracle.normalised_dense(x_in[b], valid[b], weights)
+        np.testing.assert_array_equal(got.mask[b], np.isnan(want))
+        np.testing.assert_allclose(got[b].compressed(), want[~np.isnan(want)], rtol=1e-5,
+                                   atol=1e-3)
 
 
 @pytest.mark.parametrize("dtype", ["complex64", "complex_int16"])
