@@ -9,6 +9,7 @@ import resource
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -322,6 +323,23 @@ def test_plan_headline_compute_is_what_the_run_spends(tmp_path):
     assert spent, ran.stderr
     assert float(head.group(1)) == pytest.approx(float(row.group(1)), abs=0.051)
     assert float(head.group(1)) == pytest.approx(float(spent.group(1)), abs=0.051)
+
+
+def test_plan_of_a_scene_smaller_than_a_window_predicts_an_error(write_tif):
+    """A random 6x6 scene is one variance window, so its window means do not spread; the
+    output's range was then taken as 0, every stride predicted 'exact' (and numpy warned on
+    stderr). Stride 4 on noise is far from exact: its predicted PSNR must be a number, and
+    well under the 40 dB target."""
+    x = (np.random.default_rng(9).random((1, 6, 6)) * 100).astype(np.float32)
+    scene = write_tif(x, name="tiny.tif")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = invoke("plan", scene)
+    assert result.exit_code == 0, result.stderr
+    assert "RuntimeWarning" not in result.stderr
+    row = re.search(r"^\s+uniform stride 4\s+[0-9.]+%\s+(\S+) dB", result.stdout, re.M)
+    assert row, result.stdout
+    assert float(row.group(1)) < 30
 
 
 def test_plan_command_missing_input(tmp_path):

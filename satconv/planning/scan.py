@@ -52,8 +52,10 @@ class SceneStats:
 
     def mean_range(self) -> np.ndarray:
         """Each band's range of window means over the scene: a smoothing kernel's output range
-        (a slight underestimate for kernels narrower than the window)."""
-        return _span(self.mean_min, self.mean_max)
+        (a slight underestimate for kernels narrower than the window). A band whose window
+        means do not spread at all (a scene of one window) takes its value range instead."""
+        means = _span(self.mean_min, self.mean_max)
+        return np.where(means > 0, means, self.band_range())
 
 
 def _span(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
