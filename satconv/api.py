@@ -15,7 +15,7 @@ import numpy as np
 
 from . import __version__, fingerprint, raster_io
 from .config import Settings
-from .errors import OutputError, SatconvError
+from .errors import OutputError, SatconvError, UsageError
 from .pipeline import ExecuteOptions, ExecuteStats, compute_dtype, execute
 from .planning import (
     Plan,
@@ -49,6 +49,10 @@ class Engine(Protocol):
     def report(self) -> dict[str, Any]: ...
 
 
+#: Names a run gives its side outputs: never a raster output's own name (``-o``).
+SIDE_OUTPUTS = (".stride.tif", ".error.tif", ".satconv.json", ".quicklook.png")
+
+
 @dataclass(frozen=True)
 class OutputPaths:
     """The three files of a run (four with the error map)."""
@@ -69,8 +73,14 @@ class OutputPaths:
                   out_dir: Path | None = None) -> OutputPaths:
         """``scene.satconv.tif`` / ``scene.stride.tif`` / ``scene.satconv.json`` beside the
         input (or in ``out_dir``); with an explicit ``output``, ``out.tif`` / ``out.stride.tif``
-        / ``out.satconv.json``."""
+        / ``out.satconv.json`` (:class:`UsageError` when ``output`` itself has the name of a
+        side output: it would replace another run's)."""
         if output is not None:
+            side = next((x for x in SIDE_OUTPUTS if output.name.endswith(x)), None)
+            if side is not None:
+                raise UsageError(f"{output}: names ending in {side} are satconv's own side "
+                                 "outputs (a run's stride map, error map, report or "
+                                 "quicklook); choose another output name")
             stem = output.name[: -len(output.suffix)] if output.suffix else output.name
             return cls(output, output.with_name(f"{stem}.stride.tif"),
                        output.with_name(f"{stem}.satconv.json"))

@@ -342,6 +342,22 @@ def test_plan_of_a_scene_smaller_than_a_window_predicts_an_error(write_tif):
     assert float(row.group(1)) < 30
 
 
+@pytest.mark.parametrize("name", ["a.stride.tif", "a.error.tif", "a.satconv.json",
+                                  "a.quicklook.png"])
+def test_output_named_like_a_side_output_is_refused(write_tif, tmp_path, name):
+    """``-o a.stride.tif`` would write a raster under another run's stride-map name (and
+    replace it with --overwrite): a usage error, and nothing is written or replaced."""
+    scene = write_tif(np.zeros((1, 8, 8), dtype=np.uint8), name="scene.tif")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).write_bytes(b"another run's")
+    result = invoke("run", scene, "-o", out / name, "--overwrite")
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and name in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == [name]
+    assert (out / name).read_bytes() == b"another run's"
+
+
 def test_plan_command_missing_input(tmp_path):
     result = invoke("plan", tmp_path / "gone.tif")
     assert result.exit_code == 1
