@@ -8,6 +8,7 @@ import contextlib
 import ctypes
 import errno
 import glob
+import math
 import os
 import re
 import resource
@@ -1046,24 +1047,145 @@ def _scale_gcp(g: GroundControlPoint, tile_size: int) -> GroundControlPoint:
                               id=g.id, info=g.info)
 
 
-def read_stride_map(path: str | os.PathLike[str], shape: tuple[int, int]) -> np.ndarray:
-    """Read a saved plan; raise :class:`PlanError` unless it is one band of ``shape``."""
+#: How far a stride map's grid may stray from the scene's tiles, relative to its pixel size.
+GRID_TOLERANCE = 1e-6
+
+
+def read_stride_map(path: str | os.PathLike[str], shape: tuple[int, int],
+                    info: RasterInfo | None = None, tile_size: int = 0,
+                    allowed: tuple[int, ...] | None = None) -> np.ndarray:
+    """Read a saved plan; raise :class:`PlanError` unless it is one band of ``shape``.
+
+    With the scene's ``info`` and ``tile_size``: a georeferenced map must also lie on the
+    scene's tiles (:func:`_check_stride_grid`); a map without any georeferencing is taken on
+    its size alone. Cells equal to the map's declared nodata are skipped tiles (0). The values
+    are checked as stored (before any cast): whole numbers >= 0, and with ``allowed``, one of
+    those strides or 0; an error names the first tile at fault.
+    """
     p = Path(path)
     try:
         with open_input(p) as ds:
             if ds.count != 1:
                 raise PlanError(f"{p}: a stride map has 1 band, this has {ds.count}")
+            if info is not None:
+                _check_stride_grid(p, ds, shape, info, tile_size)
             if (ds.height, ds.width) != shape:
                 raise PlanError(
                     f"{p}: stride map is {ds.height}x{ds.width} tiles, the scene needs "
                     f"{shape[0]}x{shape[1]}"
                 )
             data = ds.read(1)
+            nodata = ds.nodata
     except InputError as err:
         raise PlanError(str(err)) from None
-    if not np.all(np.isfinite(data)) or np.any(data < 0) or np.any(data != np.round(data)):
-        raise PlanError(f"{p}: stride map values must be whole numbers >= 0")
-    return data.astype(np.int64)
+    skipped = np.zeros(data.shape, dtype=bool)
+    if nodata is not None:
+        skipped = np.isnan(data) if np.isnan(nodata) else data == nodata
+    with np.errstate(invalid="ignore"):
+        wrong = ~skipped & (~np.isfinite(data) | (data < 0) | (data != np.round(data)))
+    if wrong.any():
+        at = _first_tile(wrong)
+        raise PlanError(f"{p}: stride map values must be whole numbers >= 0; {at} holds "
+                        f"{_value(data[wrong][0])}")
+    if allowed is not None:
+        wrong = ~skipped & ~np.isin(data, [*allowed, 0])
+        if wrong.any():
+            bad = [_value(v) for v in np.unique(data[wrong])]
+            raise PlanError(f"{p}: stride map uses [{', '.join(bad)}] (first at "
+                            f"{_first_tile(wrong)}), allowed strides are {list(allowed)} "
+                            f"(and 0)")
+    return np.where(skipped, 0, data).astype(np.int64)
+
+
+def _first_tile(where: np.ndarray) -> str:
+    """The first True cell of a stride map, row by row, as a message names it."""
+    row, col = np.argwhere(where)[0]
+    return f"tile row {row}, col {col}"
+
+
+def _value(v: Any) -> str:
+    """A stride map value as stored: whole numbers without a fraction."""
+    v = v.item() if isinstance(v, np.generic) else v
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+
+def _check_stride_grid(p: Path, ds: rasterio.io.DatasetReader, shape: tuple[int, int],
+                       info: RasterInfo, tile_size: int) -> None:
+    """Raise :class:`PlanError` unless a stride map's georeferencing fits the scene's tiles:
+    its CRS (when both have one) is the scene's, and its transform is the scene's transform
+    scaled by ``tile_size`` (within :data:`GRID_TOLERANCE` of a map pixel), or its ground
+    control points are the scene's scaled likewise. A map with neither transform nor GCPs is
+    not checked beyond its CRS. When the map fits the scene at another tile size, the message
+    names it."""
+    gcps, gcp_crs = ds.gcps
+    has_transform = not ds.transform.is_identity
+    map_crs = ds.crs if has_transform or not gcps else gcp_crs
+    scene_crs = info.gcp_crs if info.gcps else info.crs
+    if map_crs is not None and scene_crs is not None and map_crs != scene_crs:
+        raise PlanError(f"{p}: stride map is in {_crs_name(map_crs)}, the scene in "
+                        f"{_crs_name(scene_crs)}")
+    if has_transform:
+        made_for = _transform_tile_size(ds.transform, info.transform)
+    elif gcps:
+        if not info.gcps:
+            raise PlanError(f"{p}: stride map is placed by ground control points, the scene "
+                            f"is not")
+        made_for = _gcps_tile_size(gcps, info.gcps)
+    else:
+        return
+    size = (ds.height, ds.width)
+    counts = "" if size == shape else (f"stride map is {size[0]}x{size[1]} tiles, the scene "
+                                       f"needs {shape[0]}x{shape[1]}: ")
+    if made_for is not None and made_for != tile_size:
+        raise PlanError(f"{p}: {counts or 'stride map '}"
+                        f"{'it ' if counts else ''}was made for tile_size {made_for}, the "
+                        f"config has {tile_size}")
+    if made_for is None and size == shape:
+        what = "transform does" if has_transform else "ground control points do"
+        raise PlanError(f"{p}: stride map's {what} not match the scene's tiles of "
+                        f"{tile_size} (made for another scene, or shifted?)")
+
+
+def _crs_name(crs: Any) -> str:
+    """A CRS as a message names it: ``EPSG:4326`` when it has a code."""
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else str(crs.to_string())[:80]
+
+
+def _transform_tile_size(transform: Affine, scene: Affine) -> int | None:
+    """The tile size ``n`` for which ``transform`` is the ``scene`` transform scaled by ``n``
+    (within :data:`GRID_TOLERANCE` of a pixel), or None."""
+    scene_pixel = math.hypot(scene.a, scene.d)
+    if scene_pixel == 0:
+        return None
+    n = round(math.hypot(transform.a, transform.d) / scene_pixel)
+    if n < 1:
+        return None
+    expected = scene @ Affine.scale(n)
+    pixel = max(math.hypot(expected.a, expected.d), math.hypot(expected.b, expected.e))
+    pairs = zip(transform[:6], expected[:6], strict=True)
+    return n if all(abs(x - y) <= GRID_TOLERANCE * pixel for x, y in pairs) else None
+
+
+def _gcps_tile_size(gcps: list[GroundControlPoint],
+                    scene: tuple[GroundControlPoint, ...]) -> int | None:
+    """The tile size ``n`` for which ``gcps`` are the ``scene``'s with their pixel positions
+    divided by ``n`` (within :data:`GRID_TOLERANCE` of a pixel), or None."""
+    if len(gcps) != len(scene):
+        return None
+    far = max(range(len(scene)), key=lambda i: max(abs(scene[i].row), abs(scene[i].col)))
+    near = max(abs(gcps[far].row), abs(gcps[far].col))
+    if near == 0:
+        return None
+    n = round(max(abs(scene[far].row), abs(scene[far].col)) / near)
+    if n < 1:
+        return None
+    for g, s in zip(gcps, scene, strict=True):
+        if (abs(g.row - s.row / n) > GRID_TOLERANCE or abs(g.col - s.col / n) > GRID_TOLERANCE
+                or not math.isclose(g.x, s.x, rel_tol=1e-9, abs_tol=1e-9)
+                or not math.isclose(g.y, s.y, rel_tol=1e-9, abs_tol=1e-9)):
+            return None
+    return n
 
 
 # ---------------------------------------------------------------- quicklooks: decimated reads

@@ -15,7 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from affine import Affine
 from click.testing import CliRunner
+from rasterio.control import GroundControlPoint
+from rasterio.crs import CRS
 
 from satconv import __version__, kernels
 from satconv.scripts.cli import cli
@@ -249,6 +252,95 @@ def test_missing_plan_file_fails(make_scene, tmp_path):
     assert result.exit_code == 1
     assert "noplan.tif" in result.stderr
     assert listing(tmp_path) == ["scene.tif"]
+
+
+def _shifted_copy(src: Path, dst: Path) -> Path:
+    """``src`` rewritten with rasterio one map pixel to the east (its transform, or each
+    ground control point's column): the same size, another grid."""
+    with rasterio.open(src) as ds:
+        profile, data, (gcps, gcp_crs) = ds.profile, ds.read(1), ds.gcps
+        transform = ds.transform
+    if gcps:
+        profile.pop("transform", None)
+    else:
+        profile["transform"] = transform @ Affine.translation(1, 0)
+    with rasterio.open(dst, "w", **profile) as out:
+        if gcps:
+            out.gcps = ([GroundControlPoint(g.row, g.col + 1, g.x, g.y, g.z) for g in gcps],
+                        gcp_crs)
+        out.write(data, 1)
+    return dst
+
+
+def _gcp_scene(path: Path) -> Path:
+    """A 40x60 uint8 scene placed by four ground control points only (EPSG:4326)."""
+    gcps = [GroundControlPoint(0, 0, -75.0, 40.0), GroundControlPoint(0, 60, -74.9, 40.0),
+            GroundControlPoint(40, 0, -75.0, 39.9), GroundControlPoint(40, 60, -74.9, 39.9)]
+    data = np.random.default_rng(5).integers(0, 255, size=(40, 60), dtype=np.uint8)
+    with rasterio.open(path, "w", driver="GTiff", width=60, height=40, count=1,
+                       dtype="uint8") as dst:
+        dst.gcps = (gcps, CRS.from_epsg(4326))
+        dst.write(data, 1)
+    return path
+
+
+@pytest.mark.parametrize(("name", "tile"), [("RGB.byte.tif", 128), ("world.byte.tif", 256),
+                                            ("rotated.tif", 4), ("gcp", 16), ("plain", 16)])
+def test_plan_maps_satconv_writes_are_accepted_shifted_ones_refused(
+        name, tile, shared_data, write_config, write_tif, tmp_path):
+    """``satconv plan -o`` and a run's stride map go back in with --plan (transform, rotated
+    transform, GCPs, no georeferencing); the same map one pixel off is refused."""
+    if name == "gcp":
+        scene = _gcp_scene(tmp_path / "gcp.tif")
+    elif name == "plain":
+        scene = write_tif(np.arange(50 * 40, dtype=np.uint16).reshape(1, 50, 40),
+                          name="plain.tif", crs=None, transform=Affine.identity())
+    else:
+        scene = shared_data / name
+    cfg = write_config(GAUSS3 + f"tile_size: {tile}\n")
+    planned = invoke("plan", scene, "-c", cfg, "-o", tmp_path / "p.tif")
+    assert planned.exit_code == 0, planned.stderr
+    first = invoke("run", scene, "-c", cfg, "--plan", tmp_path / "p.tif",
+                   "-o", tmp_path / "a.tif", "-q")
+    assert first.exit_code == 0, first.stderr
+    again = invoke("run", scene, "-c", cfg, "--plan", tmp_path / "a.stride.tif",
+                   "-o", tmp_path / "b.tif", "-q")
+    assert again.exit_code == 0, again.stderr
+    np.testing.assert_array_equal(read(tmp_path / "b.stride.tif"), read(tmp_path / "p.tif"))
+    off = _shifted_copy(tmp_path / "p.tif", tmp_path / "off.tif")
+    refused = invoke("run", scene, "-c", cfg, "--plan", off, "-o", tmp_path / "c.tif", "-q")
+    assert refused.exit_code == 1
+    lines = [ln for ln in refused.stderr.splitlines() if "off.tif" in ln]
+    assert len(lines) == 1 and "not match" in lines[0], refused.stderr
+    assert not (tmp_path / "c.tif").exists()
+
+
+def test_plan_made_for_another_tile_size_is_refused(make_scene, write_stride_map,
+                                                    write_config, tmp_path):
+    """A 60x60 scene: tiles of 16 and of 20 both give 3x3, the map (pixel 16 scene pixels)
+    says which it was made for."""
+    scene, _ = make_scene(60, 60)
+    plan = write_stride_map(np.ones((3, 3)), scene, 16)
+    result = invoke("run", scene, "-c", write_config("tile_size: 20\n"), "--plan", plan)
+    assert result.exit_code == 1
+    lines = [ln for ln in result.stderr.splitlines() if "plan.tif" in ln]
+    assert len(lines) == 1 and "made for tile_size 16, the config has 20" in lines[0]
+    assert listing(tmp_path) == ["config.yaml", "plan.tif", "scene.tif"]
+
+
+def test_plan_nodata_cells_run_as_skipped_tiles(make_scene, write_config, tmp_path):
+    """A map that declares nodata 255: those tiles are skipped (0) as if written so."""
+    scene, _ = make_scene(32, 32)
+    with rasterio.open(scene) as src:
+        crs, transform = src.crs, src.transform
+    plan = tmp_path / "plan.tif"
+    with rasterio.open(plan, "w", driver="GTiff", width=2, height=2, count=1, dtype="uint8",
+                       crs=crs, transform=transform @ Affine.scale(16), nodata=255) as dst:
+        dst.write(np.array([[1, 255], [2, 1]], np.uint8), 1)
+    result = invoke("run", scene, "-c", write_config("tile_size: 16\n"), "--plan", plan,
+                    "-o", tmp_path / "out.tif", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert read(tmp_path / "out.stride.tif")[0].tolist() == [[1, 0], [2, 1]]
 
 
 # ---------------------------------------------------------------- satconv plan

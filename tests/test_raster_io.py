@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from rasterio.control import GroundControlPoint
+from rasterio.crs import CRS
 
 from satconv import raster_io
 from satconv.errors import InputError, OutputError, PlanError
@@ -163,6 +165,135 @@ def test_read_stride_map_rejects_multiband_and_missing(tmp_path, write_tif):
         raster_io.read_stride_map(two, (3, 2))
     with pytest.raises(PlanError, match="no such file"):
         raster_io.read_stride_map(tmp_path / "missing.tif", (3, 2))
+
+
+def _map(path: Path, data: np.ndarray, crs: object = None, transform: Affine | None = None,
+         gcps: tuple[list, object] | None = None, nodata: float | None = None) -> Path:
+    """A hand-written stride map (rasterio only): the georeferencing given, nothing else."""
+    arr = np.asarray(data)
+    profile: dict[str, object] = {"driver": "GTiff", "width": arr.shape[1],
+                                  "height": arr.shape[0], "count": 1, "dtype": arr.dtype.name,
+                                  "nodata": nodata}
+    if transform is not None:
+        profile.update(crs=crs, transform=transform)
+    elif crs is not None:
+        profile["crs"] = crs
+    with rasterio.open(path, "w", **profile) as dst:
+        if gcps is not None:
+            dst.gcps = gcps
+        dst.write(arr, 1)
+    return path
+
+
+def test_read_stride_map_refuses_another_crs(tmp_path, write_tif):
+    # 64x64 scene on TRANSFORM (10 m, UTM 33N), tiles of 32: 2x2, map pixel 320 m
+    info = _info(write_tif(np.zeros((1, 64, 64), np.uint8)))
+    grid = TRANSFORM @ Affine.scale(32)
+    other = _map(tmp_path / "m.tif", np.ones((2, 2), np.uint8), "EPSG:3857", grid)
+    with pytest.raises(PlanError) as err:
+        raster_io.read_stride_map(other, (2, 2), info, 32)
+    msg = str(err.value)
+    assert str(other) in msg and "EPSG:3857" in msg and "EPSG:32633" in msg
+    assert "\n" not in msg and err.value.exit_code == 1
+    same = _map(tmp_path / "ok.tif", np.ones((2, 2), np.uint8), CRS_UTM33N, grid)
+    assert raster_io.read_stride_map(same, (2, 2), info, 32).tolist() == [[1, 1], [1, 1]]
+
+
+def test_read_stride_map_refuses_a_shifted_grid_within_tolerance_accepts(tmp_path, write_tif):
+    info = _info(write_tif(np.zeros((1, 64, 64), np.uint8)))
+    grid = Affine(320.0, 0.0, 399960.0, 0.0, -320.0, 5200020.0)  # TRANSFORM x 32, by hand
+    shifted = _map(tmp_path / "s.tif", np.ones((2, 2), np.uint8), CRS_UTM33N,
+                   Affine.translation(100.0, 0.0) @ grid)
+    with pytest.raises(PlanError, match="s.tif: stride map's transform does not match"):
+        raster_io.read_stride_map(shifted, (2, 2), info, 32)
+    near = _map(tmp_path / "n.tif", np.ones((2, 2), np.uint8), CRS_UTM33N,
+                Affine.translation(320.0 * 1e-7, 0.0) @ grid)   # 1e-7 of a map pixel
+    assert raster_io.read_stride_map(near, (2, 2), info, 32).tolist() == [[1, 1], [1, 1]]
+
+
+def test_read_stride_map_names_the_tile_size_it_was_made_for(tmp_path, write_tif):
+    info = _info(write_tif(np.zeros((1, 64, 64), np.uint8)))
+    # made for tiles of 32 (2x2, pixel 320 m); tiles of 33 give 2x2 too: the count agrees
+    for32 = _map(tmp_path / "t32.tif", np.ones((2, 2), np.uint8), CRS_UTM33N,
+                 Affine(320.0, 0.0, 399960.0, 0.0, -320.0, 5200020.0))
+    with pytest.raises(PlanError, match="made for tile_size 32, the config has 33"):
+        raster_io.read_stride_map(for32, (2, 2), info, 33)
+    # made for tiles of 16 (4x4, pixel 160 m), the config has 32 (2x2): both named
+    for16 = _map(tmp_path / "t16.tif", np.ones((4, 4), np.uint8), CRS_UTM33N,
+                 Affine(160.0, 0.0, 399960.0, 0.0, -160.0, 5200020.0))
+    with pytest.raises(PlanError) as err:
+        raster_io.read_stride_map(for16, (2, 2), info, 32)
+    msg = str(err.value)
+    assert "4x4" in msg and "2x2" in msg and "made for tile_size 16, the config has 32" in msg
+
+
+def test_read_stride_map_without_georeferencing_is_taken_on_its_size(tmp_path, write_tif):
+    info = _info(write_tif(np.zeros((1, 64, 64), np.uint8)))
+    plain = _map(tmp_path / "p.tif", np.array([[1, 2], [4, 0]], np.uint8))
+    assert raster_io.read_stride_map(plain, (2, 2), info, 32).tolist() == [[1, 2], [4, 0]]
+    with pytest.raises(PlanError, match="2x2 tiles, the scene needs 3x3"):
+        raster_io.read_stride_map(plain, (3, 3), info, 20)
+
+
+def test_read_stride_map_of_a_scene_without_georeferencing(tmp_path, write_tif):
+    """A scene with an identity transform: its map is scaled by the tile size (what
+    satconv writes) or plain; a shifted one is refused."""
+    info = _info(write_tif(np.zeros((1, 40, 40), np.uint8), crs=None,
+                           transform=Affine.identity()))
+    ones = np.ones((2, 2), np.uint8)
+    scaled = _map(tmp_path / "a.tif", ones, None, Affine.scale(20))
+    assert raster_io.read_stride_map(scaled, (2, 2), info, 20).tolist() == [[1, 1], [1, 1]]
+    shifted = _map(tmp_path / "b.tif", ones, None, Affine(20, 0, 20, 0, 20, 0))
+    with pytest.raises(PlanError, match="b.tif: stride map's transform does not match"):
+        raster_io.read_stride_map(shifted, (2, 2), info, 20)
+
+
+def test_read_stride_map_of_a_gcp_scene(tmp_path):
+    gcps = [GroundControlPoint(0, 0, -75.0, 40.0), GroundControlPoint(0, 40, -74.9, 40.0),
+            GroundControlPoint(40, 0, -75.0, 39.9), GroundControlPoint(40, 40, -74.9, 39.9)]
+    scene = _map(tmp_path / "scene.tif", np.zeros((40, 40), np.uint8),
+                 gcps=(gcps, CRS.from_epsg(4326)))
+    info = _info(scene)
+    assert info.gcps
+
+    def placed(name: str, div: float, dx: float = 0.0) -> Path:
+        mine = [GroundControlPoint(g.row / div, g.col / div, g.x + dx, g.y) for g in gcps]
+        return _map(tmp_path / name, np.ones((2, 2), np.uint8),
+                    gcps=(mine, CRS.from_epsg(4326)))
+
+    assert raster_io.read_stride_map(placed("ok.tif", 20), (2, 2), info, 20).sum() == 4
+    with pytest.raises(PlanError, match="ground control points do not match"):
+        raster_io.read_stride_map(placed("x.tif", 20, dx=0.01), (2, 2), info, 20)
+    with pytest.raises(PlanError, match="made for tile_size 10, the config has 20"):
+        raster_io.read_stride_map(placed("t10.tif", 10), (2, 2), info, 20)
+
+
+def test_read_stride_map_checks_values_as_stored_and_names_the_tile(tmp_path):
+    neg = _map(tmp_path / "neg.tif", np.array([[1, 2], [4, -1]], np.int16))
+    with pytest.raises(PlanError) as err:
+        raster_io.read_stride_map(neg, (2, 2))
+    assert "holds -1" in str(err.value) and "tile row 1, col 1" in str(err.value)
+    assert "255" not in str(err.value)
+    frac = _map(tmp_path / "frac.tif", np.array([[1, 2.5], [1, 1]], np.float32))
+    with pytest.raises(PlanError, match=r"whole numbers >= 0; tile row 0, col 1 holds 2\.5"):
+        raster_io.read_stride_map(frac, (2, 2))
+    big = _map(tmp_path / "big.tif", np.array([[1, 2], [1, 300]], np.int16))
+    with pytest.raises(PlanError) as err:
+        raster_io.read_stride_map(big, (2, 2), allowed=(1, 2, 4))
+    assert "[300]" in str(err.value) and "tile row 1, col 1" in str(err.value)
+    whole = _map(tmp_path / "whole.tif", np.array([[1, 2], [4, 0]], np.float64))
+    assert raster_io.read_stride_map(whole, (2, 2), allowed=(1, 2, 4)).tolist() == [
+        [1, 2], [4, 0]]
+
+
+@pytest.mark.parametrize(("dtype", "nodata"), [("uint8", 255), ("int16", -9999),
+                                               ("float32", -9999), ("float32", float("nan")),
+                                               ("uint8", 4)])
+def test_read_stride_map_nodata_cells_are_skipped_tiles(tmp_path, dtype, nodata):
+    data = np.array([[1, nodata], [2, 4]], dtype=dtype)
+    path = _map(tmp_path / "nd.tif", data, nodata=nodata)
+    assert raster_io.read_stride_map(path, (2, 2), allowed=(1, 2, 4, 8)).tolist() == (
+        [[1, 0], [2, 0]] if nodata == 4 else [[1, 0], [2, 4]])
 
 
 # ---------------------------------------------------------------- inputs

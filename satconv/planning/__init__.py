@@ -153,14 +153,10 @@ def _estimator(settings: Settings) -> ErrorEstimator:
 
 
 def load_plan(path: str, info: RasterInfo, settings: Settings) -> Plan:
-    """A saved stride map, checked against the scene's tile grid and the allowed strides."""
+    """A saved stride map, checked against the scene's tile grid (its size, and its
+    georeferencing when it has any) and the allowed strides; nodata cells are skipped tiles."""
     grid = TileGrid(info.height, info.width, settings.tile_size)
-    strides = raster_io.read_stride_map(path, grid.shape)
-    allowed = set(settings.strides) | {0}
-    bad = sorted(set(np.unique(strides).tolist()) - allowed)
-    if bad:
-        raise PlanError(
-            f"{path}: stride map uses {bad}, allowed strides are {settings.strides} (and 0)"
-        )
+    strides = raster_io.read_stride_map(path, grid.shape, info, settings.tile_size,
+                                        tuple(settings.strides))
     return Plan(strides, grid, str(path), None, {"policy": "file"},
                 estimator=_estimator(settings))
