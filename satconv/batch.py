@@ -424,6 +424,7 @@ def run_one(src: str, settings: Settings, opts: RunOptions, emit: Emit = ignore,
                 reports = steps.run_steps(src, settings, output=opts.output,
                                           out_dir=opts.out_dir, overwrite=overwrite,
                                           workers=opts.threads, progress=progress)
+                _warn(emit, src, reports)
                 line = _steps_line(src, reports, time.monotonic() - t0)
                 return Outcome(src, "done", line, report=str(paths.report),
                                seconds=time.monotonic() - t0)
@@ -441,10 +442,22 @@ def run_one(src: str, settings: Settings, opts: RunOptions, emit: Emit = ignore,
                                error_map=opts.error_map)
             if engine is not None:
                 engine.cleanup()
+            _warn(emit, src, [report])
         return Outcome(src, "done", report.summary_line(), report=str(paths.report),
                        seconds=time.monotonic() - t0)
     except Exception as err:  # noqa: BLE001 - one outcome per input, never a crash
         return failure(src, err, time.monotonic() - t0, opts.debug)
+
+
+def _warn(emit: Emit, src: str, reports: list[RunReport]) -> None:
+    """A ``warning`` event for each distinct warning of the reports' plans (a context source
+    whose regions miss the scene), before the input's ``done``."""
+    seen: list[str] = []
+    for r in reports:
+        for message in r.plan.get("context", {}).get("warnings", []):
+            if message not in seen:
+                seen.append(message)
+                emit(Event("warning", src, {"message": message}))
 
 
 def _lock(held: contextlib.ExitStack, src: str, target: Path, paths: OutputPaths,

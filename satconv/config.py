@@ -147,11 +147,13 @@ class PolicyConfig(_Strict):
 class ContextConfig(_Strict):
     """context: regions of interest that force a stride.
 
-    ``mask``: a raster whose non-zero pixels are regions of interest (any grid or CRS).
-    ``geometries``: a GeoJSON file of polygons or boxes (any CRS; ``crs`` member, else
-    EPSG:4326 as GeoJSON says). ``detections``: a JSON list of object detections, each with a
-    pixel-space ``bbox`` (``bbox_format`` xywh as COCO, or xyxy). Relative paths are relative
-    to the config file's folder.
+    ``mask``: a raster whose non-zero pixels are regions of interest (any grid or CRS; one
+    without a CRS, or over a scene without one, is matched pixel for pixel and must have the
+    scene's size). ``geometries``: a GeoJSON file of polygons or boxes (any CRS; ``crs``
+    member, else EPSG:4326 as GeoJSON says). ``detections``: a JSON list of object detections,
+    each with a pixel-space ``bbox`` (``bbox_format`` xywh as COCO, or xyxy). At least one of
+    the three is required (the settings refuse a context without). Relative paths are
+    relative to the config file's folder.
     """
 
     mask: str | None = None
@@ -175,6 +177,7 @@ class ContextConfig(_Strict):
         return p if p.is_absolute() or self._base_dir is None else self._base_dir / p
 
     def sources(self) -> list[str]:
+        """The keys of the region sources given: ``mask``, ``geometries``, ``detections``."""
         return [k for k in ("mask", "geometries", "detections") if getattr(self, k)]
 
 
@@ -320,6 +323,10 @@ class Settings(_Strict):
         if self.context is not None and self.context.inside_stride not in self.strides:
             raise ValueError(f"context.inside_stride {self.context.inside_stride} is not one of "
                              f"strides {self.strides}")
+        if self.context is not None and not self.context.sources():
+            # no region: inside_stride forces nothing, skip_outside would skip every tile
+            key = "context.skip_outside" if self.context.skip_outside else "context"
+            raise ValueError(f"{key} needs a mask, geometries or detections")
         t = self.policy.thresholds
         if isinstance(t, list) and len(t) != len(self.strides) - 1:
             raise ValueError(
@@ -583,6 +590,16 @@ def _check_context_files(ctx: ContextConfig, source: str, lines: dict[tuple, int
             line = _line_of(("context", key), lines)
             where = f" (line {line})" if line else ""
             raise ConfigError(f"{source}: context.{key}: {what}: {target}{where}")
+
+
+def check_context_contents(settings: Settings) -> None:
+    """Read the context's geometries and detections files now and raise a
+    :class:`ConfigError` naming the file for what is wrong with one (exit 2, before any
+    input); otherwise every input of a batch would fail on the same file."""
+    if settings.context is not None:
+        from .planning import context
+
+        context.check_files(settings.context)
 
 
 def default_yaml() -> str:

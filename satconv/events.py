@@ -18,6 +18,8 @@ Kinds, in the order a batch produces them:
 ``lock_takeover`` input, output, holder: the lock of a run that is gone was taken over
 ``checkpoint``   input, tiles_done, tiles_total, action (``resume``; or ``discard``, with reason)
 ``progress``     input, phase (``plan`` / ``execute``), done, total
+``warning``      input, message (one line naming the file): the input is done, but
+                 something may not be what was meant (a context source whose regions miss it)
 ``done``         input, summary, report, seconds
 ``skipped``      input, reason
 ``failed``       input, error (one line), error_type, exit_code (, traceback with --debug)
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 KINDS = ("batch_start", "warmup", "start", "lock_wait", "lock_takeover", "checkpoint", "progress",
-         "done", "skipped", "failed", "batch_done")
+         "warning", "done", "skipped", "failed", "batch_done")
 
 
 @dataclass(frozen=True)

@@ -894,17 +894,20 @@ def mask_footprints(path: str | os.PathLike[str], info: RasterInfo,
     The mask may have any grid and CRS: each run of pixels' corners are reprojected into the
     scene's CRS and pixel grid and the run's bounding box is given (slightly larger than the
     run where the grids are rotated against each other, never smaller). A mask without a CRS
-    must have the scene's own pixel grid (same width and height).
+    (an ML segmentation mask, typically), or any mask of a scene without a CRS, is taken on
+    the scene's own pixel grid, pixel for pixel: it must have the scene's width and height.
     """
     from rasterio.warp import transform as warp_transform
 
     p = Path(path)
     with open_input(p) as ds:
         same_grid = ds.crs is None or info.crs is None
-        if same_grid and (ds.crs is not None or info.crs is not None
-                          or (ds.height, ds.width) != (info.height, info.width)):
-            raise InputError(f"{p}: a mask without a CRS must have the scene's size "
-                             f"{info.width}x{info.height} (or both need a CRS)")
+        if same_grid and (ds.height, ds.width) != (info.height, info.width):
+            which = "a mask without a CRS" if ds.crs is None else "the mask of a scene " \
+                "without a CRS"
+            raise InputError(f"{p}: {which} is matched pixel for pixel and must have the "
+                             f"scene's size {info.width}x{info.height}, not "
+                             f"{ds.width}x{ds.height} (or both need a CRS)")
         inverse = ~info.transform
         for r0 in range(0, ds.height, block_rows):
             r1 = min(r0 + block_rows, ds.height)

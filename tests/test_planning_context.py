@@ -182,9 +182,183 @@ def test_bad_context_inputs_fail_with_one_line(rgb, tmp_path):
         (tmp_path / name).write_text(text)
         key = "detections" if name.endswith(".json") else "geometries"
         cfg = write_yaml(tmp_path / f"{name}.yaml", f"context: {{{key}: {name}}}\n")
-        with pytest.raises(InputError) as info:
+        # a problem of the file itself is a config error (exit 2), for the scene's run too
+        with pytest.raises(ConfigError) as info:
             api.plan_scene(rgb, config.load(cfg))
         assert name in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name, text", [
+    ("bad.json", "{not json"),
+    ("nobox.json", json.dumps([{"score": 1.0}])),
+    ("topology.geojson", json.dumps({"type": "Topology"})),
+    ("nullgeom.geojson", json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {}, "geometry": None}]})),
+    ("crsstring.geojson", json.dumps({"type": "Polygon", "crs": "EPSG:32618",
+                                      "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]})),
+])
+def test_a_bad_context_file_fails_the_batch_once_before_any_input(rgb, tmp_path, name, text):
+    """Shared by every scene: exit 2, one line naming the file, by ``config validate`` too."""
+    (tmp_path / name).write_text(text)
+    key = "detections" if name.endswith(".json") else "geometries"
+    cfg = write_yaml(tmp_path / "c.yaml", f"context: {{{key}: {name}}}\n")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["config", "validate", str(cfg)])
+    assert result.exit_code == 2 and name in result.output
+    result = runner.invoke(cli, ["run", str(rgb), str(rgb), "-c", str(cfg), "--out-dir",
+                                 str(tmp_path)])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and name in lines[0] and "unexpected" not in lines[0]
+    assert not list(tmp_path.glob("*.satconv.json"))
+
+
+def utm_ring(path, row0, row1, col0, col1):
+    """The pixel box's corners as a closed ring in the scene's own CRS (its affine)."""
+    with rasterio.open(path) as ds:
+        xs, ys = rasterio.transform.xy(ds.transform, [row0, row0, row1, row1, row0],
+                                       [col0, col1, col1, col0, col0], offset="ul")
+        return [[float(a), float(b)] for a, b in zip(xs, ys, strict=True)], ds.crs.to_string()
+
+
+@pytest.mark.parametrize("case", ["utm", "lat100"])
+def test_geojson_coordinates_that_are_not_lonlat_are_a_config_error(rgb, tmp_path, case):
+    """Coordinates taken as EPSG:4326 (no crs member) must be longitudes and latitudes: UTM
+    metres, or a latitude of 100, are named as the file's problem, not the scene's."""
+    ring, crs = utm_ring(rgb, *POLY_BOX)
+    if case == "lat100":
+        ring = [[-77.5, 100.0], [-77.4, 100.0], [-77.4, 24.9], [-77.5, 100.0]]
+    (tmp_path / "roi.geojson").write_text(json.dumps({"type": "Polygon", "coordinates": [ring]}))
+    cfg = write_yaml(tmp_path / "c.yaml", f"tile_size: {TILE}\ncontext: {{geometries: "
+                     "roi.geojson}\n")
+    with pytest.raises(ConfigError, match=r"roi.geojson: coordinates are not longitude/"
+                       r"latitude .*add a crs member"):
+        api.plan_scene(rgb, config.load(cfg))
+    result = CliRunner().invoke(cli, ["run", str(rgb), "-c", str(cfg), "-o",
+                                      str(tmp_path / "o.tif")])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "roi.geojson: coordinates are not longitude" in lines[0]
+    if case == "utm":  # the same metres with a crs member naming their CRS: where they are
+        (tmp_path / "roi.geojson").write_text(json.dumps({
+            "type": "Polygon", "coordinates": [ring],
+            "crs": {"type": "name", "properties": {"name": crs}}}))
+        skip = write_yaml(tmp_path / "s.yaml", f"tile_size: {TILE}\ncontext: {{geometries: "
+                          "roi.geojson, skip_outside: true}\n")
+        strides, _, _ = run(rgb, tmp_path, skip)
+        assert {tuple(t) for t in np.argwhere(strides > 0)} == tiles_of(*POLY_BOX)
+
+
+def test_a_reprojection_failure_names_the_geometries_file(rgb, tmp_path, monkeypatch):
+    """Whatever GDAL or PROJ raise while reprojecting is one line naming the file."""
+    import rasterio.warp
+
+    class ProjFailure(Exception):
+        pass
+
+    def fail(*args, **kwargs):
+        raise ProjFailure("PROJ: utm: Invalid latitude")
+
+    (tmp_path / "roi.geojson").write_text(json.dumps(
+        {"type": "Polygon", "coordinates": [lonlat_ring(rgb, *POLY_BOX)]}))
+    cfg = write_yaml(tmp_path / "c.yaml", f"tile_size: {TILE}\ncontext: {{geometries: "
+                     "roi.geojson}\n")
+    monkeypatch.setattr(rasterio.warp, "transform_geom", fail)
+    with pytest.raises(InputError, match=r"roi.geojson: cannot reproject .*Invalid latitude"):
+        api.plan_scene(rgb, config.load(cfg))
+
+
+def test_a_mask_without_crs_of_the_scene_size_is_on_the_scene_grid(tmp_path):
+    """An ML segmentation mask: no CRS, the scene's size; the scene has a CRS."""
+    scene = ps.write_tif(tmp_path / "flat.tif", np.full((200, 300), 1000, dtype=np.float32),
+                         crs="EPSG:32633")
+    mask = np.zeros((200, 300), dtype=np.uint8)
+    mask[10:12, 250:260] = 1    # rows 10-12, cols 250-260
+    mask[130, 70] = 7           # one pixel
+    ps.write_tif(tmp_path / "roi.tif", mask, crs=None)
+    with rasterio.open(tmp_path / "roi.tif") as ds:
+        assert ds.crs is None
+    cfg = write_yaml(tmp_path / "c.yaml", f"tile_size: {TILE}\ncontext: {{mask: roi.tif}}\n")
+    strides, _, report = run(scene, tmp_path, cfg)
+    want = tiles_of(10, 12, 250, 260) | tiles_of(130, 131, 70, 71)
+    assert {tuple(t) for t in np.argwhere(strides == 1)} == want
+    assert (strides[strides != 1] == 4).all()
+    assert "warnings" not in report.plan["context"]
+
+
+def test_a_mask_without_crs_of_another_size_is_refused(tmp_path):
+    scene = ps.write_tif(tmp_path / "flat.tif", np.full((200, 300), 1000, dtype=np.float32))
+    ps.write_tif(tmp_path / "roi.tif", np.ones((100, 300), dtype=np.uint8), crs=None)
+    cfg = write_yaml(tmp_path / "c.yaml", f"tile_size: {TILE}\ncontext: {{mask: roi.tif}}\n")
+    with pytest.raises(InputError, match=r"roi.tif: .*scene's size 300x200, not 300x100"):
+        api.plan_scene(scene, config.load(cfg))
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("context:\n  skip_outside: true\n", r"context.skip_outside needs a mask, geometries or "
+     r"detections \(line 3\)"),
+    ("context:\n  inside_stride: 1\n", r"context needs a mask, geometries or detections"),
+    ("context: {}\n", r"context needs a mask"),
+])
+def test_a_context_without_regions_is_a_config_error(tmp_path, text, key):
+    cfg = write_yaml(tmp_path / "c.yaml", f"tile_size: {TILE}\n{text}")
+    with pytest.raises(ConfigError, match=key):
+        config.load(cfg)
+    result = CliRunner().invoke(cli, ["config", "validate", str(cfg)])
+    assert result.exit_code == 2
+
+
+def _off_scene_sources(rgb, tmp_path):
+    """Each kind of source, with regions that miss the scene (or none at all)."""
+    ring = lonlat_ring(rgb, -400, -300, 100, 200)        # above the scene's first row
+    (tmp_path / "outside.geojson").write_text(json.dumps({"type": "FeatureCollection",
+                                                          "features": [{
+        "type": "Feature", "properties": {},
+        "geometry": {"type": "Polygon", "coordinates": [ring]}}]}))
+    (tmp_path / "empty.geojson").write_text(json.dumps({"type": "FeatureCollection",
+                                                        "features": []}))
+    (tmp_path / "dets.json").write_text(json.dumps([[2000, 2000, 50, 50]]))
+    with rasterio.open(rgb) as ds:
+        crs, t = ds.crs, ds.transform
+    # a mask on the scene's CRS, shifted 2000 pixels east of it
+    ps.write_tif(tmp_path / "mask.tif", np.ones((50, 50), dtype=np.uint8), crs=crs.to_string(),
+                 transform=t @ Affine.translation(2000, 0))
+    return {"geometries": "outside.geojson", "mask": "mask.tif", "detections": "dets.json"}
+
+
+@pytest.mark.parametrize("key", ["geometries", "empty", "mask", "detections"])
+def test_regions_that_miss_the_scene_are_a_warning(rgb, tmp_path, key):
+    """The run succeeds, says so on stderr (the scene and the file) and in the report."""
+    files = _off_scene_sources(rgb, tmp_path)
+    files["empty"] = "empty.geojson"
+    name = files[key]
+    kind = "geometries" if key == "empty" else key
+    cfg = write_yaml(tmp_path / "c.yaml", f"tile_size: {TILE}\ncontext: {{{kind}: {name}, "
+                     "skip_outside: true}\n")
+    out = tmp_path / "o.tif"
+    result = CliRunner().invoke(cli, ["run", str(rgb), "-c", str(cfg), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    warned = [ln for ln in result.stderr.splitlines() if "warning" in ln]
+    assert len(warned) == 1 and str(rgb) in warned[0] and name in warned[0], result.stderr
+    report = json.loads((tmp_path / "o.satconv.json").read_text())
+    notes = report["plan"]["context"]["warnings"]
+    assert len(notes) == 1 and name in notes[0]
+    assert (ps.read_band(tmp_path / "o.stride.tif") == 0).all()   # skip_outside: all skipped
+    # as a JSON event too
+    result = CliRunner().invoke(cli, ["run", str(rgb), "-c", str(cfg), "-o", str(out),
+                                      "--overwrite", "--log-format", "json"])
+    events = [json.loads(ln) for ln in result.stderr.splitlines() if ln.startswith("{")]
+    assert [e["message"] for e in events if e["event"] == "warning"] == notes
+    # a region on the scene beside it: no warning
+    x, y, w, h = DETECTION
+    (tmp_path / "on.json").write_text(json.dumps([[x, y, w, h]]))
+    both = write_yaml(tmp_path / "b.yaml", f"tile_size: {TILE}\ncontext: {{{kind}: {name}, "
+                      "detections: on.json}\n" if kind != "detections" else
+                      f"tile_size: {TILE}\ncontext: {{detections: on.json}}\n")
+    result = CliRunner().invoke(cli, ["run", str(rgb), "-c", str(both), "-o", str(out),
+                                      "--overwrite"])
+    assert result.exit_code == 0
+    assert ("warning" in result.stderr) == (kind != "detections"), result.stderr
 
 
 @pytest.mark.parametrize("key", ["mask", "geometries", "detections"])

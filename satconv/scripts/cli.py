@@ -49,7 +49,9 @@ def _fail(err: BaseException, debug: bool) -> None:
 
 def _load_settings(path: str | None, debug: bool) -> config.Settings:
     try:
-        return config.load(path)
+        settings = config.load(path)
+        config.check_context_contents(settings)
+        return settings
     except SatconvError as err:
         _fail(err, debug)
         sys.exit(err.exit_code)
@@ -212,6 +214,7 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
 
     try:
         settings = config.load(config_path)
+        config.check_context_contents(settings)
         sources = batch.expand_inputs(inputs, lists,
                                       exclude=[summary_path] if summary_path else [])
         if not sources:
@@ -329,6 +332,8 @@ def plan(input: str, config_path: str | None, output: str | None, overwrite: boo
     except SatconvError as err:
         _fail(err, debug)
         sys.exit(err.exit_code)
+    for message in the_plan.details.get("context", {}).get("warnings", []):
+        click.echo(f"satconv: {input}: warning: {message}", err=True)
     summary = the_plan.summary()
     click.echo(f"{input}: {info.width}x{info.height}, {info.count} band(s) {info.dtype}, "
                f"tiles of {settings.tile_size}, policy {settings.policy.type}")

@@ -149,6 +149,9 @@ class Renderer:
         elif self.lines and not self.quiet:
             self.line(f"{ev.input}: {f['phase']} {f['done']}/{f['total']} tiles")
 
+    def _on_warning(self, ev: Event) -> None:
+        self._info(f"satconv: {ev.input}: warning: {ev.fields.get('message', '')}")
+
     def _on_done(self, ev: Event) -> None:
         self._info(ev.fields.get("summary", f"{ev.input}: done"))
 
