@@ -45,6 +45,7 @@ from .core import cache_dir
 from .errors import InputError, InputTimeout, OutputError, SatconvError, UsageError
 from .events import Emit, Event, ignore, progress_factory
 from .parallel import default_workers
+from .planning import plan_warnings
 from .stopping import Stops
 
 R = TypeVar("R")
@@ -450,11 +451,11 @@ def run_one(src: str, settings: Settings, opts: RunOptions, emit: Emit = ignore,
 
 
 def _warn(emit: Emit, src: str, reports: list[RunReport]) -> None:
-    """A ``warning`` event for each distinct warning of the reports' plans (a context source
-    whose regions miss the scene), before the input's ``done``."""
+    """A ``warning`` event for each distinct warning of the reports' plans
+    (``planning.plan_warnings``), before the input's ``done``."""
     seen: list[str] = []
     for r in reports:
-        for message in r.plan.get("context", {}).get("warnings", []):
+        for message in plan_warnings(r.plan):
             if message not in seen:
                 seen.append(message)
                 emit(Event("warning", src, {"message": message}))

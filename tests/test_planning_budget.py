@@ -87,6 +87,25 @@ def test_a_budget_below_the_minimum_spends_the_minimum_and_says_so(tmp_path):
     assert plan.details["planned_fraction"] > 0.001
 
 
+def test_a_budget_below_the_minimum_is_a_warning_on_the_command_line(tmp_path):
+    """The run goes on at the least the scene can spend, and says so on stderr (not only in
+    the report's plan details), once, naming the input and the key."""
+    from click.testing import CliRunner
+
+    from satconv.scripts.cli import cli
+
+    rgb = ps.shared_data() / "RGB.byte.tif"
+    cfg = tmp_path / "b.yaml"
+    cfg.write_text("policy: {type: budget, fraction: 0.001}\n")
+    for args in (["run", str(rgb), "-c", str(cfg), "-o", str(tmp_path / "o.tif")],
+                 ["plan", str(rgb), "-c", str(cfg)]):
+        result = CliRunner().invoke(cli, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.stderr
+        lines = [ln for ln in result.stderr.splitlines() if "warning" in ln]
+        assert len(lines) == 1, result.stderr
+        assert str(rgb) in lines[0] and "policy.fraction 0.001 is below the least" in lines[0]
+
+
 def brute_force(cost, error, feasible, budget):
     best = (np.inf, None)
     for combo in itertools.product(range(cost.shape[1]), repeat=cost.shape[0]):

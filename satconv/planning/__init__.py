@@ -25,7 +25,8 @@ from .plan import Plan
 from .scan import ScanSpec, SceneStats, scene_stats_many
 
 __all__ = ["Plan", "PlanInputs", "SceneStats", "make_plan", "make_plans", "load_plan",
-           "needs_scan", "plan_from_stats", "scan_scene", "scan_scenes", "uniform_plan"]
+           "needs_scan", "plan_from_stats", "plan_warnings", "scan_scene", "scan_scenes",
+           "uniform_plan"]
 
 
 #: What the plan pass read, for the run report. Every tile's statistic enters one scene-wide
@@ -137,6 +138,17 @@ def plan_from_stats(info: RasterInfo, settings: Settings, stats: SceneStats,
     model = np.maximum(inp.predicted, inp.reach_predicted)
     return Plan(strides, inp.grid, "policy", worst, details, model, inp.strides,
                 _estimator(settings), rule)
+
+
+def plan_warnings(details: dict[str, object]) -> list[str]:
+    """One line for each thing a plan could not do as configured: a context source whose
+    regions miss the scene, a budget below the least the scene can spend. The run still
+    goes on; the command line prints these as warnings."""
+    context = details.get("context")
+    found = list(context.get("warnings", [])) if isinstance(context, dict) else []
+    if details.get("note"):
+        found.append(str(details["note"]))
+    return found
 
 
 def _threshold_scale(info: RasterInfo, settings: Settings, band_range: np.ndarray) -> np.ndarray:

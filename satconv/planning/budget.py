@@ -36,6 +36,6 @@ def plan(inp: PlanInputs, fraction: float) -> tuple[np.ndarray, dict[str, object
     details = {"policy": "budget", "fraction": fraction, "planned_fraction": round(spent, 6),
                "statistic_window": inp.window}
     if spent > fraction * (1 + 1e-9):
-        details["note"] = (f"the budget {fraction} is below the least this scene can spend "
-                           f"({spent:.4f}): every free tile runs at its coarsest stride")
+        details["note"] = (f"policy.fraction {fraction} is below the least this scene can "
+                           f"spend ({spent:.4f}): every free tile runs at its coarsest stride")
     return chosen, details

@@ -19,6 +19,7 @@ import click
 
 from .. import __version__, api, config, raster_io
 from ..errors import OutputError, SatconvError, UsageError
+from ..planning import plan_warnings
 from .stops import StoppableGroup, command_stops, json_logs
 
 
@@ -332,7 +333,7 @@ def plan(input: str, config_path: str | None, output: str | None, overwrite: boo
     except SatconvError as err:
         _fail(err, debug)
         sys.exit(err.exit_code)
-    for message in the_plan.details.get("context", {}).get("warnings", []):
+    for message in plan_warnings(the_plan.details):
         click.echo(f"satconv: {input}: warning: {message}", err=True)
     summary = the_plan.summary()
     click.echo(f"{input}: {info.width}x{info.height}, {info.count} band(s) {info.dtype}, "
