@@ -151,7 +151,8 @@ class ContextConfig(_Strict):
     without a CRS, or over a scene without one, is matched pixel for pixel and must have the
     scene's size). ``geometries``: a GeoJSON file of polygons or boxes (any CRS; ``crs``
     member, else EPSG:4326 as GeoJSON says). ``detections``: a JSON list of object detections,
-    each with a pixel-space ``bbox`` (``bbox_format`` xywh as COCO, or xyxy). At least one of
+    each with a ``bbox`` (``bbox_format`` xywh as COCO, or xyxy), in pixels of the scene, or
+    with ``bbox_crs`` in map coordinates of that CRS (x east, y north). At least one of
     the three is required (the settings refuse a context without). Relative paths are
     relative to the config file's folder.
     """
@@ -160,6 +161,7 @@ class ContextConfig(_Strict):
     geometries: str | None = None
     detections: str | None = None
     bbox_format: Literal["xywh", "xyxy"] = "xywh"
+    bbox_crs: str | None = None
     inside_stride: int = Field(1, ge=1, le=128)
     skip_outside: bool = False
     _base_dir: Path | None = PrivateAttr(None)

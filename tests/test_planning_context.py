@@ -85,6 +85,42 @@ def test_geojson_in_4326_lands_on_the_right_tiles_of_a_utm_scene(rgb, tmp_path):
     assert report.plan["context"]["detections"]["tiles"] == 2
 
 
+@pytest.mark.parametrize("crs", ["EPSG:32618", "EPSG:4326"])
+def test_detection_boxes_in_map_coordinates_land_on_the_right_tiles(rgb, tmp_path, crs):
+    """With ``bbox_crs`` the boxes are map coordinates of that CRS (x east, y north): in the
+    scene's own UTM zone and in lon/lat (reprojected), one box covering the pixel box
+    DETECTION forces exactly its tiles."""
+    x, y, w, h = DETECTION
+    ring = np.array(lonlat_ring(rgb, y, y + h, x, x + w))
+    if crs == "EPSG:32618":
+        with rasterio.open(rgb) as ds:
+            ex, ny = warp_transform("EPSG:4326", ds.crs, ring[:, 0], ring[:, 1])
+        ring = np.column_stack([ex, ny])
+    x0, y0 = ring.min(axis=0)
+    x1, y1 = ring.max(axis=0)
+    # (the lon/lat box of a UTM box is a little larger: keep it inside the same tiles)
+    assert DETECTION[0] % TILE >= 5 and (DETECTION[0] + DETECTION[2]) % TILE <= TILE - 5
+    (tmp_path / "dets.json").write_text(json.dumps([{"bbox": [x0, y0, x1, y1]}]))
+    cfg = write_yaml(tmp_path / "c.yaml", f"tile_size: {TILE}\nstrides: [1, 2, 4]\n"
+                     f"context: {{detections: dets.json, bbox_format: xyxy, bbox_crs: '{crs}',"
+                     " skip_outside: true}\n")
+    strides, _, report = run(rgb, tmp_path, cfg)
+    assert {tuple(t) for t in np.argwhere(strides > 0)} == tiles_of(y, y + h, x, x + w)
+    assert (strides[strides > 0] == 1).all()
+    assert report.plan["context"]["detections"]["tiles"] == 2
+
+
+def test_a_bbox_crs_gdal_does_not_know_is_a_config_error(rgb, tmp_path):
+    (tmp_path / "dets.json").write_text(json.dumps([{"bbox": [1, 2, 3, 4]}]))
+    cfg = write_yaml(tmp_path / "c.yaml", "context: {detections: dets.json, "
+                     "bbox_crs: 'EPSG:999999'}\n")
+    result = CliRunner().invoke(cli, ["run", str(rgb), "-c", str(cfg), "-o",
+                                      str(tmp_path / "o.tif")])
+    assert result.exit_code == 2
+    assert "context.bbox_crs: EPSG:999999" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
 def test_regions_force_the_stride_with_every_policy(rgb, tmp_path):
     """A scene whose policy alone puts every tile coarse: the region's tiles get 1 anyway."""
     geo = {"type": "Polygon", "coordinates": [lonlat_ring(rgb, *POLY_BOX)]}

@@ -2,10 +2,11 @@
 
 Regions come from a mask raster (non-zero pixels; any grid or CRS), a GeoJSON file of
 polygons or boxes (any CRS: the legacy ``crs`` member, else EPSG:4326 as RFC 7946 says;
-reprojected onto the scene) and a detections JSON with pixel-space ``bbox`` lists, as an object
-detector writes them. Every tile a region touches gets ``inside_stride``; with
-``skip_outside`` every other tile is skipped (stride 0, nodata in the output). Context combines
-with every policy: the policy chooses the strides of the tiles context leaves free.
+reprojected onto the scene) and a detections JSON with ``bbox`` lists, as an object detector
+writes them: in the scene's pixels, or with ``bbox_crs`` in map coordinates (reprojected).
+Every tile a region touches gets ``inside_stride``; with ``skip_outside`` every other tile is
+skipped (stride 0, nodata in the output). Context combines with every policy: the policy
+chooses the strides of the tiles context leaves free.
 
 A context file is configuration shared by every scene: what is wrong with the file itself
 (not JSON, not GeoJSON, a feature without geometry, an unknown ``crs``, coordinates outside
@@ -82,8 +83,13 @@ def regions(info: RasterInfo, cfg: ContextConfig, grid: TileGrid) -> Context:
     if cfg.detections:
         path = cfg.path(cfg.detections)
         boxes = detection_boxes(_load_json(path), cfg.bbox_format, str(path))
-        hit = tiles_touched(boxes[:, 1], boxes[:, 0], boxes[:, 3], boxes[:, 2], grid) \
-            if boxes.size else np.zeros(grid.shape, dtype=bool)
+        if not boxes.size:
+            hit = np.zeros(grid.shape, dtype=bool)
+        elif cfg.bbox_crs:
+            hit = _shape_tiles([_box(*b) for b in boxes], _bbox_crs(cfg, path), path, info,
+                               grid)
+        else:
+            hit = tiles_touched(boxes[:, 1], boxes[:, 0], boxes[:, 3], boxes[:, 2], grid)
         inside |= hit
         details["detections"] = {"path": str(path), "boxes": int(len(boxes)),
                                  "tiles": int(hit.sum())}
@@ -104,8 +110,8 @@ def check_files(cfg: ContextConfig) -> None:
     file for what is wrong with the file itself, whatever the scene (URLs and GDAL paths
     are left to the scenes' runs)."""
     checks = ((cfg.geometries, _file_shapes),
-              (cfg.detections, lambda p: detection_boxes(_load_json(p), cfg.bbox_format,
-                                                         str(p))))
+              (cfg.detections, lambda p: (detection_boxes(_load_json(p), cfg.bbox_format,
+                                                          str(p)), _bbox_crs(cfg, p))))
     with raster_io.gdal_env():  # GDAL's own error lines go into the exceptions
         for value, check in checks:
             if value and "://" not in value and not value.startswith("/vsi"):
@@ -280,23 +286,50 @@ def _densify(geom: dict[str, Any], pieces: int) -> dict[str, Any]:
     return geom
 
 
-def _geometry_tiles(path: Path, info: RasterInfo, grid: TileGrid) -> tuple[np.ndarray, int]:
-    from rasterio.features import rasterize
-    from rasterio.warp import transform_geom
+def _box(x0: float, y0: float, x1: float, y1: float) -> dict[str, Any]:
+    return {"type": "Polygon",
+            "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}
 
+
+def _bbox_crs(cfg: ContextConfig, path: Path) -> str | None:
+    """``context.bbox_crs``, checked to name a CRS (:class:`ConfigError` otherwise)."""
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+
+    if cfg.bbox_crs:
+        try:
+            CRS.from_user_input(cfg.bbox_crs)
+        except CRSError as err:
+            raise ConfigError(f"context.bbox_crs: {cfg.bbox_crs} is no CRS GDAL knows (for "
+                              f"{path}; {err})") from None
+    return cfg.bbox_crs
+
+
+def _geometry_tiles(path: Path, info: RasterInfo, grid: TileGrid) -> tuple[np.ndarray, int]:
     shapes, crs = _file_shapes(path)
     if not shapes:
         return np.zeros(grid.shape, dtype=bool), 0
+    return _shape_tiles(shapes, crs, path, info, grid), len(shapes)
+
+
+def _shape_tiles(shapes: list[dict[str, Any]], crs: str, path: Path, info: RasterInfo,
+                 grid: TileGrid) -> np.ndarray:
+    """The tiles that geometries in ``crs`` (read from ``path``) touch, reprojected onto the
+    scene: :class:`InputError` naming the file when they cannot be placed on it."""
+    from rasterio.features import rasterize
+    from rasterio.warp import transform_geom
+
     if info.crs is None:
-        raise InputError(f"{path}: the scene has no CRS, geometries cannot be placed on it")
+        raise InputError(f"{path}: the scene has no CRS, regions in map coordinates cannot be "
+                         "placed on it")
     try:
         shapes = [transform_geom(crs, info.crs, _densify(g, DENSIFY)) for g in shapes]
     except Exception as err:  # noqa: BLE001 - GDAL and PROJ raise classes of their own
         text = " ".join(str(err).split()) or type(err).__name__
-        raise InputError(f"{path}: cannot reproject the geometries from {crs} into the "
+        raise InputError(f"{path}: cannot reproject the regions from {crs} into the "
                          f"scene's CRS {info.crs} ({text})") from None
     tile_transform = raster_io.stride_map_transform(info.transform, grid.size)
     # whole tiles: a region just past the image's last row or column marks the edge tile
     hit = rasterize([(g, 1) for g in shapes], out_shape=grid.shape, transform=tile_transform,
                     all_touched=True, fill=0, dtype="uint8")
-    return hit.astype(bool), len(shapes)
+    return hit.astype(bool)
