@@ -450,6 +450,16 @@ def test_output_named_like_a_side_output_is_refused(write_tif, tmp_path, name):
     assert (out / name).read_bytes() == b"another run's"
 
 
+def test_a_file_name_with_a_newline_keeps_its_failure_on_one_line(tmp_path):
+    """Log lines are read line by line: a control character of a name is shown escaped."""
+    bad = tmp_path / "two\nlines\r.tif"
+    bad.write_bytes(b"not a raster")
+    result = invoke("run", bad, "-o", tmp_path / "o.tif")
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "two\\nlines\\r.tif" in result.stderr
+
+
 def test_plan_command_missing_input(tmp_path):
     result = invoke("plan", tmp_path / "gone.tif")
     assert result.exit_code == 1

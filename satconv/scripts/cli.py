@@ -20,6 +20,7 @@ import click
 from .. import __version__, api, config, raster_io
 from ..errors import OutputError, SatconvError, UsageError
 from ..planning import plan_warnings
+from .render import one_line
 from .stops import StoppableGroup, command_stops, json_logs
 
 
@@ -45,7 +46,7 @@ def _progress_factory(enabled: bool, label: str) -> api.ProgressFactory:
 def _fail(err: BaseException, debug: bool) -> None:
     if debug:
         traceback.print_exception(err)
-    click.echo(f"satconv: {err}", err=True)
+    click.echo(one_line(f"satconv: {err}"), err=True)
 
 
 def _load_settings(path: str | None, debug: bool) -> config.Settings:

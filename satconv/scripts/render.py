@@ -18,6 +18,15 @@ from ..events import Event
 WARMUP_SHOWN_FROM = 5.0
 
 
+#: Control characters (a newline in a file name, say) shown escaped: a log line stays one line.
+_ESCAPES = {i: f"\\x{i:02x}" for i in range(32) if i != 9} | {10: "\\n", 13: "\\r", 127: "\\x7f"}
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control characters escaped (``\\n`` for a newline): one line."""
+    return text.translate(_ESCAPES)
+
+
 def _when(t: float) -> str:
     return datetime.datetime.fromtimestamp(t).isoformat(timespec="seconds")
 
@@ -47,6 +56,7 @@ class Renderer:
         return self.stream or sys.stderr
 
     def line(self, text: str) -> None:
+        text = one_line(text)
         with self._lock:
             if self._bars:
                 from tqdm import tqdm
