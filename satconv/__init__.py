@@ -24,6 +24,7 @@ _LAZY = {
     "PlanResult": "python_api",
     "RunReport": "report",
     "Settings": "config",
+    "SatconvWarning": "errors",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -48,3 +48,9 @@ class InputTimeout(InputError):
 class ClusterError(SatconvError):
     """The Dask cluster lost an input's work (the scheduler gone, a task that kept failing):
     that input fails, the others go on."""
+
+
+class SatconvWarning(UserWarning):
+    """Issued by the Python API for what the command line prints as a ``warning`` line: the
+    input is done, but something may not be what was meant (a context source whose regions
+    miss the scene, a budget below the least the scene can spend)."""

@@ -16,6 +16,7 @@ Every failure raises a :class:`satconv.errors.SatconvError` subclass with a one-
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +24,9 @@ from typing import Any, TypeAlias, overload
 
 import numpy as np
 
-from . import api, config, previews
+from . import api, config, previews, steps
 from .config import Settings
-from .errors import OutputError, UsageError
+from .errors import OutputError, SatconvWarning, UsageError
 from .report import RunReport
 
 __all__ = ["PlanResult", "RunReport", "Settings", "load_config", "plan", "preview", "run"]
@@ -65,7 +66,7 @@ def _path(p: PathLike | None) -> Path | None:
 def run(inputs: PathLike, config: ConfigLike = ..., *, output: PathLike | None = ...,
         out_dir: PathLike | None = ..., plan: PathLike | None = ..., overwrite: bool = ...,
         threads: int | None = ..., quicklook: bool = ...,
-        progress: api.ProgressFactory | None = ...) -> RunReport: ...
+        progress: api.ProgressFactory | None = ...) -> RunReport | list[RunReport]: ...
 
 
 @overload
@@ -73,7 +74,7 @@ def run(inputs: Sequence[PathLike], config: ConfigLike = ..., *,
         output: PathLike | None = ..., out_dir: PathLike | None = ...,
         plan: PathLike | None = ..., overwrite: bool = ..., threads: int | None = ...,
         quicklook: bool = ..., progress: api.ProgressFactory | None = ...,
-        ) -> list[RunReport]: ...
+        ) -> list[RunReport] | list[list[RunReport]]: ...
 
 
 def run(
@@ -87,7 +88,7 @@ def run(
     threads: int | None = None,
     quicklook: bool = False,
     progress: api.ProgressFactory | None = None,
-) -> RunReport | list[RunReport]:
+) -> RunReport | list[RunReport] | list[list[RunReport]]:
     """Convolve one scene or several, as ``satconv run``.
 
     Parameters
@@ -120,36 +121,90 @@ def run(
     RunReport
         What the run did (``outputs``, ``plan`` with ``tiles_per_stride`` and
         ``compute_fraction``, ``timings``...), the data of ``scene.satconv.json``; a list of
-        them for a list of inputs. The first input that fails raises; the inputs before it
-        are done.
+        them for a list of inputs. A ``steps:`` config gives a list of reports per input,
+        one per step in order. The first input that fails raises; the inputs before it are
+        done. Two inputs that would write the same outputs are refused before any runs.
+        What the command line prints as a warning line (``RunReport.warnings``) is issued as
+        a :class:`~satconv.errors.SatconvWarning`.
     """
     single = isinstance(inputs, str | os.PathLike)
-    names = [inputs] if single else list(inputs)  # type: ignore[list-item]
+    names = _inputs(inputs)
     settings = load_config(config)
-    if not names:
-        raise UsageError("run: no input given")
+    _flags(overwrite=overwrite, quicklook=quicklook)
     if output is not None and len(names) > 1:
         raise UsageError("output takes one input; use out_dir for several")
     if out_dir is not None and not Path(out_dir).is_dir():
         what = "is not a folder" if Path(out_dir).exists() else "does not exist"
         raise OutputError(f"{out_dir}: output folder {what}")
+    if settings.steps and plan is not None:
+        raise UsageError("plan: a stride map runs one kernel; the config has steps")
     workers = _threads(threads)
-    reports = []
+    _no_shared_outputs(names, settings, _path(output), _path(out_dir))
+    kwargs: dict[str, Any] = dict(output=_path(output), out_dir=_path(out_dir),
+                                  overwrite=overwrite, workers=workers)
+    if progress is not None:
+        kwargs["progress"] = progress
+    results: list[Any] = []
     for name in names:
-        kwargs: dict[str, Any] = dict(output=_path(output), out_dir=_path(out_dir),
-                                      plan_path=_path(plan), overwrite=overwrite,
-                                      workers=workers)
-        if quicklook:
-            target = previews.quicklook_path(
-                api.OutputPaths.for_input(Path(name), kwargs["output"], kwargs["out_dir"]).raster)
-            previews.check_target(target, overwrite)
-        if progress is not None:
-            kwargs["progress"] = progress
-        report = api.run_scene(os.fspath(name), settings, **kwargs)
-        if quicklook:
-            previews.quicklook_for_run(report, overwrite=overwrite)
-        reports.append(report)
-    return reports[0] if single else reports
+        if settings.steps:
+            if quicklook:
+                for st in steps.plan_steps(Path(name), settings, kwargs["output"],
+                                           kwargs["out_dir"]):
+                    previews.check_target(previews.quicklook_path(st.paths.raster), overwrite)
+            done = steps.run_steps(os.fspath(name), settings, **kwargs)
+        else:
+            if quicklook:
+                previews.check_target(previews.quicklook_path(api.OutputPaths.for_input(
+                    Path(name), kwargs["output"], kwargs["out_dir"]).raster), overwrite)
+            done = [api.run_scene(os.fspath(name), settings, plan_path=_path(plan), **kwargs)]
+        for report in done:
+            for message in report.warnings:
+                warnings.warn(f"{report.input}: {message}", SatconvWarning, stacklevel=2)
+            if quicklook:
+                previews.quicklook_for_run(report, overwrite=overwrite)
+        results.append(done if settings.steps else done[0])
+    return results[0] if single else results
+
+
+def _inputs(inputs: object) -> list[PathLike]:
+    """The input paths of :func:`run`: one path, or a sequence of them (not empty)."""
+    if isinstance(inputs, str | os.PathLike):
+        return [inputs]
+    if isinstance(inputs, bytes | bytearray) or not isinstance(inputs, Sequence):
+        raise UsageError(f"inputs: expected a path or a list of paths, got "
+                         f"{type(inputs).__name__}")
+    names = list(inputs)
+    bad = [n for n in names if not isinstance(n, str | os.PathLike)]
+    if bad:
+        raise UsageError(f"inputs: expected paths, got {type(bad[0]).__name__} {bad[0]!r}")
+    if not names:
+        raise UsageError("run: no input given")
+    return names
+
+
+def _flags(**flags: object) -> None:
+    for key, value in flags.items():
+        if not isinstance(value, bool):
+            raise UsageError(f"{key}: expected True or False, got {value!r}")
+
+
+def _no_shared_outputs(names: list[PathLike], settings: Settings, output: Path | None,
+                       out_dir: Path | None) -> None:
+    """Refuse, before anything runs, two inputs whose outputs would be the same files (two
+    scenes of one name into one ``out_dir``): the second would replace the first's."""
+    first: dict[str, PathLike] = {}
+    for name in names:
+        if settings.steps:
+            rasters = [st.paths.raster for st in steps.plan_steps(Path(name), settings,
+                                                                  output, out_dir)]
+        else:
+            rasters = [api.OutputPaths.for_input(Path(name), output, out_dir).raster]
+        for raster in rasters:
+            key = os.path.abspath(raster)
+            if key in first and os.fspath(first[key]) != os.fspath(name):
+                raise OutputError(f"{name}: would write the same output as {first[key]} "
+                                  f"({key}); nothing was run")
+            first[key] = name
 
 
 @dataclass(frozen=True)
@@ -190,13 +245,19 @@ class PlanResult:
 
 def plan(input: PathLike, config: ConfigLike = None, *, output: PathLike | None = None,
          overwrite: bool = False, threads: int | None = None,
-         progress: api.ProgressFactory | None = None) -> PlanResult:
+         progress: api.ProgressFactory | None = None) -> PlanResult | list[PlanResult]:
     """Plan one scene without convolving it, as ``satconv plan``.
 
     ``config``, ``threads`` and ``progress`` as for :func:`run`; with ``output``, the stride
-    map is also written there (``overwrite`` to replace it).
+    map is also written there (``overwrite`` to replace it). A ``steps:`` config gives a list
+    of plans, one per step (without ``output``: one stride map would not do).
     """
     settings = load_config(config)
+    if settings.steps:
+        if output is not None:
+            raise UsageError("output: a config with steps has a plan per step")
+        return [plan(input, one, threads=threads, progress=progress)  # type: ignore[misc]
+                for _, one in settings.step_settings()]
     kwargs: dict[str, Any] = {"workers": _threads(threads)}
     if progress is not None:
         kwargs["progress"] = progress

@@ -64,6 +64,13 @@ class RunReport:
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
 
+    @property
+    def warnings(self) -> list[str]:
+        """What the plan could not do as configured (``planning.plan_warnings``)."""
+        from .planning import plan_warnings
+
+        return plan_warnings(self.plan)
+
     def compute_spent(self) -> float:
         """Kernel evaluations as a share of full resolution (the plan's share of samples
         for a report without an execute pass)."""

@@ -167,6 +167,91 @@ def test_run_errors_are_exceptions(make_scene, tmp_path):
     assert isinstance(satconv.run(scene, overwrite=True), satconv.RunReport)
 
 
+def test_run_with_a_steps_config_runs_every_step(make_scene, tmp_path):
+    """A ``steps:`` config runs each step, as ``satconv run -c`` does (it ran the top-level
+    kernel alone, under the single-run names): one report per step, outputs named after the
+    steps, each step's raster the convolution with that step's kernel (scipy)."""
+    from scipy import ndimage
+
+    scene, data = make_scene(40, 40, dtype="float32")
+    cfg = {"strides": [1], "tile_size": 16,
+           "steps": [{"name": "boxy", "kernel": {"type": "box", "size": 3}},
+                     {"name": "lap", "kernel": {"type": "laplacian"}}]}
+    (tmp_path / "out").mkdir()
+    reports = satconv.run(scene, cfg, out_dir=tmp_path / "out")
+    assert [Path(r.outputs["raster"]).name for r in reports] == [
+        "scene.boxy.satconv.tif", "scene.lap.satconv.tif"]
+    assert not (tmp_path / "out" / "scene.satconv.tif").exists()
+    lap = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=np.float64)
+    for r, k in zip(reports, (np.full((3, 3), 1 / 9), lap), strict=True):
+        want = ndimage.convolve(data[0].astype(np.float64), k, mode="reflect")
+        np.testing.assert_allclose(read(r.outputs["raster"])[0], want, rtol=1e-5, atol=1e-4)
+    both = satconv.run([scene], cfg, out_dir=tmp_path / "out", overwrite=True)
+    assert len(both) == 1 and len(both[0]) == 2
+
+
+def test_run_refuses_inputs_that_would_share_their_outputs(make_scene, tmp_path):
+    """Two scenes of one name into one out_dir: the second would replace the first's
+    outputs. Refused before either runs, as the command line refuses it."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    one, _ = make_scene(20, 20, name="a/scene.tif")
+    two, _ = make_scene(20, 20, name="b/scene.tif", seed=3)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(OutputError, match=r"b/scene\.tif: would write the same output as"):
+        satconv.run([one, two], out_dir=tmp_path / "out", overwrite=True)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"inputs": None}, {"inputs": 5}, {"inputs": b"scene.tif"}, {"inputs": [Path("a.tif"), 3]},
+    {"overwrite": "no"}, {"quicklook": 1},
+])
+def test_run_arguments_of_the_wrong_type_are_usage_errors(make_scene, kwargs):
+    scene, _ = make_scene(10, 10)
+    args = {"inputs": scene, **kwargs}
+    with pytest.raises(UsageError):
+        satconv.run(args.pop("inputs"), **args)
+    assert not scene.with_name("scene.satconv.tif").exists()
+
+
+def test_what_the_cli_warns_about_is_a_python_warning(tmp_path):
+    from tests.policy_support import shared_data
+
+    rgb = shared_data() / "RGB.byte.tif"
+    cfg = {"policy": {"type": "budget", "fraction": 0.001}}
+    with pytest.warns(satconv.SatconvWarning, match=r"RGB\.byte\.tif: policy\.fraction 0\.001 "
+                      r"is below the least"):
+        report = satconv.run(rgb, cfg, output=tmp_path / "o.tif")
+    assert len(report.warnings) == 1 and "policy.fraction" in report.warnings[0]
+
+
+def test_plan_with_a_steps_config_plans_every_step_as_its_run_does(make_scene, tmp_path):
+    """One plan per step, each the stride map the step's run executes; the command line
+    prints a block per step."""
+    scene, _ = make_scene(64, 96, dtype="uint16")
+    cfg = {"tile_size": 16, "strides": [1, 2, 4],
+           "steps": [{"name": "smooth", "kernel": {"type": "gaussian", "size": 5}},
+                     {"name": "edges", "kernel": {"type": "sobel_x"}}]}
+    plans = satconv.plan(scene, cfg)
+    assert len(plans) == 2
+    (tmp_path / "out").mkdir()
+    reports = satconv.run(scene, cfg, out_dir=tmp_path / "out")
+    for p, r in zip(plans, reports, strict=True):
+        np.testing.assert_array_equal(p.strides, read(r.outputs["stride_map"])[0])
+    assert not (plans[1].strides == plans[0].strides).all()  # the steps plan apart
+    cfg_path = tmp_path / "steps.yaml"
+    cfg_path.write_text(json.dumps(cfg))
+    result = CliRunner().invoke(cli, ["plan", str(scene), "-c", str(cfg_path)])
+    assert result.exit_code == 0, result.stderr
+    assert re.findall(r"^step (\w+): ", result.stdout, re.M) == ["smooth", "edges"]
+    refused = CliRunner().invoke(cli, ["plan", str(scene), "-c", str(cfg_path), "-o",
+                                       str(tmp_path / "p.tif")])
+    assert refused.exit_code == 2 and not (tmp_path / "p.tif").exists()
+    with pytest.raises(UsageError, match="a plan per step"):
+        satconv.plan(scene, cfg, output=tmp_path / "p.tif")
+
+
 # ---------------------------------------------------------------- plan and preview
 
 

@@ -74,6 +74,7 @@ def test_steps_equal_single_kernel_runs(smooth_scene, tmp_path):
             assert ra[key] == rb[key], key
         for key in ("kernel_evaluations", "tiles_per_stride"):
             assert ra["execute"][key] == rb["execute"][key], key
+        assert set(rb["timings_s"]) <= set(ra["timings_s"])  # a single run's keys read too
         # the summary line's compute is what the step spent, as a single run's line says
         spent = 100 * ra["execute"]["evaluations_per_pixel"]
         assert f"{st.name} (compute {spent:.1f}%)" in result.stderr

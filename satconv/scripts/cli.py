@@ -322,23 +322,36 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
 @debug_option
 def plan(input: str, config_path: str | None, output: str | None, overwrite: bool,
          quiet: bool, debug: bool) -> None:
-    """Plan INPUT only: stride histogram and predicted compute, no convolution."""
+    """Plan INPUT only: stride histogram and predicted compute, no convolution. A config
+    with steps plans each step."""
     settings = _load_settings(config_path, debug)
     show = not quiet and sys.stderr.isatty()
+    configs = ([(f"step {st.name}: ", ss) for st, ss in settings.step_settings()]
+               if settings.steps else [("", settings)])
     try:
-        cmp = api.compare_scene(input, settings,
-                                progress=_progress_factory(show, Path(input).name))
-        info, the_plan = cmp.info, cmp.plan
-        if output:
-            api.write_plan(Path(output), info, the_plan, settings, overwrite)
+        if output and settings.steps:
+            raise UsageError(f"{output}: a config with steps has a plan per step; -o writes "
+                             "one (plan with a config without steps)")
+        for label, one in configs:
+            cmp = api.compare_scene(input, one,
+                                    progress=_progress_factory(show, Path(input).name))
+            if output:
+                api.write_plan(Path(output), cmp.info, cmp.plan, one, overwrite)
+            _print_plan(input, one, cmp, label)
     except SatconvError as err:
         _fail(err, debug)
         sys.exit(err.exit_code)
+
+
+def _print_plan(input: str, settings: config.Settings, cmp: api.PlanComparison,
+                heading: str) -> None:
+    """What ``satconv plan`` prints of one config's plan (``heading`` names a step)."""
+    info, the_plan = cmp.info, cmp.plan
     for message in plan_warnings(the_plan.details):
         click.echo(f"satconv: {input}: warning: {message}", err=True)
     summary = the_plan.summary()
-    click.echo(f"{input}: {info.width}x{info.height}, {info.count} band(s) {info.dtype}, "
-               f"tiles of {settings.tile_size}, policy {settings.policy.type}")
+    click.echo(f"{heading}{input}: {info.width}x{info.height}, {info.count} band(s) "
+               f"{info.dtype}, tiles of {settings.tile_size}, policy {settings.policy.type}")
     total = sum(the_plan.histogram().values())
     for stride, count in the_plan.histogram().items():
         label = "skipped" if stride == 0 else f"stride {stride}"
