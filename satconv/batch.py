@@ -308,11 +308,15 @@ class Outcome:
 
 def failure(src: str, err: BaseException, seconds: float = 0.0, debug: bool = False,
             ) -> Outcome:
-    """An :class:`Outcome` for an exception: a satconv error's own line, anything else as an
-    unexpected error naming the input."""
+    """An :class:`Outcome` for an exception: a satconv error's own line (after the input's
+    name when the line names another file, an output say), anything else as an unexpected
+    error naming the input."""
     tb = "".join(traceback.format_exception(err)) if debug else None
     if isinstance(err, SatconvError):
-        return Outcome(src, "failed", str(err), err.exit_code, type(err).__name__,
+        text = str(err)
+        if src not in text:  # an output's or a side file's message: the input first
+            text = f"{src}: {text}"
+        return Outcome(src, "failed", text, err.exit_code, type(err).__name__,
                        seconds=seconds, traceback=tb)
     text = " ".join(str(err).split()) or "(no message)"  # one line
     if cache_dir.damaged(err):

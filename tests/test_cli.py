@@ -181,6 +181,8 @@ def test_refuses_to_overwrite_without_flag(make_scene, tmp_path):
     result = invoke("run", scene, "-q")
     assert result.exit_code == 1
     assert "already exists" in result.stderr and "--overwrite" in result.stderr
+    # the line names the input first, so a log grepped for the input finds it
+    assert result.stderr.startswith(f"satconv: {scene}: {tmp_path / 'scene.satconv.json'}: ")
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in outputs} == before
     result = invoke("run", scene, "-q", "--overwrite")
     assert result.exit_code == 0, result.stderr
