@@ -29,7 +29,7 @@ from .planning import (
 )
 from .planning.inputs import plan_inputs
 from .planning.refine import output_peak
-from .report import RunReport, peak_memory_mb
+from .report import RunReport, peak_memory_mb, reset_peak_memory
 from .tiling import TileGrid
 
 #: progress(phase, total) returns a per-tile callback; phase is "plan" or "execute".
@@ -290,6 +290,7 @@ def run_scene(
     and execution (``satconv.parts``).
     """
     t0 = time.perf_counter()
+    reset_peak_memory()
     name = str(src)  # as given: Path() would fold "s3://b/k" into "s3:/b/k"
     src = Path(src)
     paths = OutputPaths.for_input(src, output, out_dir)

@@ -40,7 +40,7 @@ from .errors import UsageError
 from .parallel import map_tiles
 from .pipeline import ExecuteOptions, Tally, TileDone, run_tile
 from .planning import Plan, make_plans
-from .report import RunReport, peak_memory_mb
+from .report import RunReport, peak_memory_mb, reset_peak_memory
 from .tiling import Tile, TileGrid
 
 
@@ -127,6 +127,7 @@ def run_steps(
     if not settings.steps:
         raise UsageError("run_steps: the config has no steps")
     t0 = time.perf_counter()
+    reset_peak_memory()
     name = str(src)
     src = Path(src)
     steps = plan_steps(src, settings, output, out_dir)

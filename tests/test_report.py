@@ -27,3 +27,18 @@ def test_peak_memory_is_the_runs_own_not_its_parents():
     assert float(child.stdout) < 200, child.stdout
     assert peak_memory_mb() >= 400  # and this process's own peak is seen
     del ballast
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux only")
+def test_each_run_reports_its_own_peak_memory_not_an_earlier_runs():
+    """A batch runs its scenes one after another in one process: a small scene after a big
+    one reported the big one's peak. Each run restarts the high-water mark."""
+    from satconv.report import reset_peak_memory
+
+    reset_peak_memory()
+    base = peak_memory_mb()
+    big = np.ones(300 * 2**20 // 8)  # 300 MB, touched
+    assert peak_memory_mb() >= base + 250
+    del big
+    reset_peak_memory()
+    assert peak_memory_mb() < base + 100
