@@ -171,8 +171,15 @@ class OutputLock:
                 continue
             text = _read(fd)
             self.previous = Holder.parse(text) if text.strip() else None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, Holder.me().to_json().encode(), 0)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, Holder.me().to_json().encode(), 0)
+            except OSError as err:  # a full disk: no run can write here, leave no lock file
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path)
+                os.close(fd)
+                raise OutputError(f"{self.output}: cannot write lock file {self.path.name} "
+                                  f"({(err.strerror or str(err)).lower()})") from None
             self._fd = fd
             return self
 

@@ -9,6 +9,7 @@ runs everywhere.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -101,7 +102,7 @@ def test_full_disk_one_line_nothing_left(scene, tmpfs, tmp_path, cog):
     proc = satconv(*args)
     assert proc.returncode == 1
     assert lines(proc.stderr) == [
-        f"satconv: {fs}/scene.satconv.tif: write failed: no space left on device"]
+        f"satconv: {scene}: {fs}/scene.satconv.tif: write failed: no space left on device"]
     assert list(fs.iterdir()) == []
     assert digest(scene) == before
 
@@ -123,7 +124,8 @@ def test_disk_filling_up_at_each_output(scene, tmpfs, tmp_path):
         code, out = run_here("run", str(scene), "--out-dir", str(fs))
         assert code == 1, (extra, out)
         (line,) = out
-        m = re.fullmatch(rf"satconv: {fs}/(\S+): write failed: no space left on device", line)
+        m = re.fullmatch(rf"satconv: {scene}: {fs}/(\S+): write failed: no space left on "
+                         "device", line)
         assert m and m.group(1) in OUTPUTS, line
         failed_at.add(m.group(1))
         assert [p.name for p in fs.iterdir()] == ["filler"]
@@ -132,6 +134,22 @@ def test_disk_filling_up_at_each_output(scene, tmpfs, tmp_path):
     code, out = run_here("run", str(scene), "--out-dir", str(fs), "-q")
     assert code == 0, out
     assert sorted(p.name for p in fs.iterdir()) == sorted(OUTPUTS)
+
+
+def test_a_disk_too_full_for_the_lock_file_is_one_line_and_leaves_nothing(scene, tmpfs):
+    """Not a byte free: the lock file is created but its holder cannot be written in it.
+    That was an 'unexpected error' naming no file, and left the empty lock file behind."""
+    fs = tmpfs("256k")
+    (fs / "filler").write_bytes(b"")
+    with contextlib.suppress(OSError), open(fs / "filler", "ab") as f:
+        while True:
+            f.write(bytes(4096))
+            f.flush()
+    code, out = run_here("run", str(scene), "--out-dir", str(fs))
+    assert code == 1
+    assert out == [f"satconv: {scene}: {fs}/scene.satconv.tif: cannot write lock file "
+                   ".scene.satconv.tif.lock (no space left on device)"]
+    assert [p.name for p in fs.iterdir()] == ["filler"]
 
 
 def test_full_disk_under_resume_keeps_only_the_checkpoint(scene, tmpfs, tmp_path):
@@ -144,7 +162,7 @@ def test_full_disk_under_resume_keeps_only_the_checkpoint(scene, tmpfs, tmp_path
     fs = tmpfs("256k")
     code, out = run_here("run", str(scene), "--out-dir", str(fs), "--resume")
     assert (code, out) == (
-        1, [f"satconv: {fs}/scene.satconv.tif: write failed: no space left on device"])
+        1, [f"satconv: {scene}: {fs}/scene.satconv.tif: write failed: no space left on device"])
     assert [p.name for p in fs.iterdir()] == [".scene.satconv.tif.satconv.ckpt"]
     subprocess.run(["mount", "-o", "remount,size=4m", str(fs)], check=True)
     code, out = run_here("run", str(scene), "--out-dir", str(fs), "--resume", "-q")
@@ -167,7 +185,8 @@ def test_file_size_limit(scene, tmp_path):
     proc = satconv("run", str(scene), "--out-dir", str(out), preexec_fn=limit)
     assert proc.returncode == 1
     assert lines(proc.stderr) == [
-        f"satconv: {out}/scene.satconv.tif: write failed: file size limit reached (ulimit -f)"]
+        f"satconv: {scene}: {out}/scene.satconv.tif: write failed: file size limit reached "
+        "(ulimit -f)"]
     assert list(out.iterdir()) == []
 
 
@@ -181,7 +200,7 @@ def test_read_only_output_folder(scene, tmp_path, tmpfs):
         out.chmod(0o555)
         reason = "is not writable"
     assert run_here("run", str(scene), "--out-dir", str(out)) == (
-        1, [f"satconv: {out}/scene.satconv.tif: output folder {out} {reason}"])
+        1, [f"satconv: {scene}: {out}/scene.satconv.tif: output folder {out} {reason}"])
     assert list(out.iterdir()) == []
 
 
@@ -217,7 +236,7 @@ def test_output_folder_missing(scene, tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, ["run", str(scene), "-o", "missing/x.tif"])
     assert result.exit_code == 1
     assert lines(result.stderr) == [
-        "satconv: missing/x.tif: output folder missing does not exist"]
+        f"satconv: {scene}: missing/x.tif: output folder missing does not exist"]
     result = CliRunner().invoke(cli, ["run", str(scene), "--out-dir", "missing"])
     assert result.exit_code == 1
     assert lines(result.stderr) == ["satconv: missing: output folder does not exist"]

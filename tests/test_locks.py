@@ -96,8 +96,8 @@ def test_second_run_fails_clearly_first_completes(slow, tmp_path):
     assert second.returncode == 1
     lines = err2.splitlines()
     assert len(lines) == 1 and "Traceback" not in err2
-    assert lines[0].startswith(f"satconv: {out}: being written by another satconv run (pid "
-                               f"{first.pid} on ")
+    assert lines[0].startswith(f"satconv: {scene}: {out}: being written by another satconv "
+                               f"run (pid {first.pid} on ")
     with rasterio.open(out) as ds:
         np.testing.assert_array_equal(ds.read(), expected)
     assert sorted(p.name for p in tmp_path.iterdir()) == \
