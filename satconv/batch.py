@@ -654,6 +654,13 @@ class BatchSummary:
         parts._write_json(Path(path), self.to_dict())
 
 
+def not_run(sources: Sequence[str], err: SatconvError, backend: str) -> BatchSummary:
+    """The summary of a batch that ended before any input ran (its Dask scheduler could not
+    be reached): every input failed, for that reason."""
+    return BatchSummary([Outcome(src, "failed", f"{src}: not run: {err}", err.exit_code,
+                                 type(err).__name__) for src in sources], backend=backend)
+
+
 class BatchInterrupted(KeyboardInterrupt):
     """A batch stopped by Ctrl-C or SIGTERM, with what became of each input: the outcomes of
     those that ended, and ``stopped`` for the rest (``exit_code``: 130, or 143 for SIGTERM,

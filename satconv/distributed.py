@@ -84,10 +84,41 @@ def connect(address: str) -> Any:
         raise UsageError(f"{address}: not a Dask scheduler address; give host:port, as "
                          "tcp://scheduler-host:8786")
     distributed = _import()
+    _probe(address)
     try:
         return distributed.Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as err:
         raise UsageError(f"{address}: cannot reach the Dask scheduler ({err})") from None
+
+
+def _probe(address: str) -> None:
+    """Ask ``address`` who it is, within ``CONNECT_TIMEOUT``, before a ``Client`` connects:
+    a client handed an HTTP port (the dashboard's) waits forever, and one handed a server that
+    greets in text (ssh) reads the greeting as a message length and fails with a traceback.
+    :class:`UsageError` unless a Dask scheduler answers."""
+    import asyncio
+
+    from distributed.core import rpc
+
+    async def identity() -> Any:
+        r = rpc(address, timeout=CONNECT_TIMEOUT)
+        try:
+            return await r.identity()
+        finally:
+            await r.close_rpc()
+
+    try:
+        ident = asyncio.run(asyncio.wait_for(identity(), CONNECT_TIMEOUT))
+    except TimeoutError:
+        raise UsageError(f"{address}: no Dask scheduler answered within {CONNECT_TIMEOUT} s "
+                         "(not a scheduler's port, or unreachable)") from None
+    except Exception as err:  # noqa: BLE001 - comm, parse and memory errors of a non-scheduler
+        raise UsageError(f"{address}: cannot reach a Dask scheduler there ({_short(err)})"
+                         ) from None
+    kind = ident.get("type") if isinstance(ident, dict) else None
+    if kind != "Scheduler":
+        raise UsageError(f"{address}: answers, but is a Dask {kind or 'service'}, not the "
+                         "scheduler")
 
 
 def _worker_threads(opts: RunOptions) -> int:

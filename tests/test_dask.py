@@ -221,6 +221,55 @@ def test_unreachable_scheduler_is_a_clear_error(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["s.tif"]
 
 
+@pytest.mark.parametrize("server", ["http", "banner"])
+def test_a_port_that_is_no_scheduler_is_a_clear_error_and_a_fresh_summary(tmp_path, monkeypatch,
+                                                                          server):
+    """The dashboard's HTTP port left the client waiting forever; a server that greets in
+    text (ssh) made it fail with a 77-line traceback. Both: one line, exit 2, in bounded
+    time, and the --summary file is this run's (a monitor read last night's success)."""
+    import socket
+    import threading
+
+    from satconv import distributed
+
+    monkeypatch.setattr(distributed, "CONNECT_TIMEOUT", 2)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+    held = []
+
+    def serve() -> None:  # accept and keep the connection: read it, or greet first
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            held.append(conn)
+            if server == "banner":
+                conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    scene = write_geotiff(tmp_path / "s.tif", np.zeros((1, 10, 10), np.uint8))
+    summary = tmp_path / "last.json"
+    summary.write_text('{"exit_code": 0, "done": 1}')
+    t0 = time.monotonic()
+    try:
+        result = invoke("run", scene, "--scheduler", f"tcp://127.0.0.1:{port}", "--summary",
+                        summary)
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()
+    assert time.monotonic() - t0 < 20
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0], result.stderr
+    got = json.loads(summary.read_text())
+    assert got["exit_code"] == 2 and got["failed"] == 1 and got["done"] == 0
+    assert got["results"][0]["status"] == "failed"
+
+
 def test_a_scheduler_address_without_a_port_is_refused_at_once(tmp_path):
     scene = write_geotiff(tmp_path / "s.tif", np.zeros((1, 10, 10), np.uint8))
     for address in ("notaurl", "127.0.0.1", "tcp://127.0.0.1"):

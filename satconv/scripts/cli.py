@@ -283,6 +283,10 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
         sys.exit(code)
     except SatconvError as err:  # the scheduler cannot be reached, ...
         render.close()
+        if summary_path:  # a summary a monitor reads must not be an earlier run's
+            with contextlib.suppress(OSError):
+                batch.not_run(sources, err, "dask" if scheduler else "local").write(
+                    Path(summary_path))
         fail(err)
     render.close()
     if quicklook:
