@@ -247,6 +247,8 @@ def input_path(path: str | os.PathLike[str], policy: InputPolicy = DEFAULT_POLIC
         raise InputError(f"{text}: looks like a URL, GDAL connection string or /vsi path; "
                          "satconv opens local files only (set input.allow_urls: true to allow)")
     if not exists:
+        if set("*?[") & set(text):  # a quoted pattern of the command line
+            raise InputError(f"{text}: no such file (as a pattern, it matched no file)")
         raise InputError(f"{text}: no such file")
     real = os.path.realpath(text)
     if not os.path.exists(real):

@@ -462,6 +462,15 @@ def test_a_file_name_with_a_newline_keeps_its_failure_on_one_line(tmp_path):
     assert "two\\nlines\\r.tif" in result.stderr
 
 
+def test_a_pattern_that_matches_nothing_says_so(tmp_path):
+    (tmp_path / "empty").mkdir()
+    pattern = str(tmp_path / "empty" / "*.tif")
+    result = invoke("run", pattern, "--out-dir", tmp_path)
+    assert result.exit_code == 1
+    assert result.stderr == f"satconv: {pattern}: no such file (as a pattern, it matched no " \
+                            "file)\n"
+
+
 def test_plan_command_missing_input(tmp_path):
     result = invoke("plan", tmp_path / "gone.tif")
     assert result.exit_code == 1
