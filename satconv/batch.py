@@ -216,10 +216,11 @@ def _picked_by_pattern(path: str, skip: set[str]) -> bool:
 
 def expand_inputs(args: Sequence[str], lists: Sequence[str] = (),
                   exclude: Sequence[str] = ()) -> list[str]:
-    """The inputs of a batch, in order, each once: ``args`` (a name that is not an existing
-    file but holds ``* ? [`` is a glob pattern, ``**`` recursive; quote it in the shell) and
-    the lines of each ``--from-list`` file (``-``: standard input; blank lines and lines
-    starting with ``#`` skipped; relative paths are relative to the current folder).
+    """The inputs of a batch, in order, each once (``a.tif``, ``./a.tif`` and ``/data/a.tif``
+    are one input, the first name kept): ``args`` (a name that is not an existing file but
+    holds ``* ? [`` is a glob pattern, ``**`` recursive; quote it in the shell) and the lines
+    of each ``--from-list`` file (``-``: standard input; blank lines and lines starting with
+    ``#`` skipped; relative paths are relative to the current folder).
 
     Files a pattern matches that are satconv's own outputs (``*.satconv.tif``,
     ``*.stride.tif``, ``*.error.tif``, ``*.satconv.json``, ``*.quicklook.png``), side files
@@ -239,7 +240,7 @@ def expand_inputs(args: Sequence[str], lists: Sequence[str] = (),
         names += [ln.strip() for ln in text.splitlines()
                   if ln.strip() and not ln.lstrip().startswith("#")]
     out: list[str] = []
-    seen: set[str] = set()
+    seen: set[object] = set()
     skip = {os.path.abspath(e) for e in exclude}
     for name in [*args, *names]:
         matches = [name]
@@ -247,8 +248,10 @@ def expand_inputs(args: Sequence[str], lists: Sequence[str] = (),
             found = sorted(glob.glob(name, recursive=True))
             matches = [m for m in found if _picked_by_pattern(m, skip)] or [name]
         for m in matches:
-            if m not in seen:
-                seen.add(m)
+            # ./a.tif and /data/a.tif: one file, one input (a link of another name is another)
+            key = (os.path.realpath(m), os.path.basename(m)) if os.path.isfile(m) else m
+            if key not in seen:
+                seen.add(key)
                 out.append(m)
     return out
 

@@ -134,6 +134,12 @@ def test_globs_lists_and_outputs_not_taken_as_inputs(tmp_path, monkeypatch):
     assert not [e for e in events if e["event"] in ("done", "failed")]
     assert batch.expand_inputs(["scenes/*.tif", "scenes/s1.tif"]) == \
         ["scenes/s0.tif", "scenes/s1.tif", "scenes/s2.tif"]
+    # one file by other spellings is one input (it failed as 'would write the same output');
+    # a link of another name is an input of its own (its outputs have its name)
+    (tmp_path / "scenes" / "link.tif").symlink_to(tmp_path / "scenes" / "s2.tif")
+    assert batch.expand_inputs(["./scenes/s1.tif", str(tmp_path / "scenes" / "s1.tif"),
+                                "scenes//s1.tif", "scenes/s2.tif", "scenes/link.tif"]) == \
+        ["./scenes/s1.tif", "scenes/s2.tif", "scenes/link.tif"]
 
 
 def test_pattern_matching_nothing_fails_named_and_others_run(tmp_path, monkeypatch):
@@ -141,8 +147,9 @@ def test_pattern_matching_nothing_fails_named_and_others_run(tmp_path, monkeypat
     scene(tmp_path, "a.tif", 0, (1, 20, 20))
     result = invoke("run", "nothing/*.tif", "a.tif", "-q")
     assert result.exit_code == 1
-    assert result.stderr.splitlines() == ["satconv: nothing/*.tif: no such file",
-                                          "satconv: 1 of 2 inputs failed"]
+    assert result.stderr.splitlines() == [
+        "satconv: nothing/*.tif: no such file (as a pattern, it matched no file)",
+        "satconv: 1 of 2 inputs failed"]
     assert (tmp_path / "a.satconv.tif").exists()
 
 
