@@ -183,6 +183,7 @@ def run_scene_with_timeout(
 
     def cleanup(pid: int) -> None:
         raster_io.remove_partials(paths.all(), pid)
+        parts.remove_unfinished(paths.raster, pid)
 
     try:
         return call_with_timeout(run_scene, src, settings, timeout=timeout, cleanup=cleanup,
@@ -609,6 +610,7 @@ class Worker:
         if pid is not None:
             for p in paths:
                 raster_io.remove_partials(p.all(), pid)
+                parts.remove_unfinished(p.raster, pid)
                 locks.clear_if_held_by(p.raster, pid)
                 locks.clear_if_held_by(p.stride_map, pid)
 

@@ -91,6 +91,15 @@ def part_path(raster: Path, k: int) -> Path:
     return raster.with_name(f".{raster.name}.satconv-part-{k:05d}.tif")
 
 
+def remove_unfinished(raster: Path, pid: int) -> None:
+    """Remove the part files process ``pid`` (a child that was killed) had not finished; its
+    finished parts stay for ``--resume``."""
+    for p in _part_files(raster):
+        if p.name.endswith(".partial") and f".tif.{pid}." in p.name:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
+
 def _part_files(raster: Path) -> list[Path]:
     """Part files (finished or not) and temporary checkpoints of ``raster``."""
     out = []
@@ -217,8 +226,9 @@ def write_parts(info: RasterInfo, plan: Plan, opts: ExecuteOptions, layout: Part
                 k = layout.part_of(tile)
                 if k not in open_parts:
                     final = part_path(raster, k)
-                    fd, name = tempfile.mkstemp(prefix=f"{final.name}.", suffix=".partial",
-                                                dir=final.parent)
+                    # (the pid in the name: a parent that kills this process finds its files)
+                    fd, name = tempfile.mkstemp(prefix=f"{final.name}.{os.getpid()}.",
+                                                suffix=".partial", dir=final.parent)
                     os.close(fd)
                     tmp = Path(name)
                     unfinished.add(tmp)

@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -78,10 +79,11 @@ def assert_same_outputs(got: Path, ref: Path) -> None:
 def kill_during_run(out: Path, cfg: Path, scene: Path, after: float | None = None,
                     parts_done: int | None = None, resume: bool = True,
                     staged: bool = False, after_work: float | None = None,
-                    extra: tuple[str, ...] = ()) -> set[str]:
+                    extra: tuple[str, ...] = (), then: float = 0.0) -> set[str]:
     """Start a run into ``out``, SIGKILL it ``after`` seconds (or ``after_work`` seconds after
     its first staged or part file appears, or once ``parts_done`` part files exist, or once
-    its staged output exists), and return every name seen in ``out`` while it ran."""
+    its staged output exists; ``then`` seconds later), and return every name seen in ``out``
+    while it ran."""
     args = ["run", scene, "-c", cfg, "--out-dir", out, "-q", *extra] + (
         ["--resume"] if resume else [])
     proc = popen(*args)
@@ -101,6 +103,7 @@ def kill_during_run(out: Path, cfg: Path, scene: Path, after: float | None = Non
                      and time.monotonic() - t_work >= after_work) or \
                     (parts_done is not None and len(done) >= parts_done) or \
                     (staged and f".big.satconv.tif.{proc.pid}.partial" in names):
+                time.sleep(then)
                 proc.send_signal(signal.SIGKILL)
                 break
             assert time.monotonic() - t0 < 120
@@ -132,6 +135,25 @@ def test_kill_after_some_bands_then_resume(big, tmp_path):
     assert report["execute"]["resumed_tiles"] >= 2 * 15
     assert_same_outputs(out, big["ref"])
     assert sorted(os.listdir(out)) == sorted(FINALS)  # parts, checkpoint, lock: all gone
+
+
+def test_the_parent_of_a_killed_run_removes_its_unfinished_parts(big, tmp_path):
+    """--timeout (or a --jobs worker that dies) kills a child; its parent then removes what
+    the child had staged. Part files in the making were left behind, holding disk space
+    until the next run: they carry the writer's pid, and only that pid's go, never a
+    finished part (kept for --resume) nor another run's."""
+    out = tmp_path / "out"
+    out.mkdir()
+    seen = kill_during_run(out, big["cfg"], big["scene"], parts_done=1, then=0.1)
+    making = [n for n in os.listdir(out) if "-part-" in n and n.endswith(".partial")]
+    assert making, sorted(seen)  # killed while writing its next part
+    pid = int(re.search(r"-part-\d+\.tif\.(\d+)\.", making[0]).group(1))
+    other = out / f".big.satconv.tif.satconv-part-00009.tif.{pid + 1}.abc.partial"
+    other.write_bytes(b"")
+    finished = [n for n in os.listdir(out) if "-part-" in n and n.endswith(".tif")]
+    parts.remove_unfinished(out / "big.satconv.tif", pid)
+    left = set(os.listdir(out))
+    assert not left & set(making) and other.name in left and set(finished) <= left
 
 
 def test_rerun_clears_what_a_run_killed_after_committing_left(big, tmp_path):
