@@ -631,15 +631,15 @@ def staging_path(final: Path, pid: int | None = None) -> Path:
 
 _STAGED = re.compile(r"^\.(?P<name>.+)\.\d+\.partial(?:\..*)?$")
 #: A part file of a resumable run (``satconv.parts``), finished or being written.
-_PART = re.compile(r"^\.(?P<name>.+)\.satconv-part-\d+\.tif(?:\.[^.]+\.partial)?$")
+_PART = re.compile(r"^\.(?P<name>.+)\.satconv-part-\d+\.tif(?:(?:\.[^.]+)+\.partial)?$")
 
 
 def display_name(path: str | os.PathLike[str]) -> Path:
     """The final name of a staged file (``.a.tif.123.partial.body`` -> ``a.tif``) or of a
-    resumable run's part file (``.a.tif.satconv-part-00003.tif.k2x9.partial`` -> ``a.tif``),
-    for messages."""
+    resumable run's part file (``.a.tif.satconv-part-00003.tif.123.k2x9.partial`` ->
+    ``a.tif``), for messages."""
     p = Path(path)
-    m = _STAGED.match(p.name) or _PART.match(p.name)
+    m = _PART.match(p.name) or _STAGED.match(p.name)
     return p.with_name(m["name"]) if m else p
 
 

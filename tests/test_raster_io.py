@@ -413,3 +413,12 @@ def test_bands_with_different_nodata_values_are_refused(tmp_path):
     with raster_io.open_input(vrt, policy) as ds, \
             pytest.raises(InputError, match="different nodata values"):
         raster_io.describe(ds)
+
+
+@pytest.mark.parametrize("name", [
+    ".a.tif.123.partial", ".a.tif.123.partial.body", ".a.tif.satconv-part-00003.tif",
+    ".a.tif.satconv-part-00003.tif.4242.k2x9_q.partial",
+    ".a.tif.satconv-part-00003.tif.4242.12345678.partial",  # mkstemp's letters may be digits
+])
+def test_messages_name_a_staged_or_part_file_by_its_final_name(name, tmp_path):
+    assert raster_io.display_name(tmp_path / name) == tmp_path / "a.tif"
