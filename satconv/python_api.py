@@ -139,23 +139,19 @@ def run(
     if settings.steps and plan is not None:
         raise UsageError("plan: a stride map runs one kernel; the config has steps")
     workers = _threads(threads)
-    _no_shared_outputs(names, settings, _path(output), _path(out_dir))
+    _no_shared_outputs(names, settings, output, out_dir)
     kwargs: dict[str, Any] = dict(output=_path(output), out_dir=_path(out_dir),
                                   overwrite=overwrite, workers=workers)
     if progress is not None:
         kwargs["progress"] = progress
     results: list[Any] = []
     for name in names:
+        if quicklook:
+            for _, paths in _units(name, settings, output, out_dir):
+                previews.check_target(previews.quicklook_path(paths.raster), overwrite)
         if settings.steps:
-            if quicklook:
-                for st in steps.plan_steps(Path(name), settings, kwargs["output"],
-                                           kwargs["out_dir"]):
-                    previews.check_target(previews.quicklook_path(st.paths.raster), overwrite)
             done = steps.run_steps(os.fspath(name), settings, **kwargs)
         else:
-            if quicklook:
-                previews.check_target(previews.quicklook_path(api.OutputPaths.for_input(
-                    Path(name), kwargs["output"], kwargs["out_dir"]).raster), overwrite)
             done = [api.run_scene(os.fspath(name), settings, plan_path=_path(plan), **kwargs)]
         for report in done:
             for message in report.warnings:
@@ -188,19 +184,23 @@ def _flags(**flags: object) -> None:
             raise UsageError(f"{key}: expected True or False, got {value!r}")
 
 
-def _no_shared_outputs(names: list[PathLike], settings: Settings, output: Path | None,
-                       out_dir: Path | None) -> None:
+def _units(name: PathLike, settings: Settings, output: PathLike | None,
+           out_dir: PathLike | None) -> list[tuple[Settings, api.OutputPaths]]:
+    """The outputs ``name`` will have, per step of a ``steps:`` config (``batch.units``)."""
+    from . import batch
+
+    opts = batch.RunOptions(output=_path(output), out_dir=_path(out_dir))
+    return batch.units(os.fspath(name), settings, opts)
+
+
+def _no_shared_outputs(names: list[PathLike], settings: Settings, output: PathLike | None,
+                       out_dir: PathLike | None) -> None:
     """Refuse, before anything runs, two inputs whose outputs would be the same files (two
     scenes of one name into one ``out_dir``): the second would replace the first's."""
     first: dict[str, PathLike] = {}
     for name in names:
-        if settings.steps:
-            rasters = [st.paths.raster for st in steps.plan_steps(Path(name), settings,
-                                                                  output, out_dir)]
-        else:
-            rasters = [api.OutputPaths.for_input(Path(name), output, out_dir).raster]
-        for raster in rasters:
-            key = os.path.abspath(raster)
+        for _, paths in _units(name, settings, output, out_dir):
+            key = os.path.abspath(paths.raster)
             if key in first and os.fspath(first[key]) != os.fspath(name):
                 raise OutputError(f"{name}: would write the same output as {first[key]} "
                                   f"({key}); nothing was run")
