@@ -126,6 +126,22 @@ def test_a_tile_a_few_pixels_across_never_costs_more_than_its_pixels(h, w, hole,
     np.testing.assert_allclose(res.values, ref, rtol=1e-10, atol=1e-9)
 
 
+@settings(max_examples=150, deadline=None)
+@given(h=st.integers(1, 140), w=st.integers(1, 140), checks=st.sampled_from([8, 32]),
+       top=st.sampled_from([4, 8, 16]))
+def test_property_all_valid_tiles_past_the_tiny_size_keep_every_stride(h, w, checks, top):
+    """What lets refine_tile skip the cost comparison on larger all-valid tiles: there every
+    stride costs less than the next finer one, so the comparison would keep them all."""
+    from satconv.convolve import _tiny, _worth_trying
+
+    order = [s for s in (16, 8, 4, 2, 1) if s <= top]
+    tile = next(iter(TileGrid(h, w, 16 * ((max(h, w) + 15) // 16)).tiles()))
+    pk = PreparedKernel.from_kernel(kernels.gaussian(5, 1.0))
+    kept = _worth_trying(order, tile, h, w, pk, [None], [None], "bilinear", 0.5, checks)
+    if not _tiny(h, w, order[0], checks):
+        assert kept == order
+
+
 @pytest.mark.parametrize("first,then,stop", [
     (1.5, 0.5, 4),                     # just over: rechecked, passes, stops
     (1.5, 1.2, 2),                     # just over: rechecked, still over, refined
