@@ -136,6 +136,11 @@ def test_rio_satconv_errors_keep_satconvs_exit_codes(tmp_path, env, write_config
     assert "nope.tif: no such file" in missing.stderr and "Traceback" not in missing.stderr
     bad = write_config("kernel: {size: 4}\n")
     assert rio("satconv", "run", tmp_path / "nope.tif", "-c", bad, env=env).returncode == 2
+    usage = rio("satconv", "run", "--bogus", env=env)
+    assert usage.returncode == 2
+    (line,) = usage.stderr.splitlines()
+    assert line.startswith("satconv: run: No such option") and "--bogus" in line
+    assert line.endswith("(see rio satconv run --help)")
 
 
 # ---------------------------------------------------------------- shell completion

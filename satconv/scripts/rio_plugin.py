@@ -7,6 +7,8 @@ when a ``rio satconv`` command runs, so ``rio --help`` stays quick.
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from .. import __version__
@@ -28,6 +30,18 @@ class _SatconvCommands(StoppableGroup):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         return self._cli().get_command(ctx, cmd_name)
+
+    def invoke(self, ctx: click.Context) -> object:
+        """A usage error of a satconv command is one line, exit 2, as under ``satconv``
+        (``rio`` itself would print click's usage block)."""
+        from .cli import _usage_line
+
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as err:
+            line = _usage_line(err)  # "satconv run: ..." here: rio's path has one word more
+            click.echo(f"satconv: {line.removeprefix('satconv ')}", err=True)
+            sys.exit(err.exit_code)
 
 
 @click.group(cls=_SatconvCommands, name="satconv",
