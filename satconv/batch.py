@@ -683,18 +683,21 @@ class BatchInterrupted(KeyboardInterrupt):
         return replace(self.summary, outcomes=outcomes)
 
 
-def _same_output_conflicts(sources: list[str], opts: RunOptions) -> dict[str, Outcome]:
-    """Inputs that would write the same output as an earlier one fail before running."""
+def same_output_conflicts(sources: Sequence[str], settings: Settings,
+                          opts: RunOptions) -> dict[str, Outcome]:
+    """Inputs that would write the same output (of any step) as an earlier one: they fail
+    before running."""
     first: dict[str, str] = {}
     out: dict[str, Outcome] = {}
     for src in sources:
         if not os.path.isfile(src):  # fails on its own, with its own reason
             continue
-        key = os.path.abspath(opts.paths(src).raster)
-        if key in first:
-            out[src] = Outcome(src, "failed", f"{src}: would write the same output as "
-                               f"{first[key]} ({key}); not run", 1, "OutputError")
-        else:
+        for _, paths in units(src, settings, opts):
+            key = os.path.abspath(paths.raster)
+            if key in first and first[key] != src:
+                out[src] = Outcome(src, "failed", f"{src}: would write the same output as "
+                                   f"{first[key]} ({key}); not run", 1, "OutputError")
+                break
             first[key] = src
     return out
 
@@ -720,7 +723,7 @@ def run_batch(
     backend = "dask" if scheduler else ("processes" if jobs > 1 or timeout else "local")
     emit(Event("batch_start", None, {"inputs": len(sources), "jobs": jobs, "backend": backend}))
     results: dict[str, Outcome] = {}
-    conflicts = _same_output_conflicts(sources, opts)
+    conflicts = same_output_conflicts(sources, settings, opts)
     todo = [s for s in sources if s not in conflicts]
 
     def finish(o: Outcome) -> None:

@@ -196,15 +196,14 @@ def _units(name: PathLike, settings: Settings, output: PathLike | None,
 def _no_shared_outputs(names: list[PathLike], settings: Settings, output: PathLike | None,
                        out_dir: PathLike | None) -> None:
     """Refuse, before anything runs, two inputs whose outputs would be the same files (two
-    scenes of one name into one ``out_dir``): the second would replace the first's."""
-    first: dict[str, PathLike] = {}
-    for name in names:
-        for _, paths in _units(name, settings, output, out_dir):
-            key = os.path.abspath(paths.raster)
-            if key in first and os.fspath(first[key]) != os.fspath(name):
-                raise OutputError(f"{name}: would write the same output as {first[key]} "
-                                  f"({key}); nothing was run")
-            first[key] = name
+    scenes of one name into one ``out_dir``), as ``batch.same_output_conflicts`` does for
+    the command line."""
+    from . import batch
+
+    opts = batch.RunOptions(output=_path(output), out_dir=_path(out_dir))
+    conflicts = batch.same_output_conflicts([os.fspath(n) for n in names], settings, opts)
+    if conflicts:
+        raise OutputError(next(iter(conflicts.values())).message)
 
 
 @dataclass(frozen=True)
