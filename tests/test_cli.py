@@ -6,6 +6,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -248,12 +249,16 @@ def test_plan_with_disallowed_stride_fails(make_scene, write_stride_map, write_c
     assert listing(tmp_path) == ["config.yaml", "plan.tif", "scene.tif"]
 
 
-def test_missing_plan_file_fails(make_scene, tmp_path):
+def test_missing_plan_file_is_a_usage_error(make_scene, tmp_path):
+    """Like a missing config: exit 2 before any input is touched, not one failure per input."""
     scene, _ = make_scene(32, 32)
-    result = invoke("run", scene, "--plan", tmp_path / "noplan.tif")
-    assert result.exit_code == 1
-    assert "noplan.tif" in result.stderr
-    assert listing(tmp_path) == ["scene.tif"]
+    other = tmp_path / "other.tif"
+    shutil.copy(scene, other)
+    result = invoke("run", scene, other, "--plan", tmp_path / "noplan.tif")
+    assert result.exit_code == 2
+    assert "noplan.tif" in result.stderr and "does not exist" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert listing(tmp_path) == ["other.tif", "scene.tif"]
 
 
 def _shifted_copy(src: Path, dst: Path) -> Path:

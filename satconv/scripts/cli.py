@@ -153,7 +153,7 @@ def _report_crashes() -> None:
               help="Folder for the outputs (default: beside each input).")
 @click.option("--from-list", "lists", multiple=True, type=click.Path(dir_okay=False),
               metavar="FILE", help="Read input paths from FILE, one a line ('-': stdin).")
-@click.option("--plan", "plan_path", type=click.Path(dir_okay=False),
+@click.option("--plan", "plan_path", type=click.Path(exists=True, dir_okay=False),
               help="Execute this stride map instead of planning.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--skip-existing", is_flag=True,
