@@ -9,12 +9,12 @@ or its exception. :func:`run_scene_with_timeout` is ``api.run_scene`` under that
 killed child leaves (its ``.NAME.<pid>.partial`` outputs) is removed by the parent.
 
 A batch (:func:`run_batch`) runs :func:`run_one` for every input: in this process one after
-the other, in ``--jobs`` child processes at once (each input in a fresh child, so a crash in a C
-library or a hang on one input costs that input only), or on a Dask cluster
-(``satconv.distributed``). :func:`run_one` holds the output's lock (``satconv.locks``), skips
-an input whose outputs are complete and current (``--skip-existing``), continues an
-interrupted run (``--resume``, ``satconv.parts``) and turns every failure into an
-:class:`Outcome`: one bad input never stops the others.
+the other, in ``--jobs`` worker processes at once (:class:`Worker`: input after input, and a
+fresh process after a crash in a C library or a hang, which cost that input only), or on a Dask
+cluster (``satconv.distributed``). :func:`run_one` holds the output's lock
+(``satconv.locks``), skips an input whose outputs are complete and current
+(``--skip-existing``), continues an interrupted run (``--resume``, ``satconv.parts``) and
+turns every failure into an :class:`Outcome`: one bad input never stops the others.
 
 Nothing here prints: what happens goes to an ``emit`` callback as ``satconv.events.Event``.
 """
@@ -53,6 +53,9 @@ R = TypeVar("R")
 _CONTEXT = "spawn"
 #: Seconds a child that has answered gets to exit on its own before it is killed.
 _EXIT_GRACE = 10.0
+#: Seconds a new worker process may take to start (imports, then loading the kernels from
+#: numba's cache) before it is given up; no input's ``--timeout`` counts them.
+START_LIMIT = 300.0
 #: Children running now (so an interrupted batch can interrupt them).
 _LIVE: set[Any] = set()
 _LIVE_LOCK = threading.Lock()
@@ -496,12 +499,26 @@ def _child_run_one(src: str, settings: Settings, opts: RunOptions, events: Any) 
     return run_one(src, settings, opts, emit)
 
 
-def _serve(conn: Any, parent: int, events: Any) -> None:
-    """A worker process's loop: run each ``(src, settings, opts)`` it is sent with
-    :func:`run_one`, answer with the outcome, until told to stop (``None``) or interrupted."""
+def load_kernels(settings: Settings) -> None:
+    """Load the kernels a run of ``settings`` uses from numba's cache into this process (the
+    batch compiled them before its children started), so that the first input's time limit
+    does not pay for it. Best effort: what is not loaded here loads when the input needs it."""
+    from . import warmup
+
+    with contextlib.suppress(Exception):
+        warmup.warm_up(settings)
+
+
+def _serve(conn: Any, parent: int, events: Any, settings: Settings,
+           prepare: Callable[[Settings], None]) -> None:
+    """A worker process's loop: ``prepare(settings)``, answer ``("ready", None)``, then run
+    each ``(src, settings, opts)`` it is sent with :func:`run_one` and answer with the
+    outcome, until told to stop (``None``) or interrupted."""
     _die_with_parent(parent)
     try:
         _on_interrupt_stop()
+        prepare(settings)
+        conn.send(("ready", None))
         while True:
             task = conn.recv()
             if task is None:
@@ -524,22 +541,37 @@ class Worker:
     """A child process that runs inputs one after the other (no interpreter, numba or GDAL
     start-up per input). An input that takes longer than the time limit, or kills the process,
     costs that input only: the process is killed, what it had staged and its lock removed, and
-    the next input gets a fresh process."""
+    the next input gets a fresh process.
 
-    def __init__(self, events: Any):
+    A time limit counts from the moment the process has started and loaded the kernels
+    (``prepare``, :func:`load_kernels` by default; a module-level function, as the process is
+    spawned): an input is not failed for the second or so a fresh interpreter takes."""
+
+    def __init__(self, events: Any, prepare: Callable[[Settings], None] = load_kernels):
         self.events = events
+        self.prepare = prepare
         self.proc: Any = None
         self.conn: Any = None
 
-    def _start(self) -> None:
+    def _start(self, settings: Settings) -> str | None:
+        """Start the process; None once it says it is ready, else why it did not start."""
         ctx = multiprocessing.get_context(_CONTEXT)
         self.conn, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_serve, args=(child, os.getpid(), self.events),
-                                daemon=True)
+        self.proc = ctx.Process(target=_serve, daemon=True,
+                                args=(child, os.getpid(), self.events, settings, self.prepare))
         self.proc.start()
         child.close()
         with _LIVE_LOCK:
             _LIVE.add(self.proc)
+        try:
+            if not self.conn.poll(START_LIMIT):
+                return f"no answer in {START_LIMIT:g} s"
+            if self.conn.recv() == ("ready", None):
+                return None
+        except (EOFError, OSError):
+            pass
+        self.proc.join(_EXIT_GRACE)
+        return _describe_exit(self.proc.exitcode)
 
     def _end(self, kill: bool) -> int | None:
         """Stop the process (kill it, or let it exit); return its pid."""
@@ -564,14 +596,20 @@ class Worker:
     def run(self, src: str, settings: Settings, opts: RunOptions,
             timeout: float | None = None) -> Outcome:
         """:func:`run_one` in this worker's process, within ``timeout`` seconds."""
+        t0 = time.monotonic()
         if self.proc is None or not self.proc.is_alive():
             self._end(kill=True)
-            self._start()
+            why = self._start(settings)
+            if why is not None:
+                self._end(kill=True)
+                return failure(src, WorkerDied(f"{src}: the worker process did not start "
+                                               f"({why}); nothing written"),
+                               time.monotonic() - t0)
+            t0 = time.monotonic()
         try:
             paths = [p for _, p in units(src, settings, opts)]
         except Exception:  # noqa: BLE001 - the child reports a bad config itself
             paths = [opts.paths(src)]
-        t0 = time.monotonic()
         answer: tuple[str, Any] | None = None
         timed_out = False
         try:

@@ -463,3 +463,52 @@ def test_a_stopped_batch_still_writes_its_summary(tmp_path):
     assert (got["done"], got["stopped"], got["exit_code"]) == (1, 2, 143)
     assert got["results"][1]["message"] == f"{big}: terminated, not finished"
     assert listing(out) == ["a.satconv.json", "a.satconv.tif", "a.stride.tif"]
+
+
+# ---------------------------------------------------------------- worker start-up and --timeout
+
+def _slow_start(settings: config.Settings) -> None:
+    """A worker start-up as slow as on a loaded machine: the kernels, then 3 s more."""
+    batch.load_kernels(settings)
+    time.sleep(3)
+
+
+def _no_start(settings: config.Settings) -> None:
+    os._exit(3)
+
+
+def test_a_workers_time_limit_counts_from_when_it_is_ready(tmp_path):
+    """``--timeout`` is the input's time, not the interpreter's: a start-up longer than the
+    limit does not fail the (quick) input, whose outputs match the dense convolution."""
+    import multiprocessing
+
+    scene = write_geotiff(tmp_path / "a.tif",
+                          random_image(np.random.default_rng(3), (40, 40), "uint8"))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(EXACT)
+    settings = config.load(str(cfg))
+    worker = batch.Worker(multiprocessing.get_context("spawn").Queue(), prepare=_slow_start)
+    try:
+        outcome = worker.run(str(scene), settings, batch.RunOptions(), timeout=2.5)
+    finally:
+        worker.close()
+    assert outcome.status == "done", outcome.message
+    with rasterio.open(tmp_path / "a.satconv.tif") as ds:
+        got = ds.read(1)
+    with rasterio.open(scene) as ds:
+        want = oracle.dense(ds.read(1).astype(np.float64), gauss3(), "reflect")
+    assert oracle.relative_error(got, want) < 1e-5
+
+
+def test_a_worker_that_does_not_start_fails_its_input_only(tmp_path):
+    import multiprocessing
+
+    worker = batch.Worker(multiprocessing.get_context("spawn").Queue(), prepare=_no_start)
+    try:
+        outcome = worker.run(str(tmp_path / "a.tif"), config.Settings(), batch.RunOptions())
+    finally:
+        worker.close()
+    assert outcome.status == "failed"
+    assert outcome.message == (f"{tmp_path / 'a.tif'}: the worker process did not start "
+                               "(exit code 3); nothing written")
+    assert list(tmp_path.iterdir()) == []

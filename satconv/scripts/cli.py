@@ -169,8 +169,8 @@ def _report_crashes() -> None:
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               metavar="SECONDS",
               help="Stop an input that takes longer, count it as failed and go on with the "
-                   "next (each input then runs in a child process; compiling the kernels "
-                   "first, once, is not counted).")
+                   "next (each input then runs in a worker process; compiling the kernels "
+                   "first, once, and starting the worker are not counted).")
 @click.option("--on-lock", type=click.Choice(["fail", "wait"]), default="fail",
               show_default=True,
               help="When another run is writing the same output: fail that input, or wait.")
