@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -605,5 +606,6 @@ def check_context_contents(settings: Settings) -> None:
 
 
 def default_yaml() -> str:
-    """The built-in defaults as YAML text (what ``satconv config init`` writes)."""
-    return yaml.safe_dump(Settings().to_dict(), sort_keys=False)
+    """The built-in defaults as YAML text, every key with a comment that says what it does
+    (what ``satconv config init`` writes; ``configs/default.yaml`` is the same file)."""
+    return (resources.files(__package__) / "default_config.yaml").read_text(encoding="utf-8")

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from rasterio.control import GroundControlPoint
 from rasterio.crs import CRS
 
-from satconv import __version__, kernels
+from satconv import __version__, config, kernels
 from satconv.scripts.cli import cli
 
 from . import oracle
@@ -505,6 +505,11 @@ def test_config_validate_show_init(write_config, tmp_path):
     target = tmp_path / "init.yaml"
     assert invoke("config", "init", target).exit_code == 0
     assert invoke("config", "validate", target).exit_code == 0
+    # the documented defaults, as in configs/default.yaml: each key says what it takes
+    text = target.read_text()
+    assert "type: gaussian        # gaussian | box | sobel_x" in text
+    assert config.load(target) == config.Settings()
+    assert invoke("config", "init").stdout == text
     assert invoke("config", "init", target).exit_code == 1
 
 
@@ -517,7 +522,7 @@ def test_config_init_is_one_line_and_atomic_when_it_cannot_write(tmp_path):
         f"satconv: {tmp_path}/missing/c.yaml: output folder {tmp_path}/missing does not exist"]
 
     def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100))  # the defaults are ~500 bytes
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100))  # the defaults are ~6 kB
 
     proc = subprocess.run([str(SATCONV), "config", "init", "c.yaml"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120, preexec_fn=limit)

@@ -54,8 +54,10 @@ def test_shipped_configs_load(path):
 
 
 def test_default_yaml_documents_every_default():
-    """configs/default.yaml spells out the built-in defaults, new keys included."""
+    """configs/default.yaml spells out the built-in defaults, new keys included, and is what
+    ``satconv config init`` writes."""
     assert config.load(REPO / "configs" / "default.yaml") == config.Settings()
+    assert (REPO / "configs" / "default.yaml").read_text() == config.default_yaml()
 
 
 # (name, YAML text, line the error must name, what the message must say)

@@ -421,7 +421,7 @@ def config_show(path: str | None, debug: bool) -> None:
 @click.argument("path", type=click.Path(dir_okay=False), required=False)
 @click.option("--overwrite", is_flag=True, help="Replace an existing file.")
 def config_init(path: str | None, overwrite: bool) -> None:
-    """Write the built-in defaults as YAML to PATH (or stdout)."""
+    """Write the built-in defaults as YAML to PATH (or stdout), every key commented."""
     text = config.default_yaml()
     if path is None:
         click.echo(text, nl=False)
