@@ -39,7 +39,7 @@ def spent(report) -> float:
 
 @pytest.mark.parametrize("name", ["RGB.byte.tif", "world.byte.tif", "sample"])
 @pytest.mark.parametrize("fraction", [0.1, 0.3])
-@pytest.mark.parametrize("method", ["bilinear", "cubic"])
+@pytest.mark.parametrize("method", ["bilinear", "cubic", "spline"])
 def test_spends_the_budget_within_2_percent(name, fraction, method, tmp_path):
     """Kernel evaluations counted by the executor, nodata collars and all (next to nodata,
     pixels are computed exactly: the plan counts them)."""

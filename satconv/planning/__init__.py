@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import raster_io
 from ..config import Settings
+from ..core import reconstruct
 from ..errors import PlanError
 from ..raster_io import RasterInfo
 from ..tiling import TileGrid
@@ -47,9 +48,12 @@ def uniform_plan(grid: TileGrid, settings: Settings) -> Plan:
 
 
 def _spec(settings: Settings) -> ScanSpec:
-    reach = {"nearest": 1, "bilinear": 1, "cubic": 2, "spline": 2}[settings.reconstruction]
+    # a spline pixel reads the samples of its line, but a nodata sample splits the line and
+    # spoils only the cells beside it: the samples a linear pixel reads
+    method = "bilinear" if settings.reconstruction == "spline" else settings.reconstruction
     return ScanSpec(settings.policy.window, settings.policy.statistic,
-                    tuple(settings.kernel.array().shape), tuple(settings.strides), reach)
+                    tuple(settings.kernel.array().shape), tuple(settings.strides),
+                    reconstruct.METHOD_CODES[method])
 
 
 def scan_scene(info: RasterInfo, settings: Settings, workers: int | None = None,

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import raster_io
+from .. import raster_io, tiling
+from ..core import reconstruct
 from ..parallel import map_shares
 from ..raster_io import RasterInfo
 from ..tiling import Tile, TileGrid
@@ -66,74 +67,76 @@ def _span(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return out
 
 
-def _cells_using(bad: np.ndarray, reach: int, axis: int) -> np.ndarray:
-    """Along ``axis``: cell ``i`` (between samples ``i`` and ``i + 1``) interpolates samples
-    ``i - reach + 1 .. i + reach``; which cells use a bad sample. (The last sample keeps an
-    entry of its own, for the pixels on it.)"""
-    out = bad.copy()
-    n = bad.shape[axis]
-    for t in range(-(reach - 1), reach + 1):
-        if t == 0 or abs(t) >= n:
-            continue
-        src = [slice(None)] * bad.ndim
-        dst = [slice(None)] * bad.ndim
-        if t > 0:
-            src[axis], dst[axis] = slice(t, None), slice(None, n - t)
-        else:
-            src[axis], dst[axis] = slice(None, n + t), slice(-t, None)
-        out[tuple(dst)] |= bad[tuple(src)]
+def _uses(pos: np.ndarray, n: int, method: int) -> np.ndarray:
+    """``(n, len(pos))`` 0/1: which samples (tile-local positions ``pos``) each of an axis's
+    ``n`` pixels reads with a non-zero weight, as ``core.reconstruct`` interpolates with
+    ``method`` (a pixel on a sample reads that sample alone)."""
+    idx, wts = reconstruct.axis_taps(pos, np.arange(n, dtype=np.float64), method)
+    out = np.zeros((n, pos.size), dtype=np.int64)
+    used = wts != 0
+    out[np.nonzero(used)[0], idx[used]] = 1
     return out
 
 
-def _exact_pixels(valid: np.ndarray, kernel_shape: tuple[int, int], strides: tuple[int, ...],
-                  reach: int) -> np.ndarray:
-    """Per stride, the valid pixels (all bands) off the sample grid of a tile that the executor
-    computes exactly: those whose kernel window holds an invalid pixel, and those whose
-    interpolation uses a sample at an invalid pixel (``reach`` samples away along each axis: 1
-    for bilinear, 2 for cubic; the grid's closing sample is taken at the tile's last pixel).
-    Stride 1 computes every pixel as a sample: nothing extra."""
+def _exact_pixels(valid: np.ndarray, tile: tuple[int, int, int, int], room: tuple[int, int],
+                  kernel_shape: tuple[int, int], strides: tuple[int, ...],
+                  method: int) -> np.ndarray:
+    """Per stride, the valid pixels (all bands) of a tile that the executor computes exactly,
+    off its sample grid: those whose kernel window holds an invalid pixel, and those whose
+    interpolation (``method``, a ``core.reconstruct`` code) reads a sample at an invalid pixel.
+
+    ``valid`` covers the tile and what was read around it; the tile is ``valid[:, y:y + h,
+    x:x + w]`` for ``tile = (y, x, h, w)``, and ``room`` counts the image's rows and columns
+    after it (which place a strided grid's closing sample, as ``tiling.sample_positions``
+    does). Pixels outside ``valid`` count as valid. Stride 1 computes every pixel as a sample:
+    nothing extra."""
+    y, x, h, w = tile
     kh, kw = kernel_shape
     ry, rx = kh // 2, kw // 2
     out = np.zeros(len(strides), dtype=np.int64)
     if valid.all():
         return out
     if len(valid) > 1 and all(np.array_equal(valid[0], v) for v in valid[1:]):  # one mask
-        return _exact_pixels(valid[:1], kernel_shape, strides, reach) * valid.shape[0]
+        return _exact_pixels(valid[:1], tile, room, kernel_shape, strides,
+                             method) * valid.shape[0]
+    grids = {}
+    for s in strides:
+        if s > 1:
+            rows, cols = (tiling.sample_positions(0, n, n + extra, s)
+                          for n, extra in ((h, room[0]), (w, room[1])))
+            grids[s] = (rows, cols, _uses(rows, h, method), _uses(cols, w, method))
     for ok in valid:
         if ok.all():
             continue
-        h, w = ok.shape
-        acc = np.zeros((h + 2 * ry + 1, w + 2 * rx + 1), dtype=np.int64)
+        acc = np.zeros((ok.shape[0] + 2 * ry + 1, ok.shape[1] + 2 * rx + 1), dtype=np.int64)
         acc[1:, 1:] = np.cumsum(np.cumsum(np.pad(~ok, ((ry, ry), (rx, rx))), axis=0), axis=1)
-        near = (acc[kh:kh + h, kw:kw + w] - acc[:h, kw:kw + w] - acc[kh:kh + h, :w]
-                + acc[:h, :w]) > 0
+        near = (acc[y + kh:y + kh + h, x + kw:x + kw + w] - acc[y:y + h, x + kw:x + kw + w]
+                - acc[y + kh:y + kh + h, x:x + w] + acc[y:y + h, x:x + w]) > 0
+        own = ok[y:y + h, x:x + w]
         for k, s in enumerate(strides):
             if s == 1:
                 continue
-            rows = np.unique(np.append(np.arange(0, h, s), h - 1))
-            cols = np.unique(np.append(np.arange(0, w, s), w - 1))
-            bad = _cells_using(_cells_using(~ok[np.ix_(rows, cols)], reach, 0), reach, 1)
-            ci = np.clip(np.searchsorted(rows, np.arange(h), side="right") - 1, 0,
-                         bad.shape[0] - 1)
-            cj = np.clip(np.searchsorted(cols, np.arange(w), side="right") - 1, 0,
-                         bad.shape[1] - 1)
-            spoiled = bad[np.ix_(ci, cj)]
+            rows, cols, ur, uc = grids[s]
+            at = np.ix_(np.minimum(y + rows, ok.shape[0] - 1),
+                        np.minimum(x + cols, ok.shape[1] - 1))
+            spoiled = (ur @ (~ok[at]).astype(np.int64) @ uc.T) > 0
             off_grid = np.ones((h, w), dtype=bool)
-            off_grid[::s, ::s] = False  # a sample is exact already: never computed again
-            out[k] += int((ok & (near | spoiled) & off_grid).sum())
+            off_grid[np.ix_(rows[rows < h], cols[cols < w])] = False  # samples are exact
+            out[k] += int((own & (near | spoiled) & off_grid).sum())
     return out
 
 
 @dataclass(frozen=True)
 class ScanSpec:
     """What one plan needs summarised: the window statistic, and the kernel's footprint,
-    strides and reconstruction reach (for the halo statistic and the exact-pixel counts)."""
+    strides and reconstruction (for the halo statistic and the exact-pixel counts): a
+    ``core.reconstruct`` method code, of the method whose samples a pixel reads."""
 
     window: int
     statistic: str
     kernel_shape: tuple[int, int]
     strides: tuple[int, ...]
-    reach: int
+    method: int
 
     @property
     def halo(self) -> int:
@@ -173,10 +176,14 @@ def scene_stats_many(
             sub = data if h == halo else np.ascontiguousarray(data[box])
             sub_valid = valid if valid is None or h == halo else np.ascontiguousarray(valid[box])
             around = variance.tile_stats(sub, sub_valid, *key)
-            if own_valid is None:
+            if sub_valid is None:
                 near = np.zeros(len(spec.strides), dtype=np.int64)
             else:
-                near = _exact_pixels(own_valid, spec.kernel_shape, spec.strides, spec.reach)
+                near = _exact_pixels(
+                    sub_valid, (tile.row0 - max(tile.row0 - h, 0),
+                                tile.col0 - max(tile.col0 - h, 0), tile.height, tile.width),
+                    (info.height - tile.row1, info.width - tile.col1), spec.kernel_shape,
+                    spec.strides, spec.method)
             out.append((owns[key], around, near))
         return out
 
