@@ -15,6 +15,7 @@ constant over tile and halo (``still``) has a constant output: any stride is exa
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -67,14 +68,31 @@ def _span(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return out
 
 
-def _uses(pos: np.ndarray, n: int, method: int) -> np.ndarray:
-    """``(n, len(pos))`` 0/1: which samples (tile-local positions ``pos``) each of an axis's
-    ``n`` pixels reads with a non-zero weight, as ``core.reconstruct`` interpolates with
-    ``method`` (a pixel on a sample reads that sample alone)."""
+@functools.lru_cache(maxsize=256)
+def _axis(n: int, after: int, stride: int, method: int) -> tuple[np.ndarray, np.ndarray]:
+    """A tile's samples along an axis of ``n`` pixels with ``after`` more in the image
+    (tile-local positions, as ``tiling.sample_positions`` places them), and the ``(n, 4)``
+    samples each pixel reads when ``core.reconstruct`` interpolates with ``method``: those
+    it gives a non-zero weight (a pixel on a sample reads that sample alone), the others -1."""
+    pos = tiling.sample_positions(0, n, n + min(after, stride), stride)
     idx, wts = reconstruct.axis_taps(pos, np.arange(n, dtype=np.float64), method)
-    out = np.zeros((n, pos.size), dtype=np.int64)
-    used = wts != 0
-    out[np.nonzero(used)[0], idx[used]] = 1
+    taps = np.where(wts != 0, idx, -1)
+    pos.setflags(write=False)
+    taps.setflags(write=False)
+    return pos, taps
+
+
+def _reading(bad: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Which pixels read a ``bad`` sample, given the taps (``_axis``) of their rows and
+    columns: the columns first, then the rows, as the reconstruction is separable."""
+    by_col = np.zeros((bad.shape[0], cols.shape[0]), dtype=bool)
+    for t in range(cols.shape[1]):
+        use = cols[:, t] >= 0
+        by_col[:, use] |= bad[:, cols[use, t]]
+    out = np.zeros((rows.shape[0], cols.shape[0]), dtype=bool)
+    for t in range(rows.shape[1]):
+        use = rows[:, t] >= 0
+        out[use] |= by_col[rows[use, t]]
     return out
 
 
@@ -99,12 +117,8 @@ def _exact_pixels(valid: np.ndarray, tile: tuple[int, int, int, int], room: tupl
     if len(valid) > 1 and all(np.array_equal(valid[0], v) for v in valid[1:]):  # one mask
         return _exact_pixels(valid[:1], tile, room, kernel_shape, strides,
                              method) * valid.shape[0]
-    grids = {}
-    for s in strides:
-        if s > 1:
-            rows, cols = (tiling.sample_positions(0, n, n + extra, s)
-                          for n, extra in ((h, room[0]), (w, room[1])))
-            grids[s] = (rows, cols, _uses(rows, h, method), _uses(cols, w, method))
+    grids = {s: (*_axis(h, room[0], s, method), *_axis(w, room[1], s, method))
+             for s in strides if s > 1}
     for ok in valid:
         if ok.all():
             continue
@@ -116,13 +130,13 @@ def _exact_pixels(valid: np.ndarray, tile: tuple[int, int, int, int], room: tupl
         for k, s in enumerate(strides):
             if s == 1:
                 continue
-            rows, cols, ur, uc = grids[s]
-            at = np.ix_(np.minimum(y + rows, ok.shape[0] - 1),
-                        np.minimum(x + cols, ok.shape[1] - 1))
-            spoiled = (ur @ (~ok[at]).astype(np.int64) @ uc.T) > 0
+            rows, row_taps, cols, col_taps = grids[s]
+            bad = ~ok[np.ix_(np.minimum(y + rows, ok.shape[0] - 1),
+                             np.minimum(x + cols, ok.shape[1] - 1))]
+            spoiled = near | _reading(bad, row_taps, col_taps) if bad.any() else near
             off_grid = np.ones((h, w), dtype=bool)
             off_grid[np.ix_(rows[rows < h], cols[cols < w])] = False  # samples are exact
-            out[k] += int((own & (near | spoiled) & off_grid).sum())
+            out[k] += int((own & spoiled & off_grid).sum())
     return out
 
 
