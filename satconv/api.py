@@ -28,7 +28,6 @@ from .planning import (
     uniform_plan,
 )
 from .planning.inputs import plan_inputs
-from .planning.refine import output_peak
 from .report import RunReport, peak_memory_mb, reset_peak_memory
 from .tiling import TileGrid
 
@@ -198,7 +197,7 @@ def compare_scene(
         inp = plan_inputs(info, settings, stats)
         plan = plan_from_stats(info, settings, stats, inp)
         policies, uniform = compare.compare(info, settings, stats, inp)
-    peak = output_peak(inp)
+    peak = inp.output_range()
     predicted = compare.predict("configured", inp, plan.strides,
                                 plan.details["predicted_evaluations_fraction"], peak)
     return PlanComparison(info, plan, policies, uniform, predicted,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import rasterio
 import scipy.ndimage as ndi
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -293,6 +294,35 @@ def test_smaller_target_error_never_plans_coarser(write_tif):
         fractions.append(plan.compute_fraction())
     assert fractions == sorted(fractions)
     assert fractions[0] < fractions[-1]  # the sweep actually changed the plan
+
+
+@pytest.mark.parametrize("policy", [{}, {"type": "budget", "fraction": None}])
+def test_target_error_is_a_share_of_the_output_range(write_tif, tmp_path, policy):
+    """``target_error: 0.01`` is 40 dB with peak = the dense output's range, also where
+    smoothing narrows that range far below the input's: isolated hot and dead pixels (0 and
+    2000) over a textured background, as on a sensor with bad pixels. Measured against scipy
+    over the whole scene. The budget policy, given the variance plan's compute, weighs
+    errors on the same scale and does as well."""
+    rng = np.random.default_rng(7)
+    data = 1000.0 + ndi.gaussian_filter(rng.normal(size=(512, 512)), 3) * 600
+    spikes = rng.random(data.shape) < 0.002
+    data[spikes] = rng.choice([0.0, 2000.0], size=int(spikes.sum()))
+    data = data.round()
+    path = write_tif(data.astype(np.uint16)[None])
+    ref = oracle.dense(data, kernels.gaussian(5, 1.0))
+    peak = ref.max() - ref.min()
+    assert peak < 0.5 * (data.max() - data.min())  # the case in point
+    s = config.from_dict({"output": {"dtype": "float64"}})
+    if policy:
+        variance = api.run_scene(path, s, output=tmp_path / "v.tif")
+        spent = variance.execute["evaluations_per_pixel"]
+        s = config.from_dict({"output": {"dtype": "float64"},
+                              "policy": {**policy, "fraction": round(spent, 6)}})
+    api.run_scene(path, s, output=tmp_path / "o.tif")
+    with rasterio.open(tmp_path / "o.tif") as ds:
+        got = ds.read(1)
+    psnr = 10 * np.log10(peak**2 / np.mean((got - ref) ** 2))
+    assert psnr >= 40.0, psnr
 
 
 def test_explicit_thresholds(write_tif):

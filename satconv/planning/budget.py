@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import allocate, error_model
+from . import allocate
 from .inputs import PlanInputs
 
 
@@ -24,7 +24,7 @@ def plan(inp: PlanInputs, fraction: float) -> tuple[np.ndarray, dict[str, object
     forced = float(sum(inp.cost[..., k][inp.fixed == s].sum()
                        for k, s in enumerate(inp.strides)))
     budget = fraction * inp.full - forced
-    scale = (inp.stats.band_range() * error_model.output_scale(inp.kernel)) ** 2
+    scale = inp.output_range() ** 2
     with np.errstate(divide="ignore", invalid="ignore"):
         norm = np.where(scale > 0, inp.predicted**2 / scale, 0.0)
     error = norm.max(axis=-1) * inp.weights[..., None]

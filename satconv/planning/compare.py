@@ -11,7 +11,6 @@ from ..config import Settings
 from ..raster_io import RasterInfo
 from . import plan_from_stats
 from .inputs import PlanInputs, plan_inputs
-from .refine import output_peak
 from .scan import SceneStats
 
 
@@ -45,7 +44,7 @@ def compare(info: RasterInfo, settings: Settings, stats: SceneStats,
     else budget spends what variance does and refine targets variance's PSNR), and for every
     uniform stride."""
     inp = inp if inp is not None else plan_inputs(info, settings, stats)
-    peak = output_peak(inp)
+    peak = inp.output_range()
     pol = settings.policy
     rows = []
     base = settings.model_dump()

@@ -83,6 +83,16 @@ class PlanInputs:
             out[strides == s] = self.predicted[..., k, :][strides == s]
         return out
 
+    def output_range(self) -> np.ndarray:
+        """Each band's output value range, estimated from the plan pass: what an error target
+        is a share of, in every policy. For kernels with a gain, the range of window means
+        times the gain (smoothing narrows the range: on noise it is well below the input's);
+        for zero-sum kernels, the input range times the response to a full step."""
+        gain = abs(float(self.kernel.sum()))
+        if gain > 1e-12 * float(np.abs(self.kernel).sum()):
+            return self.stats.mean_range() * gain
+        return self.stats.band_range() * error_model.output_scale(self.kernel)
+
     def with_fixed(self, strides: np.ndarray) -> np.ndarray:
         """A policy's strides for the free tiles, context's and skips for the others."""
         out = np.where(self.free, strides, self.fixed)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import allocate, error_model
+from . import allocate
 from .inputs import PlanInputs
 from .plan import RefineRule
 from .variance import normalised
@@ -33,17 +33,6 @@ FLOOR_DB = 5.0
 CHECKS_PER_LEVEL = 32
 
 
-def output_peak(inp: PlanInputs) -> np.ndarray:
-    """Each band's output value range, estimated from the plan pass: for kernels with a gain,
-    the range of window means times the gain (smoothing narrows the range); for zero-sum
-    kernels, the input range times the response to a full step."""
-    k = np.asarray(inp.kernel, dtype=np.float64)
-    gain = abs(float(k.sum()))
-    if gain > 1e-12 * float(np.abs(k).sum()):
-        return inp.stats.mean_range() * gain
-    return inp.stats.band_range() * error_model.output_scale(k)
-
-
 def tolerances(inp: PlanInputs, tolerance: float | None,
                tolerance_db: float | None) -> tuple[np.ndarray, dict[str, object]]:
     """``(strides, bands)``: the RMS error a tile may keep when it stops at each stride."""
@@ -51,7 +40,7 @@ def tolerances(inp: PlanInputs, tolerance: float | None,
     if tolerance is not None:
         return np.full((ns, nb), float(tolerance)), {"tolerance": tolerance}
     assert tolerance_db is not None
-    peak = output_peak(inp)
+    peak = inp.output_range()
     target = peak * 10 ** (-tolerance_db / 20)
     stat = np.where(np.isnan(inp.stats.statistic), 0.0, inp.stats.statistic)
     u = normalised(stat, target**2)

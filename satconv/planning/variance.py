@@ -99,11 +99,11 @@ class VariancePlan:
 
 
 def plan_auto(stat: np.ndarray, weights: np.ndarray, kernel: np.ndarray, strides: list[int],
-              band_range: np.ndarray, target_error: float, method: str,
+              output_range: np.ndarray, target_error: float, method: str,
               window: int) -> VariancePlan:
     """Thresholds from the error model: the cheapest plan whose predicted scene RMS error is at
-    most ``target_error`` x each band's output range."""
-    tol = target_error * band_range * error_model.output_scale(kernel)
+    most ``target_error`` x each band's ``output_range`` (``PlanInputs.output_range``)."""
+    tol = target_error * output_range
     gains = {s: error_model.stride_gain(kernel, s, method, window) for s in strides}
     u = normalised(stat, tol * tol)
     limits = allocate.for_error(u, weights, strides, gains, 1.0)
@@ -161,7 +161,7 @@ def plan(inp: PlanInputs, thresholds: str | list[float], target_error: float,
     details: dict[str, object] = {"policy": "variance", "statistic": statistic,
                                   "window": inp.window}
     if thresholds == "auto":
-        vp = plan_auto(stat, inp.weights, inp.kernel, list(inp.allowed), band_range,
+        vp = plan_auto(stat, inp.weights, inp.kernel, list(inp.allowed), inp.output_range(),
                        target_error, inp.method, inp.window)
         details["thresholds"] = "auto"
         details["target_error"] = target_error
