@@ -117,8 +117,10 @@ def _same_file(a: Path, b: Path) -> bool:
 def interrupted_commit(paths: OutputPaths, settings: Settings) -> bool:
     """Whether the outputs at ``paths`` are what a run of ``settings`` left when it was killed
     while renaming its finished outputs into place: the report (renamed last) is missing, and
-    every other output present is a complete GeoTIFF that satconv wrote with this config.
-    Such a set is redone like a killed run's staged files, without ``--overwrite``."""
+    every other output present is a complete GeoTIFF that satconv wrote with this config for
+    this report (not another run's finished raster that happens to have this name, as with
+    ``-o out/scene.satconv.tif`` beside an ``--out-dir out`` run's). Such a set is redone like
+    a killed run's staged files, without ``--overwrite``."""
     present = [p for p in paths.all() if p.exists()]
     if not present or paths.report in present:
         return False
@@ -126,7 +128,9 @@ def interrupted_commit(paths: OutputPaths, settings: Settings) -> bool:
     for p in present:
         try:
             raster_io.verify_output(p)
-            if raster_io.tags(p).get("SATCONV_CONFIG") != config:
+            tags = raster_io.tags(p)
+            if tags.get("SATCONV_CONFIG") != config or \
+                    tags.get("SATCONV_REPORT", paths.report.name) != paths.report.name:
                 return False
         except (SatconvError, OSError):
             return False
@@ -232,8 +236,13 @@ def write_default_config(path: Path, overwrite: bool = False) -> None:
         staged.commit()
 
 
-def _tags(settings: Settings) -> dict[str, str]:
-    return {"SATCONV_VERSION": __version__, "SATCONV_CONFIG": settings.to_json()}
+def _tags(settings: Settings, report: Path | None = None) -> dict[str, str]:
+    """The tags of every raster a run writes: satconv's version, the config, and the name of
+    the run's report (``interrupted_commit`` tells a run's own outputs by them)."""
+    tags = {"SATCONV_VERSION": __version__, "SATCONV_CONFIG": settings.to_json()}
+    if report is not None:
+        tags["SATCONV_REPORT"] = report.name
+    return tags
 
 
 def output_setup(info: raster_io.RasterInfo, settings: Settings,
@@ -315,7 +324,7 @@ def run_scene(
 
         profile, opts = output_setup(info, settings, plan)
         out_dtype = opts.out_dtype
-        tags = _tags(settings)
+        tags = _tags(settings, paths.report)
         with raster_io.StagedOutputs(paths.all()) as staged:
             raster_tmp = staged.temp(paths.raster)
             body = raster_tmp.with_name(raster_tmp.name + ".body") if settings.output.cog \

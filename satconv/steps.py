@@ -158,7 +158,7 @@ def run_steps(
                 dsts = []
                 for st, body, prof, o in zip(steps, bodies, profs, opts, strict=True):
                     dst = stack.enter_context(raster_io.open_output(body, prof))
-                    raster_io.describe_output(dst, info, _tags(st.settings),
+                    raster_io.describe_output(dst, info, _tags(st.settings, st.paths.report),
                                               float(o.kernel.sum()))
                     dsts.append(dst)
                 tick = progress("execute", ntiles)
@@ -186,7 +186,7 @@ def run_steps(
             t_exec = time.perf_counter()
             reports = []
             for k, st in enumerate(steps):
-                tags = _tags(st.settings)
+                tags = _tags(st.settings, st.paths.report)
                 stats = tallies[k].stats()
                 raster_io.write_stride_map(staged.temp(st.paths.stride_map), stats.strides,
                                            info, st.settings.tile_size, tags)

@@ -371,6 +371,22 @@ def test_a_killed_commit_of_another_config_is_not_replaced(big, tmp_path, monkey
         assert {n: (out / n).read_bytes() for n in os.listdir(out)} == before
 
 
+def test_another_runs_finished_raster_is_not_taken_for_a_killed_commit(big, tmp_path):
+    """``-o out/big.satconv.tif`` after an ``--out-dir out`` run of the same config: its
+    raster name is that run's finished raster, but not this run's (its report would be
+    ``big.satconv.satconv.json``): refused without --overwrite, nothing touched."""
+    out = tmp_path / "out"
+    out.mkdir()
+    result = invoke("run", big["scene"], "-c", big["cfg"], "--out-dir", out, "-q")
+    assert result.exit_code == 0, result.stderr
+    before = {n: (out / n).read_bytes() for n in os.listdir(out)}
+    result = invoke("run", big["scene"], "-c", big["cfg"], "-o", out / "big.satconv.tif", "-q")
+    assert result.exit_code == 1
+    assert result.stderr.strip().endswith(
+        f"{out / 'big.satconv.tif'}: already exists (use --overwrite to replace it)")
+    assert {n: (out / n).read_bytes() for n in os.listdir(out)} == before
+
+
 def test_resume_redoes_a_damaged_part(big, tmp_path):
     """A finished part that was damaged afterwards (truncated) is computed again, not
     reported on every rerun."""
