@@ -74,7 +74,7 @@ def _axis(n: int, after: int, stride: int, method: int) -> tuple[np.ndarray, np.
     (tile-local positions, as ``tiling.sample_positions`` places them), and the ``(n, 4)``
     samples each pixel reads when ``core.reconstruct`` interpolates with ``method``: those
     it gives a non-zero weight (a pixel on a sample reads that sample alone), the others -1."""
-    pos = tiling.sample_positions(0, n, n + min(after, stride), stride)
+    pos = tiling.sample_positions(0, n, n + after, stride)
     idx, wts = reconstruct.axis_taps(pos, np.arange(n, dtype=np.float64), method)
     taps = np.where(wts != 0, idx, -1)
     pos.setflags(write=False)
@@ -117,7 +117,9 @@ def _exact_pixels(valid: np.ndarray, tile: tuple[int, int, int, int], room: tupl
     if len(valid) > 1 and all(np.array_equal(valid[0], v) for v in valid[1:]):  # one mask
         return _exact_pixels(valid[:1], tile, room, kernel_shape, strides,
                              method) * valid.shape[0]
-    grids = {s: (*_axis(h, room[0], s, method), *_axis(w, room[1], s, method))
+    # (only a stride's worth of room can place the closing sample: one cache entry for all
+    # inner tiles)
+    grids = {s: (*_axis(h, min(room[0], s), s, method), *_axis(w, min(room[1], s), s, method))
              for s in strides if s > 1}
     for ok in valid:
         if ok.all():
