@@ -491,3 +491,25 @@ def test_predicted_evaluations_are_what_the_executor_spends(method, stride, tmp_
     spent = rep.execute["kernel_evaluations"] / (sc["width"] * sc["height"]
                                                  * len(sc["data_bands"]))
     assert rep.plan["predicted_evaluations_fraction"] == pytest.approx(spent, rel=0.04)
+
+
+@pytest.mark.parametrize("kernel", [[[1.0]], [[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]],
+                         ids=["1x1", "3x3"])
+@pytest.mark.parametrize("first", [15, 16], ids=["last-row", "next-tiles-first-row"])
+def test_predicted_evaluations_see_the_closing_samples_past_a_tile(write_tif, tmp_path,
+                                                                   kernel, first):
+    """Nodata on every tile's last row, or on the row just past it, where a tile's strided
+    grid closes (its last sample is the next tile's first): the count, hand-checkable on this
+    grid, is exact, for a 1x1 kernel too (whose convolution needs no halo)."""
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(64, 64)) * 10 + 100
+    data[first::16, :] = -9999
+    path = write_tif(data.astype(np.float32)[None], nodata=-9999)
+    s = config.from_dict({"kernel": {"type": "custom", "weights": kernel}, "strides": [1, 4],
+                          "max_stride": "none", "tile_size": 16,
+                          "policy": {"thresholds": [1e30]},
+                          "output": {"dtype": "float64", "compress": "none"}})
+    rep = api.run_scene(path, s, output=tmp_path / "o.tif")
+    assert rep.plan["tiles_per_stride"] == {"4": 16}
+    assert rep.plan["predicted_evaluations_fraction"] == pytest.approx(
+        rep.execute["kernel_evaluations"] / 64**2, abs=1e-6)  # (rounded to 6 places)

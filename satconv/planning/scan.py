@@ -168,7 +168,8 @@ def scene_stats_many(
     grid = TileGrid(info.height, info.width, tile_size)
     ny, nx = grid.shape
     nb = info.data_count
-    halo = max(spec.halo for spec in specs)
+    # (at least one pixel past the tile at strides above 1: where its closing samples lie)
+    halo = max(max(spec.halo, 1 if max(spec.strides) > 1 else 0) for spec in specs)
 
     def summarise(ds: object, tile: Tile) -> list[tuple[variance.TileStats,
                                                          variance.TileStats, np.ndarray]]:
@@ -192,12 +193,11 @@ def scene_stats_many(
             sub = data if h == halo else np.ascontiguousarray(data[box])
             sub_valid = valid if valid is None or h == halo else np.ascontiguousarray(valid[box])
             around = variance.tile_stats(sub, sub_valid, *key)
-            if sub_valid is None:
+            if valid is None:
                 near = np.zeros(len(spec.strides), dtype=np.int64)
             else:
                 near = _exact_pixels(
-                    sub_valid, (tile.row0 - max(tile.row0 - h, 0),
-                                tile.col0 - max(tile.col0 - h, 0), tile.height, tile.width),
+                    valid, (tile.row0 - r0, tile.col0 - c0, tile.height, tile.width),
                     (info.height - tile.row1, info.width - tile.col1), spec.kernel_shape,
                     spec.strides, spec.method)
             out.append((owns[key], around, near))
