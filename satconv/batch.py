@@ -513,11 +513,16 @@ def _serve(conn: Any, parent: int, events: Any, settings: Settings,
            prepare: Callable[[Settings], None]) -> None:
     """A worker process's loop: ``prepare(settings)``, answer ``("ready", None)``, then run
     each ``(src, settings, opts)`` it is sent with :func:`run_one` and answer with the
-    outcome, until told to stop (``None``) or interrupted."""
+    outcome, until told to stop (``None``) or interrupted. Interrupted while it prepares, it
+    answers ``("error", KeyboardInterrupt())``, as it would for an input."""
     _die_with_parent(parent)
     try:
         _on_interrupt_stop()
-        prepare(settings)
+        try:
+            prepare(settings)
+        except KeyboardInterrupt as err:
+            conn.send(("error", err))
+            return
         conn.send(("ready", None))
         while True:
             task = conn.recv()
@@ -554,22 +559,36 @@ class Worker:
         self.conn: Any = None
 
     def _start(self, settings: Settings) -> str | None:
-        """Start the process; None once it says it is ready, else why it did not start."""
+        """Start the process; None once it says it is ready, else why it did not start.
+        Raises ``KeyboardInterrupt`` when it was interrupted while starting (the batch is
+        being stopped)."""
         ctx = multiprocessing.get_context(_CONTEXT)
         self.conn, child = ctx.Pipe(duplex=True)
         self.proc = ctx.Process(target=_serve, daemon=True,
                                 args=(child, os.getpid(), self.events, settings, self.prepare))
-        self.proc.start()
-        child.close()
+        try:
+            self.proc.start()
+        except OSError as err:  # out of processes or memory: nothing was started
+            self.proc = None
+            self.conn.close()
+            self.conn = None
+            return f"{type(err).__name__}: {err}"
+        finally:
+            child.close()
         with _LIVE_LOCK:
             _LIVE.add(self.proc)
+        answer = None
         try:
             if not self.conn.poll(START_LIMIT):
                 return f"no answer in {START_LIMIT:g} s"
-            if self.conn.recv() == ("ready", None):
-                return None
+            answer = self.conn.recv()
         except (EOFError, OSError):
             pass
+        if answer == ("ready", None):
+            return None
+        if answer is not None and answer[0] == "error":
+            self._end(kill=False)
+            raise answer[1]
         self.proc.join(_EXIT_GRACE)
         return _describe_exit(self.proc.exitcode)
 

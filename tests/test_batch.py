@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -512,3 +513,40 @@ def test_a_worker_that_does_not_start_fails_its_input_only(tmp_path):
     assert outcome.message == (f"{tmp_path / 'a.tif'}: the worker process did not start "
                                "(exit code 3); nothing written")
     assert list(tmp_path.iterdir()) == []
+
+
+def _slow_start_marked(settings: config.Settings) -> None:
+    """A start-up that says it has begun (the file named by SATCONV_TEST_MARKER), then takes
+    a minute."""
+    Path(os.environ["SATCONV_TEST_MARKER"]).touch()
+    time.sleep(60)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_worker_stopped_while_starting_stops_the_batch(tmp_path, monkeypatch, sig):
+    """Ctrl-C or SIGTERM that reaches a worker during its start-up is a stop, as during an
+    input (KeyboardInterrupt in the batch), not a failed input after which the batch goes
+    on with a fresh worker."""
+    import multiprocessing
+    import threading
+
+    marker = tmp_path / "started"
+    monkeypatch.setenv("SATCONV_TEST_MARKER", str(marker))
+    worker = batch.Worker(multiprocessing.get_context("spawn").Queue(),
+                          prepare=_slow_start_marked)
+
+    def stop() -> None:
+        deadline = time.monotonic() + 60
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(worker.proc.pid, sig)
+
+    threading.Thread(target=stop, daemon=True).start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            worker.run(str(tmp_path / "a.tif"), config.Settings(), batch.RunOptions())
+    finally:
+        worker.close()
+    assert time.monotonic() - t0 < 45
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["started"]
