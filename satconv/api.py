@@ -217,8 +217,10 @@ def write_plan(path: Path, info: raster_io.RasterInfo, plan: Plan, settings: Set
         raise OutputError(f"{path}: already exists (use --overwrite to replace it)")
     raster_io.check_output_dir(path)
     with raster_io.StagedOutputs([path]) as staged:
+        # (no report: a run must not take this map for its own interrupted output)
         raster_io.write_stride_map(staged.temp(path), plan.strides, info, settings.tile_size,
-                                   _tags(settings), cog=settings.output.cog)
+                                   {**_tags(settings), "SATCONV_REPORT": "none (satconv plan)"},
+                                   cog=settings.output.cog)
         staged.commit()
 
 

@@ -200,6 +200,21 @@ def test_refuses_to_overwrite_when_only_the_report_exists(make_scene, tmp_path):
     assert not (tmp_path / "scene.satconv.tif").exists()
 
 
+def test_a_saved_plan_at_the_stride_maps_name_is_not_replaced(make_scene, tmp_path):
+    """``satconv plan -o scene.stride.tif`` (to edit, say), then ``satconv run scene.tif``: the
+    map is no run's interrupted output, so it is not replaced without --overwrite."""
+    scene, _ = make_scene(40, 40)
+    plan = tmp_path / "scene.stride.tif"
+    assert invoke("plan", scene, "-o", plan).exit_code == 0
+    before = plan.read_bytes()
+    result = invoke("run", scene)
+    assert result.exit_code == 1
+    assert result.stderr.strip().endswith(f"{plan}: already exists (use --overwrite to replace "
+                                          "it)")
+    assert plan.read_bytes() == before
+    assert not (tmp_path / "scene.satconv.tif").exists()
+
+
 def test_output_may_not_replace_the_input(make_scene):
     scene, data = make_scene(24, 24)
     result = invoke("run", scene, "-o", scene, "--overwrite")
