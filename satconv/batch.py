@@ -54,7 +54,8 @@ _CONTEXT = "spawn"
 #: Seconds a child that has answered gets to exit on its own before it is killed.
 _EXIT_GRACE = 10.0
 #: Seconds a new worker process may take to start (imports, then loading the kernels from
-#: numba's cache) before it is given up; no input's ``--timeout`` counts them.
+#: numba's cache: about a second) before it is given up and its input failed; no input's
+#: ``--timeout`` counts them.
 START_LIMIT = 300.0
 #: Children running now (so an interrupted batch can interrupt them).
 _LIVE: set[Any] = set()
@@ -502,11 +503,12 @@ def _child_run_one(src: str, settings: Settings, opts: RunOptions, events: Any) 
 def load_kernels(settings: Settings) -> None:
     """Load the kernels a run of ``settings`` uses from numba's cache into this process (the
     batch compiled them before its children started), so that the first input's time limit
-    does not pay for it. Best effort: what is not loaded here loads when the input needs it."""
+    does not pay for it. Best effort: what is not loaded here loads when the input needs it,
+    and a damaged cache is not repaired here (other workers may be loading from it)."""
     from . import warmup
 
     with contextlib.suppress(Exception):
-        warmup.warm_up(settings)
+        warmup.load(settings)
 
 
 def _serve(conn: Any, parent: int, events: Any, settings: Settings,

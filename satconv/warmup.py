@@ -57,6 +57,16 @@ def warm_up(settings: config.Settings | None = None) -> float:
     return time.monotonic() - t0
 
 
+def load(settings: config.Settings) -> None:
+    """The warm-up's runs without its repair: for a process that starts beside others (a
+    batch's workers), which must not clear a cache the others may be loading from. Raises
+    what the runs raise; a damaged cache is left to the batch's own warm-up."""
+    try:
+        _warm_up(settings)
+    except _Damaged as err:
+        raise SatconvError(str(err)) from None
+
+
 def warm_up_counting(settings: config.Settings | None = None) -> tuple[float, int]:
     """``warm_up``, and how many kernel versions it compiled (0: all were in numba's cache,
     however long loading them took on a busy machine)."""
