@@ -19,7 +19,7 @@ from ..core import reconstruct
 from ..errors import PlanError
 from ..raster_io import RasterInfo
 from ..tiling import TileGrid
-from . import budget, refine, variance
+from . import budget, error_model, refine, variance
 from .error_model import ErrorEstimator
 from .inputs import PlanInputs, plan_inputs
 from .plan import Plan
@@ -51,9 +51,13 @@ def _spec(settings: Settings) -> ScanSpec:
     # a spline pixel reads the samples of its line, but a nodata sample splits the line and
     # spoils only the cells beside it: the samples a linear pixel reads
     method = "bilinear" if settings.reconstruction == "spline" else settings.reconstruction
-    return ScanSpec(settings.policy.window, settings.policy.statistic,
-                    tuple(settings.kernel.array().shape), tuple(settings.strides),
-                    reconstruct.METHOD_CODES[method])
+    kernel = settings.kernel.array()
+    # the output's range is estimated from window means: over squares at least as wide as
+    # the kernel averages, so that they do not spread wider than the output
+    wide = int(round(error_model.smoothing_width(kernel)))
+    return ScanSpec(settings.policy.window, settings.policy.statistic, tuple(kernel.shape),
+                    tuple(settings.strides), reconstruct.METHOD_CODES[method],
+                    max(settings.policy.window, wide))
 
 
 def scan_scene(info: RasterInfo, settings: Settings, workers: int | None = None,

@@ -138,6 +138,22 @@ def output_scale(kernel: np.ndarray) -> float:
     return float(k[k > 0].sum())
 
 
+def smoothing_width(kernel: np.ndarray) -> float:
+    """The side of the box filter that spreads as far as ``kernel`` (the same variance of the
+    weights' positions, along its wider axis): about 3.5 sigma for a Gaussian. 0 for a kernel
+    with negative weights, which does not average."""
+    k = np.asarray(kernel, dtype=np.float64)
+    if (k < 0).any() or k.sum() <= 0:
+        return 0.0
+    w = k / k.sum()
+    spread = 0.0
+    for axis in range(2):
+        pos = np.indices(k.shape)[axis]
+        centre = float((w * pos).sum())
+        spread = max(spread, float((w * (pos - centre) ** 2).sum()))
+    return float(np.sqrt(12.0 * spread + 1.0))
+
+
 # ---------------------------------------------------------------- estimates from samples
 
 #: Estimates are multiplied by this margin: the surpluses are measured on a sample of the

@@ -54,8 +54,9 @@ class SceneStats:
 
     def mean_range(self) -> np.ndarray:
         """Each band's range of window means over the scene: a smoothing kernel's output range
-        (a slight underestimate for kernels narrower than the window). A band whose window
-        means do not spread at all (a scene of one window) takes its value range instead."""
+        (an underestimate, as the windows are at least as wide as the kernel averages:
+        ``ScanSpec.mean_window``). A band whose window means do not spread at all (a scene of
+        one window) takes its value range instead."""
         means = _span(self.mean_min, self.mean_max)
         return np.where(means > 0, means, self.band_range())
 
@@ -153,6 +154,8 @@ class ScanSpec:
     kernel_shape: tuple[int, int]
     strides: tuple[int, ...]
     method: int
+    #: the window of the means whose range estimates the output's (``SceneStats.mean_range``)
+    mean_window: int | None = None
 
     @property
     def halo(self) -> int:
@@ -184,7 +187,7 @@ def scene_stats_many(
         owns: dict[tuple[int, str], variance.TileStats] = {}
         out = []
         for spec in specs:
-            key = (spec.window, spec.statistic)
+            key = (spec.window, spec.statistic, spec.mean_window)
             if key not in owns:
                 owns[key] = variance.tile_stats(own_data, own_valid, *key)
             h = spec.halo

@@ -41,9 +41,10 @@ class TileStats:
 
 
 def tile_stats(data: np.ndarray, valid: np.ndarray | None, window: int,
-               statistic: str) -> TileStats:
+               statistic: str, mean_window: int | None = None) -> TileStats:
     """Summarise one tile (bands, h, w) for the planner; ``valid`` None means every pixel is
-    valid. NaN where a band has no valid pixel."""
+    valid. NaN where a band has no valid pixel. The window means (``mean_min``, ``mean_max``)
+    are over ``mean_window`` squares (default ``window``) at least three-quarters valid."""
     bands = data.shape[0]
     stat = np.full(bands, np.nan)
     vmin = np.full(bands, np.nan)
@@ -64,6 +65,8 @@ def tile_stats(data: np.ndarray, valid: np.ndarray | None, window: int,
             continue
         vmin[b], vmax[b] = lo, hi
         means, var = stats.window_moments(x, ok, window, min_count)
+        if mean_window is not None and mean_window != window:
+            means = stats.window_moments(x, ok, mean_window, (3 * mean_window**2) // 4)[0]
         means = means[np.isfinite(means)]
         mmin[b], mmax[b] = (means.min(), means.max()) if means.size else (lo, hi)
         var = var[np.isfinite(var)]
