@@ -226,10 +226,15 @@ def test_what_the_cli_warns_about_is_a_python_warning(tmp_path):
     assert len(report.warnings) == 1 and "policy.fraction" in report.warnings[0]
 
 
-def test_plan_with_a_steps_config_plans_every_step_as_its_run_does(make_scene, tmp_path):
+def test_plan_with_a_steps_config_plans_every_step_as_its_run_does(write_tif, tmp_path):
     """One plan per step, each the stride map the step's run executes; the command line
-    prints a block per step."""
-    scene, _ = make_scene(64, 96, dtype="uint16")
+    prints a block per step. (A smooth scene with fine texture: the Gaussian step plans
+    strides above 1, the Sobel step stride 1.)"""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    smooth = ndimage.gaussian_filter(rng.normal(size=(64, 96)), 4) * 30000 + 20000
+    scene = write_tif((smooth + rng.normal(size=smooth.shape) * 20).astype(np.uint16)[None])
     cfg = {"tile_size": 16, "strides": [1, 2, 4],
            "steps": [{"name": "smooth", "kernel": {"type": "gaussian", "size": 5}},
                      {"name": "edges", "kernel": {"type": "sobel_x"}}]}
