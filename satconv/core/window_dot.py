@@ -363,7 +363,10 @@ def correlate_strided(out, c0, block, ws, kh, kw, rows, start, step, count, off)
             continue
         rb = rows[i] * w + start
         room = f.shape[0] - reach2 - (rb + PAIR_ROWS * w)
-        n = 0 if room < 0 else min(count // PAIR_GROUP, room // (PAIR_GROUP * step) + 1)
+        n = _fitting(count // PAIR_GROUP, room, PAIR_GROUP * step)
+        if n == 0:
+            i += 2
+            continue
         oi = i * ncols + c0
         if shifted:
             check = _shifted_pairs(kh, f, rb, step, w, w8, off, o, oi, ncols, n)
@@ -379,8 +382,7 @@ def correlate_strided(out, c0, block, ws, kh, kw, rows, start, step, count, off)
         rb = rows[i] * w + start
         oi = i * ncols + c0
         room = f.shape[0] - reach - rb  # the last group base that stays inside the block
-        ng = 0 if room < j0 * step else min((count - j0) // GROUP,
-                                            (room - j0 * step) // span + 1)
+        ng = _fitting((count - j0) // GROUP, room - j0 * step, span)
         j = j0 + ng * GROUP
         for part in range(2):  # whole groups, then a last group if worth it and it fits
             first, n = j0, ng
@@ -389,6 +391,8 @@ def correlate_strided(out, c0, block, ws, kh, kw, rows, start, step, count, off)
                     break
                 first, n = last, 1
                 j = count
+            if n == 0:
+                continue
             if shifted:
                 check += _shifted(kh, f, rb + first * step, step, w, w8, off, o, oi + first,
                                   0, n)
@@ -409,6 +413,18 @@ def correlate_strided(out, c0, block, ws, kh, kw, rows, start, step, count, off)
             for k in range(count):
                 if not np.isfinite(o[oi + k]):
                     o[oi + k] = _window_sum(f, rb + k * step, w, w8, kh, kw, off)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _fitting(n, room, span):
+    """``min(n, room // span + 1)``, 0 when ``room < 0``: how many of ``n`` groups ``span``
+    apart start no further than ``room`` (``span > 0``). Divides only when the room is short
+    (an integer division is as slow as a whole group of samples)."""
+    if room < 0:
+        return 0
+    if (n - 1) * span <= room:
+        return n
+    return room // span + 1
 
 
 @njit(cache=True, nogil=True, fastmath=FAST, inline="always")
