@@ -320,28 +320,26 @@ SINGLES = 4
 
 
 @njit(cache=True, nogil=True, fastmath=FAST)
-def correlate_strided(out, c0, block, ws, kh, kw, rows, start, step, count, off):
-    """``out[i, c0 + j] = sum_{a, b} ws[a*kw + b] * (block[rows[i] + a, start + j*step + b] -
-    off)`` for ``j < count``, reading ``block`` (C-contiguous) in place.
+def correlate_strided(out, c0, block, w8, kh, kw, rows, start, step, count, off):
+    """``out[i, c0 + j] = sum_{a, b} w8[a*LANES + b] * (block[rows[i] + a, start + j*step +
+    b] - off)`` for ``j < count`` and ``b < kw``, reading ``block`` (C-contiguous) in place.
 
-    ``kh <= MAX_ROWS``, ``kw <= LANES``, and ``out`` C-contiguous. At a step of ``PAIR_ROWS``
-    (a tile's grid at stride 4) consecutive sample rows as far apart, for a kernel taller than
-    that, go in pairs first (``_group_loop``), as far as their loads stay inside the block (at
-    other steps pairs cost 7-12 % more than they save on 5- and 6-row kernels). Then each
-    row's other samples go in groups of ``GROUP``, and up to ``SINGLES`` samples left over are
-    computed one by one, more as a last group ending at the row's last sample (overlapping the
-    one before). Samples whose vector loads would run past the block's end (the last ones of
-    its last rows) are summed over their window alone (``_window_sum``), and so are samples
-    the vectors left non-finite.
+    ``w8`` holds the ``kh`` x ``kw`` weights row by row, each row padded with zeros to
+    ``LANES``, in the block's type; ``kh <= MAX_ROWS``, ``kw <= LANES``, and ``out``
+    C-contiguous. At a step of ``PAIR_ROWS`` (a tile's grid at stride 4) consecutive sample
+    rows as far apart, for a kernel taller than that, go in pairs (``_group_loop``), as far as
+    their loads stay inside the block (at other steps pairs cost 7-12 % more than they save on
+    5- and 6-row kernels), all pairs first. Then each row's other samples go in groups of
+    ``GROUP``, and up to ``SINGLES`` samples left over are computed one by one, more as a last
+    group ending at the row's last sample (overlapping the one before). Samples whose vector
+    loads would run past the block's end (the last ones of its last rows) are summed over
+    their window alone (``_window_sum``), and so are samples the vectors left non-finite.
+    Allocates nothing.
     """
     w = block.shape[1]
     f = block.reshape(-1)
     o = out.reshape(-1)
     ncols = out.shape[1]
-    w8 = np.zeros(kh * LANES, dtype=block.dtype)
-    for a in range(kh):
-        for b in range(kw):
-            w8[a * LANES + b] = ws[a * kw + b]
     shifted = off != 0
     zero = block.dtype.type(0)
     # elements a pair's group reads past its lower row's base, a group past its base, and a
@@ -352,67 +350,88 @@ def correlate_strided(out, c0, block, ws, kh, kw, rows, start, step, count, off)
     span = GROUP * step
     last = count - GROUP  # where a row's last group starts (overlapping the one before)
     nrows = rows.shape[0]
-    # pairs first: where each row's own groups start, and the sum of what its pair computed
     paired = kh > PAIR_ROWS and step == PAIR_ROWS
-    j0s = np.zeros(nrows if paired else 0, dtype=np.int64)
-    sums = np.zeros(nrows if paired else 0, dtype=block.dtype)
+    # pairs first, in a loop of their own: rows i and i + 1 pair when PAIR_ROWS apart, from
+    # the first row on (the loop after this one pairs them the same way)
     i = 0
     while paired and i + 1 < nrows:
         if rows[i + 1] - rows[i] != PAIR_ROWS:
             i += 1
             continue
-        rb = rows[i] * w + start
-        room = f.shape[0] - reach2 - (rb + PAIR_ROWS * w)
-        n = _fitting(count // PAIR_GROUP, room, PAIR_GROUP * step)
-        if n == 0:
-            i += 2
-            continue
-        oi = i * ncols + c0
-        if shifted:
-            check = _shifted_pairs(kh, f, rb, step, w, w8, off, o, oi, ncols, n)
-        else:
-            check = _plain_pairs(kh, f, rb, step, w, w8, off, o, oi, ncols, n)
-        j0s[i:i + 2] = n * PAIR_GROUP
-        sums[i:i + 2] = check
-        i += 2
-    # (one call site per intrinsic and mode: each inlines every loop of its intrinsic)
-    for i in range(nrows):
-        j0 = j0s[i] if paired else 0
-        check = sums[i] if paired else zero
-        rb = rows[i] * w + start
-        oi = i * ncols + c0
-        room = f.shape[0] - reach - rb  # the last group base that stays inside the block
-        ng = _fitting((count - j0) // GROUP, room - j0 * step, span)
-        j = j0 + ng * GROUP
-        for part in range(2):  # whole groups, then a last group if worth it and it fits
-            first, n = j0, ng
-            if part == 1:
-                if not (count - j > SINGLES and 0 <= last < j and last * step <= room):
-                    break
-                first, n = last, 1
-                j = count
-            if n == 0:
-                continue
+        n = _pair_groups(rows[i] * w + start, f.shape[0], w, reach2, step, count)
+        if n > 0:
+            oi = i * ncols + c0
+            rb = rows[i] * w + start
             if shifted:
-                check += _shifted(kh, f, rb + first * step, step, w, w8, off, o, oi + first,
-                                  0, n)
+                check = _shifted_pairs(kh, f, rb, step, w, w8, off, o, oi, ncols, n)
             else:
-                check += _plain(kh, f, rb + first * step, step, w, w8, off, o, oi + first, 0,
-                                n)
-        for k in range(j, count):
-            p = rb + k * step
-            if p + reach1 > f.shape[0]:
-                s = _window_sum(f, p, w, w8, kh, kw, off)
-            elif shifted:
-                s = _shifted_single(kh, f, p, w, w8, off)
-            else:
-                s = _plain_single(kh, f, p, w, w8, off)
-            o[oi + k] = s
-            check += s
-        if not np.isfinite(check):  # some sample may not be: its own window decides
-            for k in range(count):
-                if not np.isfinite(o[oi + k]):
-                    o[oi + k] = _window_sum(f, rb + k * step, w, w8, kh, kw, off)
+                check = _plain_pairs(kh, f, rb, step, w, w8, off, o, oi, ncols, n)
+            if not np.isfinite(check):  # some sample may not be: its own window decides
+                for r in range(2):
+                    _refinite(f, o, oi + r * ncols, rb + r * PAIR_ROWS * w, n * PAIR_GROUP,
+                              step, w, w8, kh, kw, off)
+        i += 2
+    # then each row's samples after its pair's
+    # (one call site per intrinsic and mode: each inlines every loop of its intrinsic)
+    i = 0
+    while i < nrows:
+        nr, j0 = 1, 0
+        if paired and i + 1 < nrows and rows[i + 1] - rows[i] == PAIR_ROWS:
+            nr = 2
+            j0 = PAIR_GROUP * _pair_groups(rows[i] * w + start, f.shape[0], w, reach2, step,
+                                           count)
+        for r in range(i, i + nr):
+            check = zero
+            rb = rows[r] * w + start
+            oi = r * ncols + c0
+            room = f.shape[0] - reach - rb  # the last group base that stays inside the block
+            ng = _fitting((count - j0) // GROUP, room - j0 * step, span)
+            j = j0 + ng * GROUP
+            for part in range(2):  # whole groups, then a last group if worth it and it fits
+                first, n = j0, ng
+                if part == 1:
+                    if not (count - j > SINGLES and 0 <= last < j and last * step <= room):
+                        break
+                    first, n = last, 1
+                    j = count
+                if n == 0:
+                    continue
+                if shifted:
+                    check += _shifted(kh, f, rb + first * step, step, w, w8, off, o,
+                                      oi + first, 0, n)
+                else:
+                    check += _plain(kh, f, rb + first * step, step, w, w8, off, o, oi + first,
+                                    0, n)
+            for k in range(j, count):
+                p = rb + k * step
+                if p + reach1 > f.shape[0]:
+                    s = _window_sum(f, p, w, w8, kh, kw, off)
+                elif shifted:
+                    s = _shifted_single(kh, f, p, w, w8, off)
+                else:
+                    s = _plain_single(kh, f, p, w, w8, off)
+                o[oi + k] = s
+                check += s
+            if not np.isfinite(check):  # some sample may not be: its own window decides
+                _refinite(f, o, oi, rb, count, step, w, w8, kh, kw, off)
+        i += nr
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, inline="always")
+def _refinite(f, o, oi, rb, count, step, w, w8, kh, kw, off):
+    """Each non-finite sample of ``o[oi:oi + count]`` (a row from ``f[rb]``) summed again
+    over its own window alone (``_window_sum``); the others stay."""
+    for k in range(count):
+        if not np.isfinite(o[oi + k]):
+            o[oi + k] = _window_sum(f, rb + k * step, w, w8, kh, kw, off)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _pair_groups(rb, size, w, reach2, step, count):
+    """How many groups a pair whose upper row's first window starts at ``f[rb]`` computes,
+    in a block of ``size`` elements and rows of ``w``: as many as fit in ``count`` samples
+    whose loads stay inside the block."""
+    return _fitting(count // PAIR_GROUP, size - reach2 - (rb + PAIR_ROWS * w), PAIR_GROUP * step)
 
 
 @njit(cache=True, nogil=True, inline="always")
