@@ -118,10 +118,20 @@ def _exact_pixels(valid: np.ndarray, tile: tuple[int, int, int, int], room: tupl
     if len(valid) > 1 and all(np.array_equal(valid[0], v) for v in valid[1:]):  # one mask
         return _exact_pixels(valid[:1], tile, room, kernel_shape, strides,
                              method) * valid.shape[0]
-    # (only a stride's worth of room can place the closing sample: one cache entry for all
-    # inner tiles)
-    grids = {s: (*_axis(h, min(room[0], s), s, method), *_axis(w, min(room[1], s), s, method))
-             for s in strides if s > 1}
+    # per stride: where its samples lie in ``valid``, the taps of each axis, and the tile's
+    # pixels off its grid (a sample is exact already: never computed again). (Only a
+    # stride's worth of room can place the closing sample: one cache entry for all inner
+    # tiles.)
+    grids = {}
+    for s in strides:
+        if s > 1:
+            rows, row_taps = _axis(h, min(room[0], s), s, method)
+            cols, col_taps = _axis(w, min(room[1], s), s, method)
+            off_grid = np.ones((h, w), dtype=bool)
+            off_grid[np.ix_(rows[rows < h], cols[cols < w])] = False
+            at = np.ix_(np.minimum(y + rows, valid.shape[1] - 1),
+                        np.minimum(x + cols, valid.shape[2] - 1))
+            grids[s] = (at, row_taps, col_taps, off_grid)
     for ok in valid:
         if ok.all():
             continue
@@ -133,12 +143,9 @@ def _exact_pixels(valid: np.ndarray, tile: tuple[int, int, int, int], room: tupl
         for k, s in enumerate(strides):
             if s == 1:
                 continue
-            rows, row_taps, cols, col_taps = grids[s]
-            bad = ~ok[np.ix_(np.minimum(y + rows, ok.shape[0] - 1),
-                             np.minimum(x + cols, ok.shape[1] - 1))]
+            at, row_taps, col_taps, off_grid = grids[s]
+            bad = ~ok[at]
             spoiled = near | _reading(bad, row_taps, col_taps) if bad.any() else near
-            off_grid = np.ones((h, w), dtype=bool)
-            off_grid[np.ix_(rows[rows < h], cols[cols < w])] = False  # samples are exact
             out[k] += int((own & spoiled & off_grid).sum())
     return out
 
