@@ -2,11 +2,10 @@
 asked (``--jobs``, ``--timeout``).
 
 A GDAL call that hangs on a pathological file cannot be interrupted from another thread, so a
-time limit needs a process of its own: :func:`call_with_timeout` runs one call in a fresh child
-(the ``spawn`` start method: no threads or GDAL handles inherited), kills it when the time is up
-or the caller is interrupted, lets the caller clean up what it left, and hands back its result
-or its exception. :func:`run_scene_with_timeout` is ``api.run_scene`` under that limit; what a
-killed child leaves (its ``.NAME.<pid>.partial`` outputs) is removed by the parent.
+time limit needs a process of its own: a :class:`Worker` runs inputs in a fresh child (the
+``spawn`` start method: no threads or GDAL handles inherited), kills it when an input's time is
+up or the batch is interrupted, and removes what the killed child left (its
+``.NAME.<pid>.partial`` outputs).
 
 A batch (:func:`run_batch`) runs :func:`run_one` for every input: in this process one after
 the other, in ``--jobs`` worker processes at once (:class:`Worker`: input after input, and a
@@ -25,7 +24,6 @@ import contextlib
 import glob
 import multiprocessing
 import os
-import pickle
 import queue as queue_mod
 import signal
 import sys
@@ -57,6 +55,8 @@ _EXIT_GRACE = 10.0
 #: numba's cache: about a second) before it is given up and its input failed; no input's
 #: ``--timeout`` counts them.
 START_LIMIT = 300.0
+#: What stops a child (``_on_interrupt_stop``).
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 #: Children running now (so an interrupted batch can interrupt them).
 _LIVE: set[Any] = set()
 _LIVE_LOCK = threading.Lock()
@@ -79,83 +79,6 @@ def _on_interrupt_stop() -> None:
     Stops().install(force=True)
 
 
-def _child(conn: Any, parent: int, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
-    _die_with_parent(parent)
-    try:
-        # SIGTERM from the parent (an interrupted batch) stops the work like Ctrl-C: the
-        # staged files are removed on the way out.
-        _on_interrupt_stop()
-        message: tuple[str, Any] = ("ok", fn(*args, **kwargs))
-    except BaseException as err:  # noqa: BLE001 - everything goes back to the parent
-        err.add_note(f"in child process:\n{traceback.format_exc()}")
-        try:
-            pickle.dumps(err)
-        except Exception:  # noqa: BLE001 - an exception that cannot cross processes
-            err = RuntimeError(f"{type(err).__name__}: {err}")
-        message = ("error", err)
-    try:
-        conn.send(message)
-    finally:
-        conn.close()
-
-
-def call_with_timeout(
-    fn: Callable[..., R],
-    *args: Any,
-    timeout: float | None,
-    cleanup: Callable[[int], None] | None = None,
-    **kwargs: Any,
-) -> R:
-    """Return ``fn(*args, **kwargs)`` computed in a child process within ``timeout`` seconds.
-
-    ``fn``, its arguments and its result must be picklable (``fn`` a module-level function).
-    What ``fn`` raises is raised here. When the time is up the child is killed and
-    :class:`InputTimeout` raised; when it dies without an answer (a crash in a C library, the
-    out-of-memory killer), :class:`WorkerDied`; when the caller is interrupted (Ctrl-C), the
-    child is killed and the interruption goes on. After a kill or a death,
-    ``cleanup(child_pid)`` is called.
-    """
-    ctx = multiprocessing.get_context(_CONTEXT)
-    receiver, sender = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(sender, os.getpid(), fn, args, kwargs), daemon=True)
-    proc.start()
-    with _LIVE_LOCK:
-        _LIVE.add(proc)
-    sender.close()
-    answer: tuple[str, Any] | None = None
-    timed_out = False
-    try:
-        if receiver.poll(timeout):
-            with contextlib.suppress(EOFError, OSError):
-                answer = receiver.recv()
-        else:
-            timed_out = True
-        if answer is not None:
-            proc.join(_EXIT_GRACE)  # done: let it exit, but never wait on a stuck exit
-        proc.kill()
-        proc.join()
-    except BaseException:
-        proc.kill()
-        proc.join()
-        if cleanup is not None:
-            cleanup(proc.pid)
-        raise
-    finally:
-        receiver.close()
-        with _LIVE_LOCK:
-            _LIVE.discard(proc)
-    if answer is None:
-        if cleanup is not None:
-            cleanup(proc.pid)
-        if timed_out:
-            raise InputTimeout(f"timed out after {timeout:g} s")
-        raise WorkerDied(f"the worker process died ({_describe_exit(proc.exitcode)})")
-    status, value = answer
-    if status == "ok":
-        return value
-    raise value
-
-
 class WorkerDied(InputError):
     """The child process ended without an answer (killed, or a crash in a C library)."""
 
@@ -167,35 +90,6 @@ def _describe_exit(code: int | None) -> str:
         except ValueError:
             return f"signal {-code}"
     return f"exit code {code}"
-
-
-def run_scene_with_timeout(
-    src: str | Path,
-    settings: Settings,
-    timeout: float,
-    output: Path | None = None,
-    out_dir: Path | None = None,
-    **kwargs: Any,
-) -> RunReport:
-    """``api.run_scene`` in a child process, stopped after ``timeout`` seconds.
-
-    On a timeout or a crash, every output the child had started (its staged files) is removed
-    and :class:`InputTimeout` / :class:`InputError` names the input. No progress callback
-    crosses the process boundary: the child runs without one.
-    """
-    paths = OutputPaths.for_input(Path(src), output, out_dir)
-
-    def cleanup(pid: int) -> None:
-        raster_io.remove_partials(paths.all(), pid)
-        parts.remove_unfinished(paths.raster, pid)
-
-    try:
-        return call_with_timeout(run_scene, src, settings, timeout=timeout, cleanup=cleanup,
-                                 output=output, out_dir=out_dir, **kwargs)
-    except InputTimeout as err:
-        raise InputTimeout(f"{src}: {err}; stopped, nothing written") from None
-    except WorkerDied as err:
-        raise WorkerDied(f"{src}: {err}; nothing written") from None
 
 
 # ---------------------------------------------------------------- inputs
@@ -521,6 +415,8 @@ def _serve(conn: Any, parent: int, events: Any, settings: Settings,
     try:
         _on_interrupt_stop()
         try:
+            # blocked by Worker._start; one that came meanwhile is raised here
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
             prepare(settings)
         except KeyboardInterrupt as err:
             conn.send(("error", err))
@@ -568,6 +464,10 @@ class Worker:
         self.conn, child = ctx.Pipe(duplex=True)
         self.proc = ctx.Process(target=_serve, daemon=True,
                                 args=(child, os.getpid(), self.events, settings, self.prepare))
+        # The child inherits these signals blocked, and unblocks them once its handlers are in
+        # place (``_serve``): a Ctrl-C to the process group in the child's first half second
+        # would otherwise print a traceback from the interpreter's start-up.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
             self.proc.start()
         except OSError as err:  # out of processes or memory: nothing was started
@@ -576,6 +476,7 @@ class Worker:
             self.conn = None
             return f"{type(err).__name__}: {err}"
         finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             child.close()
         with _LIVE_LOCK:
             _LIVE.add(self.proc)

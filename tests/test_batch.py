@@ -550,3 +550,30 @@ def test_a_worker_stopped_while_starting_stops_the_batch(tmp_path, monkeypatch, 
         worker.close()
     assert time.monotonic() - t0 < 45
     assert sorted(p.name for p in tmp_path.iterdir()) == ["started"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_worker_stopped_before_its_handlers_exist_stops_quietly(tmp_path, monkeypatch,
+                                                                  capfd, sig):
+    """Ctrl-C to the process group reaches a worker while its interpreter is still starting
+    (before satconv is imported): a stop of the batch, with no traceback on the terminal."""
+    import multiprocessing
+
+    process = multiprocessing.get_context("spawn").Process
+    start = process.start
+
+    def start_then_signal(self) -> None:
+        start(self)
+        os.kill(self.pid, sig)  # milliseconds in: the child is importing Python's modules
+
+    monkeypatch.setattr(process, "start", start_then_signal)
+    worker = batch.Worker(multiprocessing.get_context("spawn").Queue(),
+                          prepare=_slow_start_marked)
+    monkeypatch.setenv("SATCONV_TEST_MARKER", str(tmp_path / "started"))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            worker.run(str(tmp_path / "a.tif"), config.Settings(), batch.RunOptions())
+    finally:
+        worker.close()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err

@@ -27,8 +27,8 @@ import rasterio
 from click.testing import CliRunner
 from scipy.ndimage import convolve
 
-from satconv import batch, raster_io
-from satconv.errors import InputError, InputTimeout
+from satconv import raster_io
+from satconv.errors import InputError
 from satconv.scripts.cli import cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -413,24 +413,6 @@ def test_timeout_removes_the_killed_runs_partial_outputs(corpus, tmp_path):
     assert any(name.endswith(".partial") for name in seen), seen
     assert list(out.iterdir()) == []
     assert_inputs_unchanged(corpus)
-
-
-def test_call_with_timeout_results_errors_and_kills(tmp_path):
-    """The building block of --timeout (its results are checked by the runs above): a satconv
-    error comes back as itself, a hang is killed (and cleanup gets its pid), a crash is
-    reported."""
-    with pytest.raises(InputError, match="no such file"):
-        batch.call_with_timeout(raster_io.input_path, str(tmp_path / "none.tif"), timeout=60)
-    pids: list[int] = []
-    t0 = time.monotonic()
-    with pytest.raises(InputTimeout, match="timed out after 1 s"):
-        batch.call_with_timeout(time.sleep, 120, timeout=1, cleanup=pids.append)
-    assert time.monotonic() - t0 < 15
-    assert len(pids) == 1
-    with pytest.raises(ProcessLookupError):
-        os.kill(pids[0], 0)
-    with pytest.raises(batch.WorkerDied, match="SIGABRT"):
-        batch.call_with_timeout(os.abort, timeout=60)
 
 
 def test_remove_partials_removes_only_that_process_files(tmp_path):
