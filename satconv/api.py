@@ -13,11 +13,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from . import __version__, fingerprint, raster_io
+from . import __version__, fingerprint, raster_io, tile_cache
 from .config import Settings
 from .errors import OutputError, SatconvError, UsageError
 from .pipeline import ExecuteOptions, ExecuteStats, compute_dtype, execute
 from .planning import (
+    READ_FULL,
+    READ_KEPT,
     Plan,
     compare,
     load_plan,
@@ -306,7 +308,7 @@ def run_scene(
     paths = OutputPaths.for_input(src, output, out_dir)
     if error_map:
         paths = paths.with_error_map()
-    with raster_io.gdal_env():
+    with raster_io.gdal_env(), KeptTiles() as kept:
         with raster_io.open_input(name, input_policy(settings)) as ds:
             info = raster_io.describe(ds)
         _check_outputs(src, paths, overwrite, plan_path, settings)
@@ -319,7 +321,9 @@ def run_scene(
                 return load_plan(str(plan_path), info, settings)
             if not needs_scan(settings):
                 return uniform_plan(grid, settings)
-            return make_plan(info, settings, workers, progress("plan", ntiles))
+            if engine is None:
+                kept.open(info, grid, paths.raster.parent)
+            return make_plan(info, settings, workers, progress("plan", ntiles), kept.cache)
 
         plan = make() if engine is None else engine.plan(info, fp, make)
         t_plan = time.perf_counter()
@@ -334,8 +338,12 @@ def run_scene(
             try:
                 with raster_io.open_output(body, profile) as dst:
                     raster_io.describe_output(dst, info, tags, float(opts.kernel.sum()))
-                    run = execute if engine is None else engine.execute
-                    stats = run(info, plan, opts, dst, workers, progress("execute", ntiles))
+                    if engine is None:
+                        stats = execute(info, plan, opts, dst, workers,
+                                        progress("execute", ntiles), kept.for_execution(plan))
+                    else:
+                        stats = engine.execute(info, plan, opts, dst, workers,
+                                               progress("execute", ntiles))
                 if settings.output.cog:
                     raster_io.to_cog(body, raster_tmp, settings.output.compress,
                                      settings.tile_size, out_dtype)
@@ -374,7 +382,49 @@ def run_scene(
                 report.execute.update(engine.report())
             report.write(staged.temp(paths.report))
             staged.commit()
-    return report
+            return report
+
+
+class KeptTiles:
+    """The plan pass's decoded tiles for the execute pass (``satconv.tile_cache``), when they
+    are worth keeping; closed (and gone) on leaving the ``with`` block."""
+
+    def __init__(self) -> None:
+        self.cache: tile_cache.TileCache | None = None
+        self.why = ""
+
+    def open(self, info: raster_io.RasterInfo, grid: TileGrid, folder: Path) -> None:
+        decision = tile_cache.decide(info, folder)
+        if decision.worth:
+            self.why = decision.reason
+        if decision.keep:
+            try:
+                self.cache = tile_cache.TileCache(grid, info, folder)
+            except OSError as err:
+                self.why = f"no temporary file in {folder} ({raster_io.first_line(err)})"
+
+    def for_execution(self, *plans: Plan) -> tile_cache.TileCache | None:
+        """The cache when it holds every tile (else None, and it is closed); the plans'
+        reports say how the input was read."""
+        if self.cache is not None and not self.cache.complete:
+            self.why = f"keeping the decoded tiles failed ({self.cache.failure})"
+            self.cache.close()
+            self.cache = None
+        for plan in plans:
+            if plan.details.get("read") != READ_FULL:
+                continue
+            if self.cache is not None:
+                plan.details["read"] = READ_KEPT
+            elif self.why:  # the tiles were worth keeping, but could not be kept
+                plan.details["read"] = f"{READ_FULL[:-1]}: {self.why})"
+        return self.cache
+
+    def __enter__(self) -> KeptTiles:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.cache is not None:
+            self.cache.close()
 
 
 def _executed(stats: ExecuteStats) -> dict[str, object]:

@@ -18,6 +18,7 @@ from .errors import OutputError
 from .parallel import map_tiles
 from .planning import Plan
 from .raster_io import RasterInfo
+from .tile_cache import TileCache
 from .tiling import Tile
 
 
@@ -169,9 +170,11 @@ def _acceptor(plan: Plan, tile: Tile):  # noqa: ANN202 - convolve.Acceptor
 
 
 def _process(ds: object, tile_stride: tuple[Tile, int], info: RasterInfo,
-             pk: PreparedKernel, opts: ExecuteOptions, plan: Plan) -> TileDone:
+             pk: PreparedKernel, opts: ExecuteOptions, plan: Plan,
+             cache: TileCache | None = None) -> TileDone:
     tile, stride = tile_stride
-    read = partial(raster_io.read_indexed, ds, info, cval=opts.cval, dtype=opts.compute_dtype)
+    read = partial(raster_io.read_indexed, ds, info, cval=opts.cval, dtype=opts.compute_dtype,
+                   windows=None if cache is None else cache.read_window_valid)
     return run_tile(read, tile, stride, info, pk, opts, plan)
 
 
@@ -210,8 +213,11 @@ def execute(
     dst: object,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    cache: TileCache | None = None,
 ) -> ExecuteStats:
-    """Convolve every tile of ``plan`` and write it to the open output ``dst``.
+    """Convolve every tile of ``plan`` and write it to the open output ``dst``; the pixels
+    come from ``cache`` (the plan pass's decoded tiles, complete) when given, else from the
+    input.
 
     Tiles of a ``refine`` plan start at their starting stride and are refined as their
     samples demand; the strides returned are the ones executed.
@@ -219,7 +225,7 @@ def execute(
     pk = PreparedKernel.from_kernel(opts.kernel)
     grid = plan.grid
     items = [(t, int(plan.start[t.ty, t.tx])) for t in grid.tiles()]
-    fn = partial(_process, info=info, pk=pk, opts=opts, plan=plan)
+    fn = partial(_process, info=info, pk=pk, opts=opts, plan=plan, cache=cache)
     tally = Tally(plan, info)
     with map_tiles(info.path, items, fn, workers) as results:
         for (tile, _), done in results:

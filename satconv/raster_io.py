@@ -13,7 +13,7 @@ import os
 import re
 import resource
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,10 @@ from .tiling import contiguous_runs
 #: environment when its cache is first used, which also covers worker threads.
 GDAL_CACHE_MB = 128
 os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
+
+#: ``(row0, row1, col0, col1) -> (data, valid)``: a window of the data bands in their own type
+#: and its validity (None when all is valid), as :func:`read_window_valid` reads it.
+WindowReader = Callable[[int, int, int, int], "tuple[np.ndarray, np.ndarray | None]"]
 
 
 def _quiet_libtiff() -> None:
@@ -106,6 +110,8 @@ class RasterInfo:
     driver: str = "GTiff"
     gcps: tuple[GroundControlPoint, ...] = ()
     gcp_crs: Any = None
+    #: The input's compression as GDAL names it (None: stored raw)
+    compression: str | None = None
 
     @property
     def data_count(self) -> int:
@@ -496,6 +502,7 @@ def describe(ds: rasterio.io.DatasetReader) -> RasterInfo:
         driver=ds.driver,
         gcps=tuple(gcps) if only_gcps else (),
         gcp_crs=gcp_crs if only_gcps else None,
+        compression=ds.compression.name if ds.compression else None,
     )
 
 
@@ -509,21 +516,26 @@ def first_line(err: BaseException) -> str:
 
 
 def read_indexed(
-    ds: rasterio.io.DatasetReader, info: RasterInfo, rows: np.ndarray, cols: np.ndarray,
-    cval: float, dtype: str = "float64",
+    ds: rasterio.io.DatasetReader | None, info: RasterInfo, rows: np.ndarray, cols: np.ndarray,
+    cval: float, dtype: str = "float64", windows: WindowReader | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Read the data bands at ``rows`` x ``cols`` (source indices, -1 = outside) as ``dtype``.
 
     Returns ``(data, valid)``, both ``(bands, len(rows), len(cols))``; ``valid`` is None when
     every pixel read is valid. Outside positions hold ``cval`` and count as valid. The distinct
-    indices are read as a few contiguous windows, never the whole raster.
+    indices are read as a few contiguous windows, never the whole raster: from ``ds``, or by
+    ``windows(row0, row1, col0, col1)`` (the same contract as :func:`read_window_valid`) when
+    given (``satconv.tile_cache``).
     """
+    if windows is None:
+        def windows(r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray | None]:
+            return read_window_valid(ds, info, r0, r1, c0, c1)
     nb = info.data_count
     inside_r = (rows >= 0).all() and rows.size > 0 and np.all(np.diff(rows) == 1)
     inside_c = (cols >= 0).all() and cols.size > 0 and np.all(np.diff(cols) == 1)
     if inside_r and inside_c:  # an interior block: one window, no gathering
         r0, c0 = int(rows[0]), int(cols[0])
-        block, ok = read_window_valid(ds, info, r0, r0 + rows.size, c0, c0 + cols.size)
+        block, ok = windows(r0, r0 + rows.size, c0, c0 + cols.size)
         return block.astype(dtype, copy=False), ok
     out = np.full((nb, rows.size, cols.size), cval, dtype=dtype)
     valid = np.ones((nb, rows.size, cols.size), dtype=bool)
@@ -535,7 +547,7 @@ def read_indexed(
         rsel = rin[(rows[rin] >= r0) & (rows[rin] < r1)]
         for c0, c1 in contiguous_runs(cols):
             csel = cin[(cols[cin] >= c0) & (cols[cin] < c1)]
-            block, ok = read_window_valid(ds, info, r0, r1, c0, c1)
+            block, ok = windows(r0, r1, c0, c1)
             rr = rows[rsel] - r0
             cc = cols[csel] - c0
             # gather rows, then columns: two cheap takes instead of one 3-D fancy index

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import fingerprint, raster_io
 from .api import (
+    KeptTiles,
     OutputPaths,
     ProgressFactory,
     _check_outputs,
@@ -39,8 +40,9 @@ from .convolve import PreparedKernel, tile_samples
 from .errors import UsageError
 from .parallel import map_tiles
 from .pipeline import ExecuteOptions, Tally, TileDone, run_tile
-from .planning import Plan, make_plans
+from .planning import Plan, make_plans, needs_scan
 from .report import RunReport, peak_memory_mb, reset_peak_memory
+from .tile_cache import TileCache
 from .tiling import Tile, TileGrid
 
 
@@ -95,9 +97,11 @@ def _union_reader(block: np.ndarray, valid: np.ndarray | None, urows: np.ndarray
 
 
 def _process(ds: Any, tile: Tile, plans: list[Plan], info: Any,
-             kernels: list[PreparedKernel], opts: list[ExecuteOptions]) -> list[TileDone]:
-    """Every step's tile, from a single read of the pixels they all need: what a
-    single-kernel run of each step computes for it (``pipeline.run_tile``)."""
+             kernels: list[PreparedKernel], opts: list[ExecuteOptions],
+             cache: TileCache | None) -> list[TileDone]:
+    """Every step's tile, from a single read of the pixels they all need (from ``cache``,
+    the plan pass's decoded tiles, when given): what a single-kernel run of each step
+    computes for it (``pipeline.run_tile``)."""
     strides = [int(p.start[tile.ty, tile.tx]) for p in plans]
     samples = [tile_samples(tile, s, info.height, info.width, kernels[k], opts[k].boundary)
                for k, s in enumerate(strides) if s > 0]
@@ -105,7 +109,9 @@ def _process(ds: Any, tile: Tile, plans: list[Plan], info: Any,
     if samples:
         urows = np.unique(np.concatenate([t.src_rows for t in samples]))
         ucols = np.unique(np.concatenate([t.src_cols for t in samples]))
-        block, valid = raster_io.read_indexed(ds, info, urows, ucols, cval=opts[0].cval)
+        block, valid = raster_io.read_indexed(
+            ds, info, urows, ucols, cval=opts[0].cval,
+            windows=None if cache is None else cache.read_window_valid)
     out = []
     for k, s in enumerate(strides):
         read = _union_reader(block, valid, urows, ucols, opts[k].compute_dtype)
@@ -131,7 +137,7 @@ def run_steps(
     name = str(src)
     src = Path(src)
     steps = plan_steps(src, settings, output, out_dir)
-    with raster_io.gdal_env():
+    with raster_io.gdal_env(), KeptTiles() as kept:
         with raster_io.open_input(name, input_policy(settings)) as ds:
             info = raster_io.describe(ds)
         for st in steps:
@@ -139,8 +145,11 @@ def run_steps(
         grid = TileGrid(info.height, info.width, settings.tile_size)
         ntiles = grid.shape[0] * grid.shape[1]
         t_start = time.perf_counter()
+        if any(needs_scan(st.settings) for st in steps):
+            kept.open(info, grid, steps[0].paths.raster.parent)
         plans = make_plans(info, [st.settings for st in steps], workers,
-                           progress("plan", ntiles))
+                           progress("plan", ntiles), kept.cache)
+        cache = kept.for_execution(*plans)
         t_plan = time.perf_counter()
         profs, opts = map(list, zip(*(output_setup(info, st.settings, p)
                                       for st, p in zip(steps, plans, strict=True)),
@@ -164,7 +173,7 @@ def run_steps(
                 tick = progress("execute", ntiles)
 
                 def fn(ds: Any, tile: Tile) -> list[TileDone]:
-                    return _process(ds, tile, plans, info, kernels, opts)
+                    return _process(ds, tile, plans, info, kernels, opts, cache)
 
                 with map_tiles(info.path, grid.tiles(), fn, workers) as computed:
                     for tile, results in computed:

@@ -39,7 +39,8 @@ def smooth_scene(write_tif):
     data = random_image(rng, (2, 150, 170), "uint16")
     data[:, :60] = 2000 + (np.arange(170) * 3).astype(np.uint16)  # a smooth ramp: coarse tiles
     data[:, 100:110, 20:40] = 0  # a nodata hole
-    return write_tif(data, nodata=0), data
+    # compressed: a policy plan's execute pass reads the tiles its plan pass decoded
+    return write_tif(data, nodata=0, compress="deflate"), data
 
 
 def test_steps_equal_single_kernel_runs(smooth_scene, tmp_path):
@@ -75,6 +76,7 @@ def test_steps_equal_single_kernel_runs(smooth_scene, tmp_path):
         rb = json.loads((alone / "scene.satconv.json").read_text())
         for key in ("config", "fingerprint", "plan", "scene", "error"):
             assert ra[key] == rb[key], key
+        assert ra["plan"]["read"].endswith("the input was decoded once")
         for key in ("kernel_evaluations", "tiles_per_stride"):
             assert ra["execute"][key] == rb["execute"][key], key
         assert set(rb["timings_s"]) <= set(ra["timings_s"])  # a single run's keys read too
@@ -99,9 +101,9 @@ def test_steps_at_stride_1_equal_scipy_and_read_each_tile_once(smooth_scene, tmp
     calls = []
     real = raster_io.read_indexed
 
-    def counting(ds, info, rows, cols, cval):
+    def counting(ds, info, rows, cols, cval, **kw):
         calls.append((rows.size, cols.size))
-        return real(ds, info, rows, cols, cval)
+        return real(ds, info, rows, cols, cval, **kw)
 
     monkeypatch.setattr(raster_io, "read_indexed", counting)
     result = invoke("run", scene, "-c", path, "-q")

@@ -18,6 +18,7 @@ from ..config import Settings
 from ..core import reconstruct
 from ..errors import PlanError
 from ..raster_io import RasterInfo
+from ..tile_cache import TileCache
 from ..tiling import TileGrid
 from . import budget, error_model, refine, variance
 from .error_model import ErrorEstimator
@@ -34,6 +35,9 @@ __all__ = ["Plan", "PlanInputs", "SceneStats", "make_plan", "make_plans", "load_
 #: allocation (the error budget, or the compute budget, is shared), so a policy plan reads the
 #: whole scene before execution; its statistics take a single vectorised pass per tile.
 READ_FULL = "every tile once with its halo, before execution (decoded again by execution)"
+#: The same, when the execute pass read the plan pass's decoded tiles (``satconv.tile_cache``).
+READ_KEPT = ("every tile once with its halo, before execution, which read the tiles back as "
+             "the plan pass decoded them: the input was decoded once")
 READ_NONE = "nothing: one allowed stride"
 
 
@@ -61,21 +65,24 @@ def _spec(settings: Settings) -> ScanSpec:
 
 
 def scan_scene(info: RasterInfo, settings: Settings, workers: int | None = None,
-               progress: Callable[[int], None] | None = None) -> SceneStats:
-    """The plan pass: every tile read once and summarised."""
-    return scan_scenes(info, [settings], workers, progress)[0]
+               progress: Callable[[int], None] | None = None,
+               keep: TileCache | None = None) -> SceneStats:
+    """The plan pass: every tile read once and summarised (and kept in ``keep``)."""
+    return scan_scenes(info, [settings], workers, progress, keep)[0]
 
 
 def scan_scenes(info: RasterInfo, settings: list[Settings], workers: int | None = None,
-                progress: Callable[[int], None] | None = None) -> list[SceneStats]:
+                progress: Callable[[int], None] | None = None,
+                keep: TileCache | None = None) -> list[SceneStats]:
     """One plan pass for several configs over the same scene (the steps of a ``steps:``
-    config, which share the tile size): every tile read once, summarised for each."""
+    config, which share the tile size): every tile read once, summarised for each, and its
+    pixels written to ``keep`` when given."""
     sizes = {s.tile_size for s in settings}
     assert len(sizes) == 1, "one tile grid"
     for s in settings:  # found out before the scene is read, not after
         _threshold_scale(info, s, np.ones(info.data_count))
     return scene_stats_many(info, sizes.pop(), [_spec(s) for s in settings], workers,
-                            progress)
+                            progress, keep)
 
 
 def needs_scan(settings: Settings) -> bool:
@@ -85,12 +92,13 @@ def needs_scan(settings: Settings) -> bool:
 
 
 def make_plans(info: RasterInfo, settings: list[Settings], workers: int | None = None,
-               progress: Callable[[int], None] | None = None) -> list[Plan]:
+               progress: Callable[[int], None] | None = None,
+               keep: TileCache | None = None) -> list[Plan]:
     """``make_plan`` for several configs over the same scene with one plan pass; a config
     with a single allowed stride and no context needs none."""
     grid = TileGrid(info.height, info.width, settings[0].tile_size)
     scanned = [s for s in settings if needs_scan(s)]
-    stats = dict(zip(map(id, scanned), scan_scenes(info, scanned, workers, progress),
+    stats = dict(zip(map(id, scanned), scan_scenes(info, scanned, workers, progress, keep),
                      strict=True)) if scanned else {}
     plans = []
     for s in settings:
@@ -108,12 +116,15 @@ def make_plan(
     settings: Settings,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    keep: TileCache | None = None,
 ) -> Plan:
-    """Read the scene tile by tile and choose a stride per tile with the configured policy.
+    """Read the scene tile by tile and choose a stride per tile with the configured policy;
+    the decoded tiles go to ``keep`` when given.
 
     Tiles without a single valid pixel get stride 0: their output is all nodata.
     """
-    plan = plan_from_stats(info, settings, scan_scene(info, settings, workers, progress))
+    plan = plan_from_stats(info, settings, scan_scene(info, settings, workers, progress,
+                                                      keep))
     plan.details["read"] = READ_FULL
     return plan
 

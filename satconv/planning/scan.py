@@ -25,6 +25,7 @@ from .. import raster_io, tiling
 from ..core import reconstruct
 from ..parallel import map_shares
 from ..raster_io import RasterInfo
+from ..tile_cache import TileCache
 from ..tiling import Tile, TileGrid
 from . import variance
 
@@ -171,10 +172,11 @@ class ScanSpec:
 
 def scene_stats_many(
     info: RasterInfo, tile_size: int, specs: list[ScanSpec], workers: int | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, keep: TileCache | None = None,
 ) -> list[SceneStats]:
     """Summarise every tile for several plans at once (the steps of a ``steps:`` config):
-    each tile is read once, with the widest halo, and each spec sees its own part of it."""
+    each tile is read once, with the widest halo, and each spec sees its own part of it.
+    Each tile's own pixels go to ``keep`` as they were decoded, for the execute pass."""
     grid = TileGrid(info.height, info.width, tile_size)
     ny, nx = grid.shape
     nb = info.data_count
@@ -191,6 +193,8 @@ def scene_stats_many(
                  slice(tile.col0 - c0, tile.col1 - c0))
         own_data = np.ascontiguousarray(data[inner])
         own_valid = None if valid is None else np.ascontiguousarray(valid[inner])
+        if keep is not None:
+            keep.put(tile, own_data, own_valid)
         owns: dict[tuple[int, str], variance.TileStats] = {}
         out = []
         for spec in specs:
