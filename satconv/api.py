@@ -253,7 +253,7 @@ def output_setup(info: raster_io.RasterInfo, settings: Settings,
                  plan: Plan | None = None) -> tuple[dict, ExecuteOptions]:
     """The output's creation profile and the execution options of ``settings`` on ``info``;
     an integer output declares a nodata value when ``plan`` skips tiles (written as nodata)."""
-    out_dtype = info.dtype if settings.output.dtype == "same" else settings.output.dtype
+    out_dtype = _out_dtype(info, settings)
     skips = plan is not None and bool((plan.strides == 0).any())
     profile = raster_io.output_profile(info, out_dtype, settings.output.compress,
                                        settings.tile_size, skips)
@@ -322,7 +322,7 @@ def run_scene(
             if not needs_scan(settings):
                 return uniform_plan(grid, settings)
             if engine is None:
-                kept.open(info, grid, paths.raster.parent)
+                kept.open(info, grid, paths.raster.parent, output_bytes(info, settings))
             return make_plan(info, settings, workers, progress("plan", ntiles), kept.cache)
 
         plan = make() if engine is None else engine.plan(info, fp, make)
@@ -341,6 +341,7 @@ def run_scene(
                     if engine is None:
                         stats = execute(info, plan, opts, dst, workers,
                                         progress("execute", ntiles), kept.for_execution(plan))
+                        kept.close()  # its disk space is the outputs' from here on
                     else:
                         stats = engine.execute(info, plan, opts, dst, workers,
                                                progress("execute", ntiles))
@@ -393,8 +394,11 @@ class KeptTiles:
         self.cache: tile_cache.TileCache | None = None
         self.why = ""
 
-    def open(self, info: raster_io.RasterInfo, grid: TileGrid, folder: Path) -> None:
-        decision = tile_cache.decide(info, folder)
+    def open(self, info: raster_io.RasterInfo, grid: TileGrid, folder: Path,
+             outputs: int) -> None:
+        """Keep the tiles in ``folder`` if :func:`tile_cache.decide` says so, where the run
+        writes about ``outputs`` bytes."""
+        decision = tile_cache.decide(info, folder, outputs)
         if decision.worth:
             self.why = decision.reason
         if decision.keep:
@@ -408,8 +412,7 @@ class KeptTiles:
         reports say how the input was read."""
         if self.cache is not None and not self.cache.complete:
             self.why = f"keeping the decoded tiles failed ({self.cache.failure})"
-            self.cache.close()
-            self.cache = None
+            self.close()
         for plan in plans:
             if plan.details.get("read") != READ_FULL:
                 continue
@@ -419,12 +422,28 @@ class KeptTiles:
                 plan.details["read"] = f"{READ_FULL[:-1]}: {self.why})"
         return self.cache
 
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
+            self.cache = None
+
     def __enter__(self) -> KeptTiles:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.cache is not None:
-            self.cache.close()
+        self.close()
+
+
+def output_bytes(info: raster_io.RasterInfo, settings: Settings) -> int:
+    """At most what the output raster of ``settings`` takes on disk, uncompressed (twice over
+    for a COG, whose body is copied): its stride and error maps are small beside it."""
+    item = np.dtype(_out_dtype(info, settings)).itemsize
+    size = info.height * info.width * info.data_count * item
+    return 2 * size if settings.output.cog else size
+
+
+def _out_dtype(info: raster_io.RasterInfo, settings: Settings) -> str:
+    return info.dtype if settings.output.dtype == "same" else settings.output.dtype
 
 
 def _executed(stats: ExecuteStats) -> dict[str, object]:

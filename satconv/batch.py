@@ -21,6 +21,7 @@ Nothing here prints: what happens goes to an ``emit`` callback as ``satconv.even
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import multiprocessing
 import os
@@ -33,10 +34,11 @@ import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import fingerprint, locks, parts, raster_io
+from . import fingerprint, locks, parts, raster_io, tile_cache
 from .api import OutputPaths, RunReport, input_policy, interrupted_commit, run_scene
 from .config import Settings
 from .core import cache_dir
@@ -405,6 +407,14 @@ def load_kernels(settings: Settings) -> None:
         warmup.load(settings)
 
 
+def prepare_worker(settings: Settings, scenes: int = 1) -> None:
+    """A batch worker's start: it shares the machine's memory with the other ``scenes`` - 1
+    running at once (the decoded tiles it keeps, ``satconv.tile_cache``), then loads the
+    kernels (:func:`load_kernels`)."""
+    tile_cache.SCENES_AT_ONCE = scenes
+    load_kernels(settings)
+
+
 def _serve(conn: Any, parent: int, events: Any, settings: Settings,
            prepare: Callable[[Settings], None]) -> None:
     """A worker process's loop: ``prepare(settings)``, answer ``("ready", None)``, then run
@@ -467,6 +477,8 @@ class Worker:
         # The child inherits these signals blocked, and unblocks them once its handlers are in
         # place (``_serve``): a Ctrl-C to the process group in the child's first half second
         # would otherwise print a traceback from the interpreter's start-up.
+        # (multiprocessing's resource tracker unblocks every signal when it starts: before)
+        resource_tracker.ensure_running()
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
             self.proc.start()
@@ -755,7 +767,8 @@ def _run_processes(sources: list[str], settings: Settings, opts: RunOptions, emi
     def run_in_worker(src: str) -> Outcome:
         worker = getattr(local, "worker", None)
         if worker is None:
-            worker = local.worker = Worker(events)
+            worker = local.worker = Worker(events, functools.partial(prepare_worker,
+                                                                     scenes=max(1, jobs)))
             with workers_lock:
                 workers.append(worker)
         return worker.run(src, settings, opts, timeout)

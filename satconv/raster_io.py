@@ -502,7 +502,8 @@ def describe(ds: rasterio.io.DatasetReader) -> RasterInfo:
         driver=ds.driver,
         gcps=tuple(gcps) if only_gcps else (),
         gcp_crs=gcp_crs if only_gcps else None,
-        compression=ds.compression.name if ds.compression else None,
+        # (a codec rasterio has no name for, PixarLog for one, comes as GDAL's string)
+        compression=getattr(ds.compression, "name", ds.compression) or None,
     )
 
 

@@ -32,6 +32,7 @@ from .api import (
     _tags,
     error_report,
     input_policy,
+    output_bytes,
     output_setup,
     scene_summary,
 )
@@ -146,7 +147,8 @@ def run_steps(
         ntiles = grid.shape[0] * grid.shape[1]
         t_start = time.perf_counter()
         if any(needs_scan(st.settings) for st in steps):
-            kept.open(info, grid, steps[0].paths.raster.parent)
+            kept.open(info, grid, steps[0].paths.raster.parent,
+                      sum(output_bytes(info, st.settings) for st in steps))
         plans = make_plans(info, [st.settings for st in steps], workers,
                            progress("plan", ntiles), kept.cache)
         cache = kept.for_execution(*plans)
@@ -182,6 +184,7 @@ def run_steps(
                                                  done.mask if opts[k].write_mask else None)
                             tallies[k].add(tile, done)
                         tick(1)
+                kept.close()  # its disk space is the outputs' from here on
                 stack.close()  # close (and check) every output before copying any to COG
                 for st, body, o in zip(steps, bodies, opts, strict=True):
                     if st.settings.output.cog:

@@ -9,10 +9,12 @@ reads its windows from there.
 The cache is an unlinked temporary file (``O_TMPFILE``) in the outputs' folder: nothing is
 left behind, even by a killed run, and it is not mapped into memory, so the process's memory
 stays bounded by the tiles in flight. :func:`decide` keeps one only when it pays and fits:
-the input is compressed (or not a GeoTIFF), and the pixels fit in half the memory the system
-has available (so that they are read back from the page cache, not the disk) and in the
-folder's free space. Every write and read is positional (``pwrite``/``preadv``): worker
-threads share the file without a lock.
+the input is compressed, remote or not a GeoTIFF; the pixels fit in half the memory the
+system (or the process's control group) has available, so that they are read back from the
+page cache, not the disk; and the folder has room for them beside the run's outputs. The
+cache is closed as soon as the execute pass is done, before the outputs are finished. Every
+write and read is positional (``pwrite``/``preadv``): worker threads share the file without a
+lock.
 """
 
 from __future__ import annotations
@@ -29,8 +31,11 @@ from . import raster_io
 from .raster_io import RasterInfo
 from .tiling import Tile, TileGrid
 
-#: The kept pixels may take at most this share of the memory the system has available.
+#: The kept pixels may take at most this share of the memory the system has available...
 MEMORY_SHARE = 0.5
+#: ... divided among the scenes that run at once in this machine's processes (a batch's
+#: ``--jobs``: set in each of its worker processes).
+SCENES_AT_ONCE = 1
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,7 @@ def nbytes(info: RasterInfo) -> int:
     return info.height * info.width * info.data_count * per
 
 
-def _available_memory() -> int | None:
+def _meminfo_available() -> int | None:
     """MemAvailable from /proc/meminfo, in bytes (None where unknown)."""
     try:
         with open("/proc/meminfo") as f:
@@ -62,24 +67,53 @@ def _available_memory() -> int | None:
     return None
 
 
-def decide(info: RasterInfo, folder: Path) -> Decision:
-    """Whether the plan pass should keep its decoded tiles for execution, in ``folder``."""
-    if info.driver == "GTiff" and info.compression is None:
+#: Where cgroup v2 shows the process's own group (a container's limit).
+CGROUP = Path("/sys/fs/cgroup")
+
+
+def _cgroup_room() -> int | None:
+    """What the process's control group may still use, in bytes; None without a limit. Page
+    cache counts against it."""
+    try:
+        limit = (CGROUP / "memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        return max(0, int(limit) - int((CGROUP / "memory.current").read_text().strip()))
+    except (OSError, ValueError):
+        return None
+
+
+def _available_memory() -> int | None:
+    """Memory the system can give without swapping, in bytes, within the control group's
+    limit (None where unknown: not Linux)."""
+    known = [m for m in (_meminfo_available(), _cgroup_room()) if m is not None]
+    return min(known) if known else None
+
+
+def _remote(path: str) -> bool:
+    return path.startswith("/vsi") or "://" in path
+
+
+def decide(info: RasterInfo, folder: Path, outputs: int = 0) -> Decision:
+    """Whether the plan pass should keep its decoded tiles for execution, in ``folder``, where
+    the run also writes about ``outputs`` bytes."""
+    if info.driver == "GTiff" and info.compression is None and not _remote(info.path):
         return Decision(False, "the input is not compressed: reading it again is as cheap",
                         worth=False)
     size = nbytes(info)
+    mb = f"{size / 2**20:.0f} MB of decoded pixels"
     avail = _available_memory()
-    if avail is None or size > MEMORY_SHARE * avail:
-        return Decision(False, f"{size / 2**20:.0f} MB of decoded pixels would not stay in "
-                               "memory")
+    if avail is None:
+        return Decision(False, f"{mb}; the memory available is unknown")
+    if size > MEMORY_SHARE * avail / max(1, SCENES_AT_ONCE):
+        return Decision(False, f"{mb} would not stay in memory")
     try:
         free = shutil.disk_usage(folder).free
     except OSError:
         free = 0
-    if 2 * size > free:
-        return Decision(False, f"{size / 2**20:.0f} MB of decoded pixels: too little free "
-                               f"space in {folder}")
-    return Decision(True, f"{size / 2**20:.0f} MB of decoded pixels")
+    if size + outputs > free:
+        return Decision(False, f"{mb}: too little free space in {folder} beside the outputs")
+    return Decision(True, mb)
 
 
 def _own_mask(info: RasterInfo) -> bool:

@@ -577,3 +577,32 @@ def test_a_worker_stopped_before_its_handlers_exist_stops_quietly(tmp_path, monk
         worker.close()
     err = capfd.readouterr().err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+
+
+def test_a_worker_starts_with_its_stop_signals_blocked_in_a_fresh_interpreter():
+    """The first process multiprocessing spawns also starts its resource tracker, which
+    unblocks every signal on its way: the worker must still start with SIGINT and SIGTERM
+    blocked (read from the kernel, /proc/PID/status), and the parent keep its own mask."""
+    script = (
+        "import multiprocessing, os, signal\n"
+        "from satconv import batch\n"
+        "proc = multiprocessing.get_context('spawn').Process\n"
+        "start = proc.start\n"
+        "seen = []\n"
+        "def start_and_look(self):\n"
+        "    start(self)\n"
+        "    status = open(f'/proc/{self.pid}/status').read()\n"
+        "    line = next(x for x in status.splitlines() if x.startswith('SigBlk:'))\n"
+        "    seen.append(int(line.split()[1], 16))\n"
+        "proc.start = start_and_look\n"
+        "w = batch.Worker(None, prepare=batch.load_kernels)\n"
+        "w._start(batch.Settings())\n"
+        "w.close()\n"
+        "bits = {s: bool(seen[0] >> (s - 1) & 1) for s in (signal.SIGINT, signal.SIGTERM)}\n"
+        "print(all(bits.values()), signal.pthread_sigmask(signal.SIG_BLOCK, []) == set())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True"]

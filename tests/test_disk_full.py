@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import resource
@@ -241,3 +242,32 @@ def test_output_folder_missing(scene, tmp_path, monkeypatch):
     assert result.exit_code == 1
     assert lines(result.stderr) == ["satconv: missing: output folder does not exist"]
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_disk_with_room_for_the_outputs_only_keeps_no_decoded_tiles(tmp_path, tmpfs):
+    """A compressed input, planned by a policy, whose plan pass would keep its decoded tiles
+    beside the outputs (``satconv.tile_cache``): on a disk with room for the outputs but not
+    for them too, the run decodes the input again and succeeds, and says why."""
+    src = tmp_path / "packed.tif"
+    data = np.random.default_rng(5).integers(0, 60000, (1, 384, 512), dtype=np.uint16)
+    with rasterio.open(src, "w", driver="GTiff", width=512, height=384, count=1,
+                       dtype="uint16", compress="deflate", crs="EPSG:32618",
+                       transform=from_origin(500000, 4000000, 10, 10)) as dst:
+        dst.write(data)
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    assert run_here("run", str(src), "--out-dir", str(ref), "-q")[0] == 0
+    report = (ref / "packed.satconv.json").read_text()
+    assert "the input was decoded once" in report  # with room, the tiles are kept
+    outputs = sum(p.stat().st_size for p in ref.iterdir())
+    fs = tmpfs("4m")
+    st = os.statvfs(fs)
+    spare = 200_000  # less than the 393 KB of decoded tiles
+    (fs / "filler").write_bytes(bytes(st.f_bavail * st.f_frsize - outputs - spare))
+    code, out = run_here("run", str(src), "--out-dir", str(fs), "-q")
+    assert code == 0, out
+    read = json.loads((fs / "packed.satconv.json").read_text())["plan"]["read"]
+    assert read.endswith(f"too little free space in {fs} beside the outputs)"), read
+    with rasterio.open(fs / "packed.satconv.tif") as a, \
+            rasterio.open(ref / "packed.satconv.tif") as b:
+        np.testing.assert_array_equal(a.read(), b.read())

@@ -4,6 +4,7 @@ the outputs a run that decodes the input again writes, and the normalised dense 
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 from pathlib import Path
@@ -129,7 +130,8 @@ def tile_cache_read_kept() -> str:
 
 def no_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tile_cache, "decide",
-                        lambda info, folder: tile_cache.Decision(False, "switched off"))
+                        lambda info, folder, outputs=0: tile_cache.Decision(False,
+                                                                            "switched off"))
 
 
 @pytest.mark.parametrize("name", ["world.byte.tif", "RGBA.uint16.tif", "alpha.tif"])
@@ -184,7 +186,8 @@ def test_a_disk_full_while_keeping_tiles_decodes_the_input_again(tmp_path, monke
 
 def test_which_inputs_keep_their_tiles(tmp_path, monkeypatch):
     """Compressed: kept; stored raw: read again (as cheap); too large for half the available
-    memory, or for the folder's free space: read again, and the reason says which."""
+    memory, or for the folder's free space beside the outputs: read again, and the reason
+    says which."""
     x = random_image(np.random.default_rng(1), (40, 40), "uint16")
     raw = write_geotiff(tmp_path / "raw.tif", x)
     packed = write_geotiff(tmp_path / "packed.tif", x, compress="deflate")
@@ -201,5 +204,74 @@ def test_which_inputs_keep_their_tiles(tmp_path, monkeypatch):
     monkeypatch.setattr(tile_cache, "_available_memory", lambda: 10**12)
     monkeypatch.setattr(tile_cache.shutil, "disk_usage",
                         lambda folder: SimpleNamespace(total=10**6, used=0, free=5000))
-    why = tile_cache.decide(infos["packed.tif"], tmp_path)
+    assert tile_cache.decide(infos["packed.tif"], tmp_path, outputs=1800).keep
+    why = tile_cache.decide(infos["packed.tif"], tmp_path, outputs=1801)  # 3200 + 1801 > 5000
     assert not why.keep and "too little free space" in why.reason
+
+
+def test_memory_is_what_the_system_and_the_control_group_leave(tmp_path, monkeypatch):
+    """The smaller of MemAvailable and the cgroup's limit less its use; unknown (not Linux):
+    no tiles kept, and the reason says so."""
+    monkeypatch.setattr(tile_cache, "CGROUP", tmp_path)
+    assert tile_cache._cgroup_room() is None  # no cgroup files
+    (tmp_path / "memory.max").write_text("max\n")
+    assert tile_cache._cgroup_room() is None  # no limit
+    (tmp_path / "memory.max").write_text("1000000\n")
+    (tmp_path / "memory.current").write_text("300000\n")
+    assert tile_cache._cgroup_room() == 700000
+    monkeypatch.setattr(tile_cache, "_meminfo_available", lambda: 5 * 10**6)
+    assert tile_cache._available_memory() == 700000
+    monkeypatch.setattr(tile_cache, "_meminfo_available", lambda: 600000)
+    assert tile_cache._available_memory() == 600000
+    x = random_image(np.random.default_rng(1), (40, 40), "uint16")
+    with raster_io.open_input(str(write_geotiff(tmp_path / "p.tif", x,
+                                                compress="deflate"))) as ds:
+        info = raster_io.describe(ds)
+    assert tile_cache.decide(info, tmp_path).keep
+    monkeypatch.setattr(tile_cache, "_meminfo_available", lambda: None)
+    monkeypatch.setattr(tile_cache, "CGROUP", tmp_path / "none")
+    why = tile_cache.decide(info, tmp_path)
+    assert not why.keep and why.reason.endswith("the memory available is unknown")
+
+
+def test_a_codec_rasterio_has_no_name_for_is_a_compressed_input(tmp_path):
+    """rasterio gives GDAL's string for a codec it has no name for (PixarLog, JPEG XL): the
+    input is described, and counts as compressed; so does a raw GeoTIFF read remotely."""
+    src = write_geotiff(tmp_path / "s.tif", random_image(np.random.default_rng(2), (30, 30),
+                                                         "uint8"))
+
+    class UnnamedCodec:
+        compression = "PIXARLOG"
+
+        def __init__(self, ds: object):
+            self._ds = ds
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._ds, name)
+
+    with raster_io.open_input(str(src)) as ds:
+        raw = raster_io.describe(ds)
+        info = raster_io.describe(UnnamedCodec(ds))
+    assert raw.compression is None and info.compression == "PIXARLOG"
+    assert tile_cache.decide(info, tmp_path).keep
+    assert not tile_cache.decide(raw, tmp_path).keep
+    remote = dataclasses.replace(raw, path="/vsicurl/https://example.com/s.tif")
+    assert tile_cache.decide(remote, tmp_path).keep
+
+
+def test_a_batchs_scenes_at_once_share_the_memory(tmp_path, monkeypatch):
+    """A batch worker (``--jobs N``) keeps tiles within 1/N of the share a single run has."""
+    from satconv import batch
+
+    x = random_image(np.random.default_rng(1), (40, 40), "uint16")  # 3200 bytes
+    with raster_io.open_input(str(write_geotiff(tmp_path / "p.tif", x,
+                                                compress="deflate"))) as ds:
+        info = raster_io.describe(ds)
+    monkeypatch.setattr(tile_cache, "_available_memory", lambda: 7000)
+    monkeypatch.setattr(tile_cache, "SCENES_AT_ONCE", 1)
+    assert tile_cache.decide(info, tmp_path).keep  # 3200 <= 3500
+    monkeypatch.setattr(batch, "load_kernels", lambda settings: None)
+    batch.prepare_worker(config.Settings(), scenes=2)
+    assert tile_cache.SCENES_AT_ONCE == 2
+    why = tile_cache.decide(info, tmp_path)  # 3200 > 1750
+    assert not why.keep and "would not stay in memory" in why.reason
