@@ -411,3 +411,29 @@ def test_a_missing_context_file_is_a_config_error(rgb, tmp_path, key):
                                  str(tmp_path)])
     assert result.exit_code == 2
     assert result.stderr.count("nosuch") == 1 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_saved_plan_with_a_context_config_runs_as_saved_and_says_so(rgb, tmp_path):
+    """``--plan`` executes the stride map as it is: a ``context:`` block in the config is
+    not applied to it (the skipped tiles stay computed), and a warning says so."""
+    x, y, w, h = DETECTION
+    (tmp_path / "d.json").write_text(json.dumps([[x, y, w, h]]))
+    cfg = write_yaml(tmp_path / "c.yaml", f"tile_size: {TILE}\nstrides: [1, 2, 4]\n"
+                     "context: {detections: d.json, skip_outside: true}\n")
+    plain = write_yaml(tmp_path / "p.yaml", f"tile_size: {TILE}\nstrides: [1, 2, 4]\n")
+    saved = tmp_path / "saved.stride.tif"
+    result = CliRunner().invoke(cli, ["plan", str(rgb), "-c", str(plain), "-o", str(saved),
+                                      "-q"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "o.tif"
+    result = CliRunner().invoke(cli, ["run", str(rgb), "-c", str(cfg), "--plan", str(saved),
+                                      "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    warned = [ln for ln in result.stderr.splitlines() if "warning" in ln]
+    assert len(warned) == 1 and str(saved) in warned[0] and "context:" in warned[0], \
+        result.stderr
+    np.testing.assert_array_equal(ps.read_band(tmp_path / "o.stride.tif"),
+                                  ps.read_band(saved))
+    result = CliRunner().invoke(cli, ["run", str(rgb), "-c", str(plain), "--plan", str(saved),
+                                      "-o", str(out), "--overwrite"])
+    assert result.exit_code == 0 and "warning" not in result.stderr, result.stderr

@@ -189,5 +189,8 @@ def load_plan(path: str, info: RasterInfo, settings: Settings) -> Plan:
     grid = TileGrid(info.height, info.width, settings.tile_size)
     strides = raster_io.read_stride_map(path, grid.shape, info, settings.tile_size,
                                         tuple(settings.strides))
-    return Plan(strides, grid, str(path), None, {"policy": "file"},
-                estimator=_estimator(settings))
+    details: dict[str, object] = {"policy": "file"}
+    if settings.context is not None:  # a saved plan runs as it is: say so, not silently
+        details["note"] = (f"{path}: executed as saved; the config's context: (regions of "
+                           "interest, skip_outside) is not applied to it")
+    return Plan(strides, grid, str(path), None, details, estimator=_estimator(settings))
