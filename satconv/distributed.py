@@ -34,7 +34,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from . import raster_io
+from . import raster_io, tile_cache
 from .api import input_policy
 from .batch import Outcome, RunOptions, run_one
 from .config import Settings
@@ -121,25 +121,31 @@ def _probe(address: str) -> None:
                          "scheduler")
 
 
+def _slots() -> int:
+    """How many tasks this worker runs at once (its threads)."""
+    try:
+        from distributed import get_worker
+
+        return max(1, int(get_worker().state.nthreads))
+    except (ImportError, ValueError, AttributeError):
+        return 1
+
+
 def _worker_threads(opts: RunOptions) -> int:
     """Threads for one task on this worker: ``--threads``, else the worker's CPUs shared
     between the tasks it runs at once."""
     if opts.threads:
         return opts.threads
-    try:
-        from distributed import get_worker
-
-        slots = max(1, int(get_worker().state.nthreads))
-    except (ImportError, ValueError, AttributeError):
-        slots = 1
-    return max(1, default_workers() // slots)
+    return max(1, default_workers() // _slots())
 
 
 def _scene_task(src: str, settings: Settings, opts: RunOptions, topic: str) -> Outcome:
-    """One input on a worker; its events go back through Dask's event log."""
+    """One input on a worker; its events go back through Dask's event log. The scenes the
+    worker runs at once share its memory for their kept tiles (``satconv.tile_cache``)."""
     from distributed import get_worker
 
     worker = get_worker()
+    tile_cache.SCENES_AT_ONCE = _slots()
 
     def emit(ev: Event) -> None:
         with contextlib.suppress(Exception):

@@ -326,3 +326,27 @@ def test_a_row_band_lost_on_the_cluster_fails_the_input_in_one_short_line(tmp_pa
     assert text.startswith("s.tif: a row band failed on the Dask cluster (RuntimeError: ")
     assert text.endswith("finished row bands kept for --resume") and len(text) < 300
     assert "\n" not in text
+
+
+def test_the_scenes_a_worker_runs_at_once_share_its_memory(monkeypatch):
+    """On a worker of three threads, a scene task keeps its decoded tiles within a third of
+    the memory share (``satconv.tile_cache``): three such tasks run there at once."""
+    import distributed
+
+    from satconv import distributed as sd
+    from satconv import tile_cache
+
+    class FakeWorker:
+        state = type("State", (), {"nthreads": 3})()
+
+        def log_event(self, topic, msg):
+            pass
+
+    seen = []
+    monkeypatch.setattr(distributed, "get_worker", lambda: FakeWorker())
+    monkeypatch.setattr(tile_cache, "SCENES_AT_ONCE", 1)
+    monkeypatch.setattr(sd, "run_one",
+                        lambda src, settings, opts, emit: seen.append(
+                            (tile_cache.SCENES_AT_ONCE, opts.threads)))
+    sd._scene_task("a.tif", None, sd.RunOptions(), "topic")
+    assert seen == [(3, max(1, sd.default_workers() // 3))]
