@@ -33,8 +33,8 @@ from .tiling import Tile, TileGrid
 
 #: The kept pixels may take at most this share of the memory the system has available...
 MEMORY_SHARE = 0.5
-#: ... divided among the scenes that run at once in this machine's processes (a batch's
-#: ``--jobs``: set in each of its worker processes).
+#: ... divided among the scenes that run at once on this machine: set in each worker process
+#: of a ``--jobs`` batch, and in each Dask task (a worker's threads).
 SCENES_AT_ONCE = 1
 
 
