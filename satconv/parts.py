@@ -151,7 +151,7 @@ def _umask() -> int:
     return 0o022
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
+def _write_json(path: Path, data: dict[str, Any], indent: int | None = None) -> None:
     """Write ``path`` atomically (temporary file, then rename), with the permissions the
     umask gives a new file, as the rasters have (mkstemp alone would make it 0600)."""
     prefix = f"{path.name}." if path.name.startswith(".") else f".{path.name}."
@@ -159,7 +159,9 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f)
+            json.dump(data, f, indent=indent)
+            if indent is not None:
+                f.write("\n")
         raster_io.sync_file(Path(tmp))
         os.replace(tmp, path)
         raster_io.sync_folder(path.parent)

@@ -386,9 +386,21 @@ def make_quicklook(path: str | os.PathLike[str], output: str | os.PathLike[str] 
     return target
 
 
+def record_in_report(report_path: str | os.PathLike[str], png: Path) -> None:
+    """List the quicklook of a run, drawn once the run had committed its outputs, in the
+    run's report on disk (``outputs.quicklook``), replacing the report atomically."""
+    from .parts import _write_json
+
+    path = Path(report_path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["outputs"]["quicklook"] = str(png)
+    _write_json(path, data, indent=2)
+
+
 def quicklook_for_run(report: Any, size: int = DEFAULT_SIZE, overwrite: bool = False) -> Path:
     """The quicklook of a finished run, from its :class:`~satconv.report.RunReport`, beside
-    its outputs; its path is added to ``report.outputs["quicklook"]``."""
+    its outputs; its path is added to ``report.outputs["quicklook"]``, and to the report on
+    disk."""
     _check_size(size)
     outs = report.outputs
     raster = Path(outs["raster"])
@@ -401,4 +413,5 @@ def quicklook_for_run(report: Any, size: int = DEFAULT_SIZE, overwrite: bool = F
     check_target(files.quicklook, overwrite, (files.input,))
     write_png(render_scene(files, size), files.quicklook, report.input)
     outs["quicklook"] = str(files.quicklook)
+    record_in_report(outs["report"], files.quicklook)
     return files.quicklook

@@ -126,6 +126,9 @@ def test_run_several_inputs_returns_a_list(make_scene, tmp_path):
     for stem in ("one", "two"):
         assert (tmp_path / "out" / f"{stem}.quicklook.png").is_file()
     assert reports[1].outputs["quicklook"] == str(tmp_path / "out" / "two.quicklook.png")
+    # and so does the report on disk (the rest of it as the run wrote it)
+    on_disk = json.loads((tmp_path / "out" / "two.satconv.json").read_text())
+    assert on_disk == json.loads(json.dumps(reports[1].to_dict()))
 
 
 def test_run_progress_callback(make_scene):

@@ -404,6 +404,8 @@ def test_skip_existing_draws_a_missing_quicklook_only(make_scene, write_config):
     result = invoke(*cron)
     assert result.exit_code == 0, result.stderr
     assert "skipped" in result.stderr and png.exists()
+    report = scene.with_name("scene.satconv.json")
+    assert json.loads(report.read_text())["outputs"]["quicklook"] == str(png)
     drawn = png.read_bytes()
     os.utime(png, (0, 0))
     assert invoke(*cron).exit_code == 0
@@ -554,5 +556,12 @@ def test_steps_with_quicklook_draw_every_step(make_scene, tmp_path):
     result = invoke("run", scene, "-c", cfg, "--quicklook", "-q")
     assert result.exit_code == 0, result.stderr
     for step in ("smooth", "edges"):
-        with Image.open(tmp_path / f"scene.{step}.quicklook.png") as im:
+        png = tmp_path / f"scene.{step}.quicklook.png"
+        with Image.open(png) as im:
             assert im.size[0] > 100
+        # the report on disk lists it with the run's other outputs, which stay current
+        report = json.loads((tmp_path / f"scene.{step}.satconv.json").read_text())
+        assert report["outputs"]["quicklook"] == str(png)
+        assert Path(report["outputs"]["raster"]).exists()
+    result = invoke("run", scene, "-c", cfg, "--quicklook", "--skip-existing")
+    assert result.exit_code == 0 and "skipped" in result.stderr, result.stderr

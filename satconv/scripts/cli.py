@@ -81,7 +81,8 @@ def _make_quicklook(report_path: str, overwrite: bool) -> None:
     """After a scene's outputs are committed: its quicklook, found through its report."""
     from .. import previews
 
-    previews.make_quicklook(report_path, overwrite=overwrite)
+    previews.record_in_report(report_path,
+                              previews.make_quicklook(report_path, overwrite=overwrite))
 
 
 class _Group(StoppableGroup):
