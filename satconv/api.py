@@ -5,6 +5,7 @@ One call per input. Nothing here prints; progress goes through an optional callb
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -118,13 +119,14 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def interrupted_commit(paths: OutputPaths, settings: Settings) -> bool:
     """Whether the outputs at ``paths`` are what a run of ``settings`` left when it was killed
-    while renaming its finished outputs into place: the report (renamed last) is missing, and
-    every other output present is a complete GeoTIFF that satconv wrote with this config for
-    this report (not another run's finished raster that happens to have this name, as with
-    ``-o out/scene.satconv.tif`` beside an ``--out-dir out`` run's). Such a set is redone like
-    a killed run's staged files, without ``--overwrite``."""
-    present = [p for p in paths.all() if p.exists()]
-    if not present or paths.report in present:
+    while renaming its finished outputs into place, or what is left of such a run's outputs
+    when the report was damaged since: the report (renamed last) is missing or not JSON
+    (truncated, emptied), and every other output present is a complete GeoTIFF that satconv
+    wrote with this config for this report (not another run's finished raster that happens
+    to have this name, as with ``-o out/scene.satconv.tif`` beside an ``--out-dir out``
+    run's). Such a set is redone like a killed run's staged files, without ``--overwrite``."""
+    present = [p for p in paths.all() if p.exists() and p != paths.report]
+    if not present or (paths.report.exists() and not _damaged_json(paths.report)):
         return False
     config = settings.to_json()
     for p in present:
@@ -137,6 +139,17 @@ def interrupted_commit(paths: OutputPaths, settings: Settings) -> bool:
         except (SatconvError, OSError):
             return False
     return True
+
+
+def _damaged_json(path: Path) -> bool:
+    """A file that should hold JSON and does not parse (truncated, emptied)."""
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:  # (UnicodeDecodeError included)
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _check_outputs(src: Path, paths: OutputPaths, overwrite: bool,

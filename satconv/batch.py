@@ -241,8 +241,8 @@ def outputs_state(src: str, settings: Settings, paths: OutputPaths,
     if not all(present):
         return "redo" if interrupted_commit(paths, settings) else "stale"
     recorded = fingerprint.recorded(paths.report)
-    if recorded is None:
-        return "stale"
+    if recorded is None:  # a damaged report beside this run's rasters is redone
+        return "redo" if interrupted_commit(paths, settings) else "stale"
     with raster_io.gdal_env(), raster_io.open_input(src, input_policy(settings)) as ds:
         info = raster_io.describe(ds)
     if recorded != fingerprint.of_run(info, settings, plan_path):

@@ -363,6 +363,30 @@ def test_skip_existing_redoes_damaged_outputs(tmp_path):
     assert "skipped" in invoke("run", src, "-c", cfg, "--skip-existing").stderr
 
 
+def test_skip_existing_redoes_a_damaged_report_but_not_a_foreign_one(tmp_path):
+    """A report truncated or emptied beside this run's rasters is redone (the README: a
+    damaged output is redone); a JSON report that is not this run's is another's output, and
+    refused without --overwrite."""
+    src, _ = scene(tmp_path, "s.tif", 3, (1, 140, 90))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(EXACT)
+    assert invoke("run", src, "-c", cfg, "-q").exit_code == 0
+    report = tmp_path / "s.satconv.json"
+    good = json.loads(report.read_text())
+    for damage in (lambda t: "", lambda t: t[:500]):
+        report.write_text(damage(report.read_text()))
+        result = invoke("run", src, "-c", cfg, "--skip-existing")
+        assert result.exit_code == 0, result.stderr
+        assert "skipped" not in result.stderr
+        again = json.loads(report.read_text())
+        assert again["fingerprint"] == good["fingerprint"]
+    assert "skipped" in invoke("run", src, "-c", cfg, "--skip-existing").stderr
+    report.write_text(json.dumps({"from": "another tool"}))
+    result = invoke("run", src, "-c", cfg, "--skip-existing")
+    assert result.exit_code == 1 and "use --overwrite" in result.stderr, result.stderr
+    assert json.loads(report.read_text()) == {"from": "another tool"}
+
+
 def test_a_folder_at_an_output_name_fails_before_anything_is_written(tmp_path):
     src, _ = scene(tmp_path, "s.tif", 3, (1, 40, 40))
     (tmp_path / "s.satconv.json").mkdir()
