@@ -27,6 +27,7 @@ from .planning import (
     make_plan,
     needs_scan,
     plan_from_stats,
+    read_again,
     scan_scene,
     uniform_plan,
 )
@@ -334,9 +335,11 @@ def run_scene(
                 return load_plan(str(plan_path), info, settings)
             if not needs_scan(settings):
                 return uniform_plan(grid, settings)
-            if engine is None:
-                kept.open(info, grid, paths.raster.parent, output_bytes(info, settings))
-            return make_plan(info, settings, workers, progress("plan", ntiles), kept.cache)
+            kept.open(info, grid, paths.raster.parent, output_bytes(info, settings),
+                      None if engine is None else ENGINE_READS)
+            made = make_plan(info, settings, workers, progress("plan", ntiles), kept.cache)
+            kept.settle(made)  # (said before an engine saves the plan with its parts)
+            return made
 
         plan = make() if engine is None else engine.plan(info, fp, make)
         t_plan = time.perf_counter()
@@ -353,7 +356,7 @@ def run_scene(
                     raster_io.describe_output(dst, info, tags, float(opts.kernel.sum()))
                     if engine is None:
                         stats = execute(info, plan, opts, dst, workers,
-                                        progress("execute", ntiles), kept.for_execution(plan))
+                                        progress("execute", ntiles), kept.cache)
                         kept.close()  # its disk space is the outputs' from here on
                     else:
                         stats = engine.execute(info, plan, opts, dst, workers,
@@ -399,6 +402,10 @@ def run_scene(
             return report
 
 
+#: Why a run with an engine (``--resume``, Dask row bands) keeps no decoded tiles.
+ENGINE_READS = "a resumable or distributed run's parts read the input themselves"
+
+
 class KeptTiles:
     """The plan pass's decoded tiles for the execute pass (``satconv.tile_cache``), when they
     are worth keeping; closed (and gone) on leaving the ``with`` block."""
@@ -407,33 +414,30 @@ class KeptTiles:
         self.cache: tile_cache.TileCache | None = None
         self.why = ""
 
-    def open(self, info: raster_io.RasterInfo, grid: TileGrid, folder: Path,
-             outputs: int) -> None:
+    def open(self, info: raster_io.RasterInfo, grid: TileGrid, folder: Path, outputs: int,
+             refused: str | None = None) -> None:
         """Keep the tiles in ``folder`` if :func:`tile_cache.decide` says so, where the run
-        writes about ``outputs`` bytes."""
+        writes about ``outputs`` bytes, unless ``refused`` (why this run cannot use them)."""
         decision = tile_cache.decide(info, folder, outputs)
-        if decision.worth:
-            self.why = decision.reason
-        if decision.keep:
+        self.why = decision.reason
+        if decision.keep and refused is not None:
+            self.why = refused
+        elif decision.keep:
             try:
                 self.cache = tile_cache.TileCache(grid, info, folder)
             except OSError as err:
                 self.why = f"no temporary file in {folder} ({raster_io.first_line(err)})"
 
-    def for_execution(self, *plans: Plan) -> tile_cache.TileCache | None:
-        """The cache when it holds every tile (else None, and it is closed); the plans'
-        reports say how the input was read."""
+    def settle(self, *plans: Plan) -> None:
+        """After the plan pass: keep the cache only if it holds every tile (else close it),
+        and say in the plans' reports how the execute pass reads the input."""
         if self.cache is not None and not self.cache.complete:
             self.why = f"keeping the decoded tiles failed ({self.cache.failure})"
             self.close()
         for plan in plans:
-            if plan.details.get("read") != READ_FULL:
-                continue
-            if self.cache is not None:
-                plan.details["read"] = READ_KEPT
-            elif self.why:  # the tiles were worth keeping, but could not be kept
-                plan.details["read"] = f"{READ_FULL[:-1]}: {self.why})"
-        return self.cache
+            if plan.details.get("read") == READ_FULL and self.why:
+                plan.details["read"] = READ_KEPT if self.cache is not None else \
+                    read_again(self.why)
 
     def close(self) -> None:
         if self.cache is not None:

@@ -151,7 +151,8 @@ def run_steps(
                       sum(output_bytes(info, st.settings) for st in steps))
         plans = make_plans(info, [st.settings for st in steps], workers,
                            progress("plan", ntiles), kept.cache)
-        cache = kept.for_execution(*plans)
+        kept.settle(*plans)
+        cache = kept.cache
         t_plan = time.perf_counter()
         profs, opts = map(list, zip(*(output_setup(info, st.settings, p)
                                       for st, p in zip(steps, plans, strict=True)),

@@ -44,8 +44,6 @@ class Decision:
 
     keep: bool
     reason: str
-    #: keeping them would have paid (the input is costly to decode)
-    worth: bool = True
 
 
 def nbytes(info: RasterInfo) -> int:
@@ -98,8 +96,7 @@ def decide(info: RasterInfo, folder: Path, outputs: int = 0) -> Decision:
     """Whether the plan pass should keep its decoded tiles for execution, in ``folder``, where
     the run also writes about ``outputs`` bytes."""
     if info.driver == "GTiff" and info.compression is None and not _remote(info.path):
-        return Decision(False, "the input is not compressed: reading it again is as cheap",
-                        worth=False)
+        return Decision(False, "the input is not compressed: reading it again is as cheap")
     size = nbytes(info)
     mb = f"{size / 2**20:.0f} MB of decoded pixels"
     avail = _available_memory()

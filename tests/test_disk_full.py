@@ -267,7 +267,7 @@ def test_a_disk_with_room_for_the_outputs_only_keeps_no_decoded_tiles(tmp_path, 
     code, out = run_here("run", str(src), "--out-dir", str(fs), "-q")
     assert code == 0, out
     read = json.loads((fs / "packed.satconv.json").read_text())["plan"]["read"]
-    assert read.endswith(f"too little free space in {fs} beside the outputs)"), read
+    assert read.endswith(f"too little free space in {fs} beside the outputs"), read
     with rasterio.open(fs / "packed.satconv.tif") as a, \
             rasterio.open(ref / "packed.satconv.tif") as b:
         np.testing.assert_array_equal(a.read(), b.read())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from satconv import api, config, raster_io, tile_cache
+from satconv.planning import read_again
 from satconv.tiling import TileGrid
 
 from . import oracle
@@ -149,7 +151,7 @@ def test_kept_tiles_change_nothing_in_the_outputs(shared_data, tmp_path, monkeyp
         no_cache(m)
         rep_again = api.run_scene(src, cfg, output=again)
     assert rep_kept.plan["read"] == tile_cache_read_kept()
-    assert "switched off" in rep_again.plan["read"]
+    assert rep_again.plan["read"] == read_again("switched off")
     for what in ("raster", "stride_map"):
         with rasterio.open(rep_kept.outputs[what]) as a, \
                 rasterio.open(rep_again.outputs[what]) as b:
@@ -176,9 +178,8 @@ def test_a_disk_full_while_keeping_tiles_decodes_the_input_again(tmp_path, monke
     cfg = {**ALL_STRIDE_1, "output": {"dtype": "float64"}}
     rep = api.run_scene(src, config.from_dict(cfg), output=out)
     assert len(calls) > 3
-    assert rep.plan["read"].endswith(
-        "(decoded again by execution: keeping the decoded tiles failed "
-        "(No space left on device))")
+    assert rep.plan["read"] == read_again("keeping the decoded tiles failed "
+                                          "(No space left on device)")
     x, valid, _ = validity(src)
     k = config.from_dict(cfg).kernel.array()
     assert_matches(read_out(out), oracle.normalised_dense(x[0], valid[0], k)[None])
@@ -275,3 +276,22 @@ def test_a_batchs_scenes_at_once_share_the_memory(tmp_path, monkeypatch):
     assert tile_cache.SCENES_AT_ONCE == 2
     why = tile_cache.decide(info, tmp_path)  # 3200 > 1750
     assert not why.keep and "would not stay in memory" in why.reason
+
+
+def test_the_report_says_why_the_input_is_read_again(shared_data, tmp_path):
+    """An uncompressed input (shade.tif), and a resumable run of a compressed one
+    (world.byte.tif, --resume: its parts read the input themselves): the report's plan.read
+    says the execute pass reads the input again, and why."""
+    from click.testing import CliRunner
+
+    from satconv.scripts.cli import cli
+
+    rep = api.run_scene(shared_data / "shade.tif", config.Settings(),
+                        output=tmp_path / "shade.tif")
+    assert rep.plan["read"] == read_again(
+        "the input is not compressed: reading it again is as cheap")
+    result = CliRunner().invoke(cli, ["run", str(shared_data / "world.byte.tif"), "--resume",
+                                      "--out-dir", str(tmp_path), "-q"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "world.byte.satconv.json").read_text())
+    assert report["plan"]["read"] == read_again(api.ENGINE_READS)

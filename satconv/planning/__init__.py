@@ -27,8 +27,8 @@ from .plan import Plan
 from .scan import ScanSpec, SceneStats, scene_stats_many
 
 __all__ = ["Plan", "PlanInputs", "SceneStats", "make_plan", "make_plans", "load_plan",
-           "needs_scan", "plan_from_stats", "plan_warnings", "scan_scene", "scan_scenes",
-           "uniform_plan"]
+           "needs_scan", "plan_from_stats", "plan_warnings", "read_again", "scan_scene",
+           "scan_scenes", "uniform_plan"]
 
 
 #: What the plan pass read, for the run report. Every tile's statistic enters one scene-wide
@@ -39,6 +39,11 @@ READ_FULL = "every tile once with its halo, before execution (decoded again by e
 READ_KEPT = ("every tile once with its halo, before execution, which read the tiles back as "
              "the plan pass decoded them: the input was decoded once")
 READ_NONE = "nothing: one allowed stride"
+
+
+def read_again(why: str) -> str:
+    """What the plan pass read, when the execute pass reads the input again, and why."""
+    return f"every tile once with its halo, before execution, and again by execution: {why}"
 
 
 def uniform_plan(grid: TileGrid, settings: Settings) -> Plan:
