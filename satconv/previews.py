@@ -346,16 +346,29 @@ def _error_values(path: Path, tiles: tuple[int, int], scene: tuple[int, int], si
 # ---------------------------------------------------------------- writing
 
 
-def check_target(path: Path, overwrite: bool, protect: tuple[Path | None, ...] = ()) -> None:
-    """Raise :class:`OutputError` when a quicklook cannot be written at ``path``."""
+def check_target(path: Path, overwrite: bool, protect: tuple[Path | None, ...] = (),
+                 redraw_own: bool = False) -> None:
+    """Raise :class:`OutputError` when a quicklook cannot be written at ``path``: it exists,
+    and neither ``overwrite`` nor (``redraw_own``) satconv drew it."""
     if path.suffix.lower() != ".png":
         raise OutputError(f"{path}: a quicklook is a PNG (name it *.png)")
     for other in protect:
         if _same(other, path):
             raise OutputError(f"{path}: would overwrite {other}")
     raster_io.check_output_dir(path)
-    if path.exists() and not overwrite:
+    if path.exists() and not overwrite and not (redraw_own and drawn_by_satconv(path)):
         raise OutputError(f"{path}: already exists (use --overwrite to replace it)")
+
+
+def drawn_by_satconv(path: Path) -> bool:
+    """Whether the PNG at ``path`` is a quicklook satconv drew (its Software text)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return str(im.info.get("Software", "")).startswith("satconv ")
+    except (OSError, ValueError):
+        return False
 
 
 def write_png(ql: quicklook.Quicklook, path: Path, source: str) -> None:
@@ -368,10 +381,12 @@ def write_png(ql: quicklook.Quicklook, path: Path, source: str) -> None:
 
 def make_quicklook(path: str | os.PathLike[str], output: str | os.PathLike[str] | None = None,
                    size: int = DEFAULT_SIZE, overwrite: bool = False,
-                   error_map: str | os.PathLike[str] | None = None) -> Path:
+                   error_map: str | os.PathLike[str] | None = None,
+                   redraw_own: bool = False) -> Path:
     """``satconv preview``: the quicklook of the run ``path`` belongs to (its input or any
     of its outputs), at ``output`` (default ``scene.quicklook.png`` beside the outputs).
-    ``error_map`` names an error raster the run did not record. Returns the PNG's path."""
+    ``error_map`` names an error raster the run did not record; ``redraw_own`` replaces a
+    quicklook satconv drew there without ``overwrite``. Returns the PNG's path."""
     _check_size(size)
     files = find_scene_files(path)
     if error_map is not None:
@@ -381,7 +396,7 @@ def make_quicklook(path: str | os.PathLike[str], output: str | os.PathLike[str] 
         files = SceneFiles(**{**files.__dict__, "error_map": em})
     target = Path(output) if output is not None else files.quicklook
     check_target(target, overwrite, (files.input, files.raster, files.stride_map,
-                                     files.error_map))
+                                     files.error_map), redraw_own)
     write_png(render_scene(files, size), target, str(path))
     return target
 

@@ -565,3 +565,79 @@ def test_steps_with_quicklook_draw_every_step(make_scene, tmp_path):
         assert Path(report["outputs"]["raster"]).exists()
     result = invoke("run", scene, "-c", cfg, "--quicklook", "--skip-existing")
     assert result.exit_code == 0 and "skipped" in result.stderr, result.stderr
+
+
+def test_a_quicklook_that_cannot_be_drawn_fails_its_input_and_says_the_rest_is_complete(
+        make_scene, tmp_path):
+    """A folder where one input's PNG must go: that input fails, its error line names it and
+    says its other outputs are complete (they are), the other input is done, exit 1, and the
+    summary says the same."""
+    a, _ = make_scene(30, 30, name="a.tif")
+    b, _ = make_scene(30, 30, name="b.tif", seed=1)
+    (tmp_path / "a.quicklook.png").mkdir()
+    result = invoke("run", a, b, "--quicklook", "--overwrite", "--summary",
+                    tmp_path / "s.json")
+    assert result.exit_code == 1, result.stderr
+    line = next(ln for ln in result.stderr.splitlines() if "quicklook not drawn" in ln)
+    assert line.startswith(f"satconv: {a}: quicklook not drawn: ") and \
+        line.endswith("its other outputs are complete"), line
+    for name in ("a.satconv.tif", "a.stride.tif", "a.satconv.json", "b.quicklook.png"):
+        assert (tmp_path / name).is_file(), name
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert (summary["done"], summary["failed"], summary["exit_code"]) == (1, 1, 1)
+    assert [r["status"] for r in summary["results"]] == ["failed", "done"]
+
+
+def test_a_stop_while_the_quicklooks_are_drawn_writes_the_summary(make_scene, tmp_path,
+                                                                   monkeypatch):
+    """Ctrl-C after the batch, while the quicklooks are drawn: exit 130, the summary is
+    written (the inputs not drawn yet stopped, their outputs complete), and a --skip-existing
+    --quicklook rerun draws what is missing."""
+    from satconv import previews
+
+    a, _ = make_scene(30, 30, name="a.tif")
+    b, _ = make_scene(30, 30, name="b.tif", seed=1)
+    real = previews.make_quicklook
+    calls = []
+
+    def stopped_at_the_second(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(previews, "make_quicklook", stopped_at_the_second)
+    result = invoke("run", a, b, "--quicklook", "--summary", tmp_path / "s.json")
+    assert result.exit_code == 130, result.stderr
+    assert "while the quicklooks were drawn" in result.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert [r["status"] for r in summary["results"]] == ["done", "stopped"]
+    assert summary["exit_code"] == 130
+    assert (tmp_path / "b.satconv.json").is_file() and not (tmp_path / "b.quicklook.png").exists()
+    monkeypatch.setattr(previews, "make_quicklook", real)
+    result = invoke("run", a, b, "--quicklook", "--skip-existing")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "b.quicklook.png").is_file()
+
+
+def test_skip_existing_redraws_its_own_quicklook_only(make_scene, tmp_path):
+    """With --skip-existing an input that is (re)done gets its quicklook redrawn when satconv
+    drew the PNG there; a PNG from elsewhere at that name is refused (exit 1, untouched), as
+    without --skip-existing, and replaced with --overwrite only."""
+    a, _ = make_scene(30, 30, name="a.tif")
+    png = tmp_path / "a.quicklook.png"
+    Image.new("RGB", (8, 8), "red").save(png)
+    foreign = png.read_bytes()
+    result = invoke("run", a, "--quicklook", "--skip-existing")
+    assert result.exit_code == 1 and "already exists" in result.stderr, result.stderr
+    assert png.read_bytes() == foreign
+    assert not (tmp_path / "a.satconv.tif").exists()  # refused before the run
+    assert invoke("run", a, "--quicklook", "--overwrite", "-q").exit_code == 0
+    assert png.read_bytes() != foreign
+    # satconv's own, for outputs that are redone (another config): redrawn
+    for name in ("a.satconv.tif", "a.stride.tif", "a.satconv.json"):
+        (tmp_path / name).unlink()
+    os.utime(png, (0, 0))
+    result = invoke("run", a, "--quicklook", "--skip-existing", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert png.stat().st_mtime > 0

@@ -196,6 +196,6 @@ def load_plan(path: str, info: RasterInfo, settings: Settings) -> Plan:
                                         tuple(settings.strides))
     details: dict[str, object] = {"policy": "file"}
     if settings.context is not None:  # a saved plan runs as it is: say so, not silently
-        details["note"] = (f"{path}: executed as saved; the config's context: (regions of "
-                           "interest, skip_outside) is not applied to it")
+        details["note"] = (f"{path}: executed as saved; the config's context: block is not "
+                           "applied to it")
     return Plan(strides, grid, str(path), None, details, estimator=_estimator(settings))

@@ -13,7 +13,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -22,6 +22,10 @@ from ..errors import OutputError, SatconvError, UsageError
 from ..planning import plan_warnings
 from .render import one_line
 from .stops import StoppableGroup, command_stops, json_logs
+
+if TYPE_CHECKING:
+    from ..batch import BatchSummary, RunOptions
+    from ..config import Settings
 
 
 def _progress_factory(enabled: bool, label: str) -> api.ProgressFactory:
@@ -70,19 +74,20 @@ quicklook_option = click.option(
     help="Also draw OUT.quicklook.png (input, stride map, output) once the outputs are written.")
 
 
-def _check_quicklook(raster: Path, overwrite: bool) -> None:
-    """Before running: refuse a quicklook that exists (without --overwrite)."""
+def _check_quicklook(raster: Path, overwrite: bool, own: bool) -> None:
+    """Before running: refuse a quicklook that exists (without --overwrite; with ``own``,
+    one satconv drew may be redrawn)."""
     from .. import previews
 
-    previews.check_target(previews.quicklook_path(raster), overwrite)
+    previews.check_target(previews.quicklook_path(raster), overwrite, redraw_own=own)
 
 
-def _make_quicklook(report_path: str, overwrite: bool) -> None:
+def _make_quicklook(report_path: str, overwrite: bool, own: bool) -> None:
     """After a scene's outputs are committed: its quicklook, found through its report."""
     from .. import previews
 
-    previews.record_in_report(report_path,
-                              previews.make_quicklook(report_path, overwrite=overwrite))
+    previews.record_in_report(report_path, previews.make_quicklook(
+        report_path, overwrite=overwrite, redraw_own=own))
 
 
 class _Group(StoppableGroup):
@@ -250,14 +255,14 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
         skip_existing=skip_existing, resume=resume, threads=threads, on_lock=on_lock,
         lock_timeout=lock_timeout, progress_every=1 if bars else progress_every, debug=debug,
         error_map=error_map)
-    # With --skip-existing a quicklook is redrawn for what is (re)done and left as it is for
-    # what is skipped (drawn if missing): one that exists is no reason to stop the batch.
-    redraw = overwrite or skip_existing
+    # With --skip-existing a quicklook satconv drew is redrawn for what is (re)done and left
+    # as it is for what is skipped (drawn if missing): one that exists is no reason to stop
+    # the batch. A PNG satconv did not draw is replaced with --overwrite only.
     if quicklook:
         try:
             for src in sources:
                 for _, paths in batch.units(src, settings, opts):  # every step's
-                    _check_quicklook(paths.raster, redraw)
+                    _check_quicklook(paths.raster, overwrite, skip_existing)
         except SatconvError as err:
             fail(err)
     stop = command_stops()
@@ -291,22 +296,14 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
         fail(err)
     render.close()
     if quicklook:
-        from .. import previews
-
-        for i, outcome in enumerate(summary.outcomes):
-            if outcome.status not in ("done", "skipped"):
-                continue
-            try:
-                for _, paths in batch.units(outcome.input, settings, opts):
-                    if outcome.status == "done" and outcome.report:
-                        _make_quicklook(str(paths.report), redraw)
-                    elif (paths.report.exists()  # skipped: draw one a stop left undrawn
-                          and not previews.quicklook_path(paths.raster).exists()):
-                        _make_quicklook(str(paths.report), False)
-            except SatconvError as err:
-                render.error(str(err), 1, err, debug)
-                summary.outcomes[i] = dataclasses.replace(
-                    outcome, status="failed", exit_code=1, message=str(err))
+        try:
+            summary = _draw_quicklooks(summary, settings, opts, (overwrite, skip_existing),
+                                       render, debug, stop)
+        except _QuicklooksStopped as stopped:
+            if summary_path:
+                with contextlib.suppress(OSError):
+                    stopped.summary.write(Path(summary_path))
+            sys.exit(stopped.code)
     if summary_path:
         try:
             summary.write(Path(summary_path))
@@ -315,6 +312,56 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
                              f"({(err.strerror or str(err)).lower()})"))
     if summary.exit_code:
         sys.exit(summary.exit_code)
+
+
+class _QuicklooksStopped(Exception):
+    """A stop while the quicklooks were drawn: the batch's summary, and the exit code."""
+
+    def __init__(self, summary: BatchSummary, code: int):
+        super().__init__(code)
+        self.summary = summary
+        self.code = code
+
+
+def _draw_quicklooks(summary: BatchSummary, settings: Settings, opts: RunOptions,
+                     replace: tuple[bool, bool], render: Any, debug: bool,
+                     stop: Any) -> BatchSummary:
+    """After the batch, the quicklook of each input done (or skipped without one). One that
+    cannot be drawn fails its input, whose other outputs stay complete (the line says so); a
+    stop marks the inputs not yet drawn as stopped (raised as :class:`_QuicklooksStopped`).
+    ``replace``: ``--overwrite`` (any PNG), ``--skip-existing`` (a PNG satconv drew)."""
+    from .. import batch, previews
+
+    outcomes = list(summary.outcomes)
+    for i, outcome in enumerate(outcomes):
+        if outcome.status not in ("done", "skipped"):
+            continue
+        try:
+            for _, paths in batch.units(outcome.input, settings, opts):
+                if outcome.status == "done" and outcome.report:
+                    _make_quicklook(str(paths.report), *replace)
+                elif (paths.report.exists()  # skipped: draw one a stop left undrawn
+                      and not previews.quicklook_path(paths.raster).exists()):
+                    _make_quicklook(str(paths.report), False, False)
+        except SatconvError as err:
+            message = (f"{outcome.input}: quicklook not drawn: {err}; its other outputs are "
+                       "complete")
+            render.error(message, 1, err, debug)
+            outcomes[i] = dataclasses.replace(outcome, status="failed", exit_code=1,
+                                              message=message)
+        except KeyboardInterrupt:
+            code, what = stop.exit_code, stop.what
+            for j in range(i, len(outcomes)):
+                if outcomes[j].status in ("done", "skipped"):
+                    outcomes[j] = dataclasses.replace(
+                        outcomes[j], status="stopped", exit_code=code,
+                        message=f"{outcomes[j].input}: {what} while the quicklooks were drawn; "
+                                "its outputs are complete")
+            render.error(f"{what} while the quicklooks were drawn; the outputs are complete "
+                         "(a --skip-existing --quicklook rerun draws what is missing)", code)
+            raise _QuicklooksStopped(dataclasses.replace(summary, outcomes=outcomes),
+                                     code) from None
+    return dataclasses.replace(summary, outcomes=outcomes)
 
 
 @cli.command()
