@@ -622,16 +622,23 @@ def test_a_stop_while_the_quicklooks_are_drawn_writes_the_summary(make_scene, tm
 
 def test_skip_existing_redraws_its_own_quicklook_only(make_scene, tmp_path):
     """With --skip-existing an input that is (re)done gets its quicklook redrawn when satconv
-    drew the PNG there; a PNG from elsewhere at that name is refused (exit 1, untouched), as
-    without --skip-existing, and replaced with --overwrite only."""
+    drew the PNG there; a PNG from elsewhere at that name is left untouched and fails that
+    input (exit 1, its other outputs complete), not the batch; --overwrite replaces it."""
     a, _ = make_scene(30, 30, name="a.tif")
+    b, _ = make_scene(30, 30, name="b.tif", seed=1)
     png = tmp_path / "a.quicklook.png"
     Image.new("RGB", (8, 8), "red").save(png)
     foreign = png.read_bytes()
-    result = invoke("run", a, "--quicklook", "--skip-existing")
-    assert result.exit_code == 1 and "already exists" in result.stderr, result.stderr
+    result = invoke("run", a, b, "--quicklook", "--skip-existing")
+    assert result.exit_code == 1, result.stderr
+    line = next(ln for ln in result.stderr.splitlines() if "quicklook not drawn" in ln)
+    assert line.startswith(f"satconv: {a}: ") and "already exists" in line, line
     assert png.read_bytes() == foreign
-    assert not (tmp_path / "a.satconv.tif").exists()  # refused before the run
+    assert (tmp_path / "a.satconv.tif").exists() and (tmp_path / "b.quicklook.png").exists()
+    # without --skip-existing: refused before anything runs, the line naming the input
+    result = invoke("run", a, "--quicklook")
+    assert result.exit_code == 1, result.stderr
+    assert result.stderr.startswith(f"satconv: {a}: {png}: already exists"), result.stderr
     assert invoke("run", a, "--quicklook", "--overwrite", "-q").exit_code == 0
     assert png.read_bytes() != foreign
     # satconv's own, for outputs that are redone (another config): redrawn

@@ -257,14 +257,16 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
         error_map=error_map)
     # With --skip-existing a quicklook satconv drew is redrawn for what is (re)done and left
     # as it is for what is skipped (drawn if missing): one that exists is no reason to stop
-    # the batch. A PNG satconv did not draw is replaced with --overwrite only.
+    # the batch. A PNG satconv did not draw is replaced with --overwrite only (under
+    # --skip-existing, its input fails when its quicklook is due: _draw_quicklooks).
     if quicklook:
+        src = ""
         try:
             for src in sources:
                 for _, paths in batch.units(src, settings, opts):  # every step's
-                    _check_quicklook(paths.raster, overwrite, skip_existing)
+                    _check_quicklook(paths.raster, overwrite or skip_existing, False)
         except SatconvError as err:
-            fail(err)
+            fail(type(err)(f"{src}: {err}") if src else err)
     stop = command_stops()
     try:
         summary = batch.run_batch(sources, settings, opts, render, jobs=jobs, timeout=timeout,
