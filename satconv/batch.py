@@ -36,7 +36,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import resource_tracker
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from . import fingerprint, locks, parts, raster_io, tile_cache
 from .api import OutputPaths, RunReport, input_policy, interrupted_commit, run_scene
@@ -47,8 +47,6 @@ from .events import Emit, Event, ignore, progress_factory
 from .parallel import default_workers
 from .planning import plan_warnings
 from .stopping import Stops
-
-R = TypeVar("R")
 
 _CONTEXT = "spawn"
 #: Seconds a child that has answered gets to exit on its own before it is killed.

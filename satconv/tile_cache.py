@@ -46,11 +46,15 @@ class Decision:
     reason: str
 
 
+def _bytes_per_value(info: RasterInfo) -> int:
+    """Each pixel and band: its value in the input's type, plus a byte of validity where the
+    input carries a mask of its own."""
+    return np.dtype(info.dtype).itemsize + (1 if _own_mask(info) else 0)
+
+
 def nbytes(info: RasterInfo) -> int:
-    """Bytes a cache of the scene takes: the data bands in their type, plus a byte per pixel
-    and band of validity where the input carries a mask of its own."""
-    per = np.dtype(info.dtype).itemsize + (1 if _own_mask(info) else 0)
-    return info.height * info.width * info.data_count * per
+    """Bytes a cache of the scene takes."""
+    return info.height * info.width * info.data_count * _bytes_per_value(info)
 
 
 def _meminfo_available() -> int | None:
@@ -135,8 +139,7 @@ class TileCache:
         ny, nx = grid.shape
         heights = np.array([grid.tile(ty, 0).height for ty in range(ny)], dtype=np.int64)
         widths = np.array([grid.tile(0, tx).width for tx in range(nx)], dtype=np.int64)
-        per = self._dtype.itemsize + (1 if _own_mask(info) else 0)
-        sizes = (heights[:, None] * widths[None, :] * nb * per).ravel()
+        sizes = (heights[:, None] * widths[None, :] * nb * _bytes_per_value(info)).ravel()
         self._offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).reshape(ny, nx)
         self._stored = np.zeros((ny, nx), dtype=bool)
         self._masked = np.zeros((ny, nx), dtype=bool)
