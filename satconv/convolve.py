@@ -104,8 +104,9 @@ class TileResult:
     where there was nothing to measure): ``coarse``, the RMS surplus of its samples over the
     grid of twice its stride, and ``centre``, the RMS surplus of check samples halfway between
     its samples (refinement only; ``full_checks``: at every such point, not only at a lattice
-    of cell centres; ``checks``: the evaluations those check samples took, part of
-    ``evaluations``). ``stride`` is the stride the tile was executed at.
+    of cell centres; ``rechecked``: on a denser lattice after a first one; ``checks``: the
+    evaluations those check samples took, part of ``evaluations``). ``stride`` is the stride
+    the tile was executed at.
     """
 
     values: np.ndarray
@@ -115,6 +116,7 @@ class TileResult:
     centre: np.ndarray | None = None
     full_checks: bool = False
     checks: int = 0
+    rechecked: bool = False
 
 
 def tile_samples(
@@ -471,11 +473,12 @@ def _evenly(idx: np.ndarray, k: int) -> np.ndarray:
     return idx[np.unique(np.round(np.linspace(0, idx.size - 1, k)).astype(np.int64))]
 
 
-#: accept(stride, checks, coarse, full) -> how far the tile's error estimate at ``stride`` is
-#: over its tolerance (the largest ratio over bands: at most 1 lets the tile stop there), given
-#: per band the RMS surplus at the check points and the RMS coarse surplus (NaN where
-#: unmeasured); ``full``: the checks were every half-stride point of the tile, not a lattice.
-Acceptor = Callable[[int, np.ndarray, np.ndarray, bool], float]
+#: accept(stride, checks, coarse, full, rechecked) -> how far the tile's error estimate at
+#: ``stride`` is over its tolerance (the largest ratio over bands: at most 1 lets the tile stop
+#: there), given per band the RMS surplus at the check points and the RMS coarse surplus (NaN
+#: where unmeasured); ``full``: the checks were every half-stride point of the tile, not a
+#: lattice; ``rechecked``: they include a second, denser lattice (``RECHECK_WITHIN``).
+Acceptor = Callable[[int, np.ndarray, np.ndarray, bool, bool], float]
 
 #: A tile whose estimate is over its tolerance by at most this factor is checked again, once,
 #: on a denser lattice of cell centres before it is refined: a few dozen check samples scatter
@@ -675,7 +678,7 @@ def refine_tile(
         coarse = np.array([_coarse_surplus(grid[b], rpos, cpos, h, w, method, masks[b])
                            for b in range(bands)])
         if level == len(order) - 1:
-            centre, full, checked = np.full(bands, np.nan), False, 0
+            centre, full, checked, rechecked = np.full(bands, np.nan), False, 0, False
             break
         half_r = sample_positions(tile.row0, tile.row1, height, stride // 2) - tile.row0
         half_c = sample_positions(tile.col0, tile.col1, width, stride // 2) - tile.col0
@@ -684,7 +687,8 @@ def refine_tile(
                                      method, min_fraction)
         checked = sum(v[0].size for _, _, v in found) * bands
         centre = _rms(sums, counts)
-        excess = accept(stride, centre, coarse, full)
+        rechecked = False
+        excess = accept(stride, centre, coarse, full, rechecked)
         rf = sample_positions(tile.row0, tile.row1, height, order[level + 1]) - tile.row0
         cf = sample_positions(tile.col0, tile.col1, width, order[level + 1]) - tile.col0
         if 1.0 < excess <= RECHECK_WITHIN and not full:
@@ -697,7 +701,8 @@ def refine_tile(
                 found += extra
                 checked += sum(v[0].size for _, _, v in extra) * bands
                 centre = _rms(sums + s2, counts + c2)
-                excess = accept(stride, centre, coarse, full)
+                rechecked = True
+                excess = accept(stride, centre, coarse, full, rechecked)
         evaluations += checked
         if excess <= 1.0:
             break
@@ -711,4 +716,4 @@ def refine_tile(
         out[b], n = _finish_band(grid[b], block[b], vbs[b], kernel, rpos, cpos, h, w, method,
                                  min_fraction, masks[b])
         evaluations += n
-    return TileResult(out, evaluations, order[level], coarse, centre, full, checked)
+    return TileResult(out, evaluations, order[level], coarse, centre, full, checked, rechecked)

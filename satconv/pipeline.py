@@ -151,16 +151,18 @@ def _tile_error(plan: Plan, tile: Tile, result: TileResult) -> np.ndarray:
     return plan.estimator.estimate(
         result.stride, nan if result.centre is None else result.centre,
         nan if result.coarse is None else result.coarse,
-        plan.predicted_at(tile.ty, tile.tx, result.stride), result.full_checks)
+        plan.predicted_at(tile.ty, tile.tx, result.stride), result.full_checks,
+        result.rechecked)
 
 
 def _acceptor(plan: Plan, tile: Tile):  # noqa: ANN202 - convolve.Acceptor
     rule, estimator = plan.refine, plan.estimator
     assert rule is not None and estimator is not None
 
-    def accept(stride: int, centre: np.ndarray, coarse: np.ndarray, full: bool) -> float:
+    def accept(stride: int, centre: np.ndarray, coarse: np.ndarray, full: bool,
+               rechecked: bool) -> float:
         est = estimator.estimate(stride, centre, coarse,
-                                 plan.predicted_at(tile.ty, tile.tx, stride), full)
+                                 plan.predicted_at(tile.ty, tile.tx, stride), full, rechecked)
         tol = rule.tolerance[rule.strides.index(stride)]
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(est <= tol, 0.0, est / tol)

@@ -534,3 +534,34 @@ def test_predicted_evaluations_see_the_closing_samples_past_a_tile(write_tif, tm
     assert rep.plan["tiles_per_stride"] == {"4": 16}
     assert rep.plan["predicted_evaluations_fraction"] == pytest.approx(
         rep.execute["kernel_evaluations"] / 64**2, abs=1e-6)  # (rounded to 6 places)
+
+
+def test_estimate_takes_the_largest_term_with_the_margin_of_its_checks():
+    """Hand-computed: each term is its surplus times the model's ratio; the largest counts,
+    times SAFETY with cell-centre checks, UNCHECKED_SAFETY without, RECHECKED_SAFETY after a
+    dense recheck at a well-sampled stride (which leaves the coarse surplus out)."""
+    est = error_model.ErrorEstimator({4: 2.0}, {4: 3.0}, {4: 1.5}, well_sampled={4: True})
+    centre, coarse, model = np.array([1.0, np.nan]), np.array([1.0, 0.5]), np.array([2.5, 1.0])
+    got = est.estimate(4, centre, coarse, model)
+    # band 0: max(2*1, 3*1, 2.5) = 3 with the checked margin; band 1: unchecked, max(1.5, 1)
+    checked = [3.0 * error_model.SAFETY, 1.5 * error_model.UNCHECKED_SAFETY]
+    np.testing.assert_allclose(got, checked)
+    got = est.estimate(4, centre, coarse, model, rechecked=True)
+    np.testing.assert_allclose(got, [2.5 * error_model.RECHECKED_SAFETY,
+                                     1.5 * error_model.UNCHECKED_SAFETY])
+    np.testing.assert_allclose(est.estimate(4, np.array([2.0]), np.array([0.1]),
+                                            np.array([1.0]), full=True, rechecked=True),
+                               [3.0 * error_model.RECHECKED_SAFETY])  # the half-stride ratio
+    aliased = error_model.ErrorEstimator({4: 2.0}, {4: 3.0}, {4: 1.5}, well_sampled={4: False})
+    np.testing.assert_allclose(aliased.estimate(4, centre, coarse, model, rechecked=True),
+                               checked)
+    assert not est.estimate(1, centre, coarse, model).any()  # stride 1 is exact
+
+
+def test_dense_checks_are_trusted_where_the_stride_samples_the_output_well():
+    """A 13x13 Gaussian of sigma 2 folds back 5% of its response energy at stride 4 and 47%
+    at stride 8 (kernels.fold_back): a dense recheck replaces the coarse surplus at 2 and 4."""
+    k = kernels.gaussian(13, 2.0)
+    assert kernels.fold_back(k, 4) < error_model.WELL_SAMPLED < kernels.fold_back(k, 8)
+    est = error_model.ErrorEstimator.for_kernel(k, [2, 4, 8, 16], "bilinear")
+    assert est.well_sampled == {2: True, 4: True, 8: False, 16: False}
