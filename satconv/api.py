@@ -21,6 +21,7 @@ from .pipeline import ExecuteOptions, ExecuteStats, compute_dtype, execute
 from .planning import (
     READ_FULL,
     READ_KEPT,
+    READ_PLAN_ONLY,
     Plan,
     compare,
     load_plan,
@@ -180,6 +181,7 @@ def plan_scene(
     info, ntiles = _describe(src, settings)
     with raster_io.gdal_env():
         plan = make_plan(info, settings, workers, progress("plan", ntiles))
+    plan.details["read"] = READ_PLAN_ONLY
     return info, plan
 
 
@@ -216,6 +218,7 @@ def compare_scene(
         stats = scan_scene(info, settings, workers, progress("plan", ntiles))
         inp = plan_inputs(info, settings, stats)
         plan = plan_from_stats(info, settings, stats, inp)
+        plan.details["read"] = READ_PLAN_ONLY
         policies, uniform = compare.compare(info, settings, stats, inp)
     peak = inp.output_range()
     predicted = compare.predict("configured", inp, plan.strides,

@@ -10,6 +10,7 @@ import scipy.ndimage as ndi
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+import satconv
 from satconv import api, config, kernels, planning
 from satconv.core.stats import window_variance
 from satconv.errors import PlanError
@@ -565,3 +566,14 @@ def test_dense_checks_are_trusted_where_the_stride_samples_the_output_well():
     assert kernels.fold_back(k, 4) < error_model.WELL_SAMPLED < kernels.fold_back(k, 8)
     est = error_model.ErrorEstimator.for_kernel(k, [2, 4, 8, 16], "bilinear")
     assert est.well_sampled == {2: True, 4: True, 8: False, 16: False}
+
+
+def test_a_plan_alone_says_nothing_was_executed(write_tif):
+    """``satconv plan`` (and the library's plan_scene) read the scene once and execute
+    nothing: the plan's ``read`` must not claim execution decoded it again."""
+    path = write_tif(np.arange(64 * 64, dtype=np.float32).reshape(1, 64, 64))
+    _, plan = api.plan_scene(path, settings_with(tile_size=32))
+    assert plan.details["read"] == planning.READ_PLAN_ONLY
+    assert "execut" not in plan.details["read"].replace("nothing executed", "")
+    summary = satconv.plan(str(path), {"tile_size": 32}).summary
+    assert summary["read"] == planning.READ_PLAN_ONLY

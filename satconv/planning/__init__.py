@@ -39,6 +39,8 @@ READ_FULL = "every tile once with its halo, before execution (decoded again by e
 READ_KEPT = ("every tile once with its halo, before execution, which read the tiles back as "
              "the plan pass decoded them: the input was decoded once")
 READ_NONE = "nothing: one allowed stride"
+#: What a plan made on its own (``satconv plan``) read: nothing is executed after it.
+READ_PLAN_ONLY = "every tile once with its halo (a plan alone: nothing executed)"
 
 
 def read_again(why: str) -> str:
