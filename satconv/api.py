@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -386,7 +386,7 @@ def run_scene(
                 outputs=outputs,
                 config=settings.to_dict(),
                 scene=scene_summary(info),
-                plan=plan.summary(),
+                plan=_plan_block(plan, executed),
                 execute={"tiles": stats.tiles, "kernel_evaluations": stats.evaluations,
                          "evaluations_per_pixel": round(
                              stats.evaluations / max(stats.pixels, 1), 6),
@@ -464,6 +464,21 @@ def output_bytes(info: raster_io.RasterInfo, settings: Settings) -> int:
 
 def _out_dtype(info: raster_io.RasterInfo, settings: Settings) -> str:
     return info.dtype if settings.output.dtype == "same" else settings.output.dtype
+
+
+def _plan_block(plan: Plan, executed: np.ndarray) -> dict[str, Any]:
+    """The report's ``plan``: its ``tiles_per_stride`` and ``compute_fraction`` are those of
+    the stride map written (the plan that ran). Where execution changed the plan (refine's
+    strides, tiles found without a valid pixel) the planned ones follow as
+    ``planned_tiles_per_stride`` and ``planned_compute_fraction``."""
+    planned = plan.summary()
+    if np.array_equal(executed, plan.strides):
+        return planned
+    ran = replace(plan, strides=executed).summary()
+    return {**planned, "tiles_per_stride": ran["tiles_per_stride"],
+            "compute_fraction": ran["compute_fraction"],
+            "planned_tiles_per_stride": planned["tiles_per_stride"],
+            "planned_compute_fraction": planned["compute_fraction"]}
 
 
 def _executed(stats: ExecuteStats) -> dict[str, object]:

@@ -29,6 +29,7 @@ from .api import (
     _check_outputs,
     _executed,
     _json_num,
+    _plan_block,
     _tags,
     error_report,
     input_policy,
@@ -210,7 +211,7 @@ def run_steps(
                              "report": str(st.paths.report)},
                     config=st.settings.to_dict(),
                     scene=scene_summary(info),
-                    plan=plans[k].summary(),
+                    plan=_plan_block(plans[k], stats.strides),
                     execute={"tiles": ntiles, "kernel_evaluations": stats.evaluations,
                              "evaluations_per_pixel": round(
                                  stats.evaluations / max(stats.pixels, 1), 6),

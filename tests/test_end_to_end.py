@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from scipy import ndimage
 
 from satconv import __version__, api, config
 from satconv.errors import OutputError
@@ -491,3 +492,33 @@ def test_valid_pixels_never_read_back_as_nodata(write_tif, write_stride_map):
     with rasterio.open(out) as ds:
         masks = ds.read_masks(1)
     np.testing.assert_array_equal(masks > 0, data[0] != 0)
+
+
+@pytest.mark.parametrize("policy", [
+    {"strides": [1]},                                                   # nothing planned
+    {"strides": [1, 2, 4], "policy": {"type": "refine", "tolerance": 0.5}},  # decided running
+])
+def test_report_plan_is_the_stride_map_written(write_tif, policy):
+    """The report's plan.tiles_per_stride and compute_fraction describe the stride map on disk
+    (read back with rasterio), also where execution changed the plan: a tile found without a
+    valid pixel (stride 0), refine's strides. The planned figures follow, named as such."""
+    rng = np.random.default_rng(8)
+    h, w, t = 64, 80, 16
+    data = ndimage.gaussian_filter(rng.normal(size=(h, w)) * 50 + 500, 3)[None].astype(
+        np.float32)
+    data[0, 20:28, 40:50] += rng.normal(size=(8, 10)).astype(np.float32) * 300  # texture
+    data[0, :16, :16] = -9999  # one tile without a valid pixel
+    scene = write_tif(data, nodata=-9999)
+    out, report = run(scene, settings(tile_size=t, **policy))
+    with rasterio.open(out.with_name("out.stride.tif")) as ds:
+        strides = ds.read(1).astype(int)
+    values, counts = np.unique(strides, return_counts=True)
+    assert report.plan["tiles_per_stride"] == {str(v): int(c)
+                                               for v, c in zip(values, counts, strict=True)}
+    assert strides[0, 0] == 0
+    px = np.outer(np.minimum(t, h - t * np.arange(strides.shape[0])),
+                  np.minimum(t, w - t * np.arange(strides.shape[1])))
+    spent = np.where(strides > 0, px / np.maximum(strides, 1) ** 2, 0.0).sum() / (h * w)
+    assert report.plan["compute_fraction"] == pytest.approx(spent, abs=1e-6)
+    if policy["strides"] == [1]:  # one allowed stride: every tile planned at it
+        assert report.plan["planned_tiles_per_stride"] == {"1": strides.size}
