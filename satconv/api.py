@@ -529,7 +529,8 @@ def error_report(stats: ExecuteStats, grid: TileGrid) -> dict[str, object]:
     out: dict[str, object] = {
         "method": "estimated per tile from the executed samples' hierarchical surpluses and "
                   "the error model, meant to be at or above the error (refined tiles: the "
-                  "estimate refinement stopped on; other tiles: a wider margin)",
+                  "estimate refinement stopped on; other tiles: a wider margin), plus, for "
+                  "an integer output, what rounding to it changed (measured per tile)",
         "peak_per_band": [None if not np.isfinite(p) else round(float(p), 6) for p in peak],
         "overall": block(strides > 0),
         "per_stride": {str(int(s)): block(strides == s) for s in np.unique(strides) if s > 0},

@@ -203,9 +203,23 @@ def run_tile(read: Reader, tile: Tile, stride: int, info: RasterInfo, pk: Prepar
                                surplus=plan.estimator is not None)
     count, lo, hi, anyv = extents(result.values)
     _check_range(info, opts.out_dtype, lo, hi)
-    return TileDone(to_output(result.values, opts.out_dtype, opts.out_nodata), anyv,
-                 result.evaluations, result.stride, _tile_error(plan, tile, result), count,
-                 lo, hi)
+    data = to_output(result.values, opts.out_dtype, opts.out_nodata)
+    error = _tile_error(plan, tile, result)
+    if data.dtype.kind in "iu":
+        error = np.sqrt(error**2 + casting_mse(result.values, data))
+    return TileDone(data, anyv, result.evaluations, result.stride, error, count, lo, hi)
+
+
+def casting_mse(values: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """Per band, the mean squared change that casting ``values`` (NaN = nodata) to ``data``
+    made over the valid pixels: rounding, clipping, a value moved off the nodata value; NaN
+    for a band without one. It adds to the reconstruction error (independent of it: the
+    rounding error of a value is uniform within a unit whatever the value's own error)."""
+    valid = ~np.isnan(values)
+    d = np.where(valid, data - values, 0.0)
+    n = valid.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, (d * d).sum(axis=(1, 2)) / n, np.nan)
 
 
 def execute(

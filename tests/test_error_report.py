@@ -9,13 +9,16 @@ import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
+from scipy import ndimage
 
 from satconv import api, config, kernels
 from satconv.scripts.cli import cli
 
 try:
+    from . import oracle
     from . import policy_support as ps
 except ImportError:  # tests/ run as a plain folder
+    import oracle
     import policy_support as ps
 
 BASE = {"kernel": {"type": "gaussian", "size": 13, "sigma": 2.0},
@@ -176,3 +179,35 @@ def test_plan_command_names_explicit_thresholds(tmp_path):
     assert result.exit_code == 0, result.output
     assert "variance (thresholds 100, 10)" in result.output
     assert "target_error" not in result.output
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int16"])
+def test_an_integer_output_adds_its_rounding_to_the_estimate(write_tif, dtype, tmp_path):
+    """With ``dtype: same`` the written values are rounded: at stride 1 (no reconstruction
+    error) the error map is exactly the RMS difference between what was written and the
+    dense oracle, tile by tile, and the report's PSNR is the measured one."""
+    rng = np.random.default_rng(3)
+    x = ndimage.gaussian_filter(rng.normal(size=(48, 64)), 2) * 400 + 100
+    if dtype == "uint8":
+        x = np.clip(x, 0, 255)
+    scene = write_tif(np.round(x).astype(dtype)[None])
+    s = config.from_dict({"strides": [1], "tile_size": 16, "output": {"dtype": "same"}})
+    out = tmp_path / "o.tif"
+    rep = api.run_scene(scene, s, output=out, error_map=True)
+    with rasterio.open(out) as ds:
+        got = ds.read(1).astype(np.float64)
+    with rasterio.open(tmp_path / "o.error.tif") as ds:
+        est = ds.read(1)
+    k = s.kernel.array()
+    ref = oracle.normalised_dense(np.round(x).astype(dtype).astype(np.float64),
+                                  np.ones(x.shape, dtype=bool), k, s.boundary, s.cval,
+                                  s.min_valid_fraction)
+    for ty in range(3):
+        for tx in range(4):
+            sl = np.s_[16 * ty:16 * ty + 16, 16 * tx:16 * tx + 16]
+            measured = np.sqrt(np.mean((got[sl] - ref[sl]) ** 2))
+            assert est[ty, tx] == pytest.approx(measured, rel=1e-3, abs=1e-6)
+    peak = ref.max() - ref.min()
+    mse = np.mean((got - ref) ** 2)
+    assert rep.error["overall"]["psnr_db"] == pytest.approx(10 * np.log10(peak**2 / mse),
+                                                            abs=0.05)
