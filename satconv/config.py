@@ -38,15 +38,43 @@ class _Strict(BaseModel):
 WEIGHT_SUM = (1e-20, 1e20)
 
 
+_DEFAULT_SIZE = 5
+_DEFAULT_SIGMA = 1.0
+#: Kernel types of a fixed size (3x3): their ``size`` is 3 whatever the config says.
+FIXED_SIZE = frozenset({"sobel_x", "sobel_y", "laplacian", "sharpen"})
+
+
 class KernelConfig(_Strict):
     """kernel: a named kernel, or custom weights."""
 
     type: Literal["gaussian", "box", "sobel_x", "sobel_y", "laplacian", "sharpen", "custom"] = (
         "gaussian"
     )
-    size: int = Field(5, ge=1, le=255)
-    sigma: float = 1.0
+    size: int = Field(_DEFAULT_SIZE, ge=1, le=255)
+    sigma: float = _DEFAULT_SIGMA
     weights: list[list[float]] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fixed_size(cls, data: Any) -> Any:
+        # the effective config of a 3x3 kernel says 3 (not the default 5) unless told otherwise
+        if isinstance(data, dict) and data.get("type") in FIXED_SIZE and "size" not in data:
+            return {**data, "size": 3}
+        return data
+
+    def unused(self, where: str = "kernel") -> list[str]:
+        """The keys set to a value this kernel type does not use, one line each. Warned about,
+        not refused: a config written for another type still runs as before."""
+        found = []
+        if self.type in FIXED_SIZE and self.size != 3:
+            found.append(f"{where}.size: {self.type} is 3x3; size {self.size} is not used")
+        if self.type == "custom" and self.size != _DEFAULT_SIZE and self.weights:
+            found.append(f"{where}.size: a custom kernel is as large as its weights "
+                         f"({len(self.weights)}x{len(self.weights[0])}); size {self.size} is "
+                         "not used")
+        if self.type != "gaussian" and self.sigma != _DEFAULT_SIGMA:
+            found.append(f"{where}.sigma: only type gaussian uses it, not {self.type}")
+        return found
 
     @field_validator("size")
     @classmethod
@@ -276,6 +304,13 @@ class Settings(_Strict):
             if len(set(values)) != len(values):
                 raise ValueError(f"steps must have distinct {what}")
         return v
+
+    def warnings(self) -> list[str]:
+        """Keys set to a value the configured kernels do not use (``KernelConfig.unused``)."""
+        found = self.kernel.unused()
+        for st in self.steps or []:
+            found += st.kernel.unused(f"steps[{st.name}].kernel")
+        return found
 
     def step_settings(self) -> list[tuple[StepConfig, Settings]]:
         """Each step as the settings of a single-kernel run: these settings with the step's

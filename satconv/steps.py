@@ -153,6 +153,10 @@ def run_steps(
         plans = make_plans(info, [st.settings for st in steps], workers,
                            progress("plan", ntiles), kept.cache)
         kept.settle(*plans)
+        for st, p in zip(steps, plans, strict=True):
+            unused = st.config.kernel.unused(f"steps[{st.config.name}].kernel")
+            if unused:
+                p.details["config_warnings"] = unused
         cache = kept.cache
         t_plan = time.perf_counter()
         profs, opts = map(list, zip(*(output_setup(info, st.settings, p)

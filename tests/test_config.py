@@ -265,3 +265,45 @@ def test_example_configs_are_valid(path):
     s = config.load(path)
     assert isinstance(s, config.Settings)
     assert "#" in path.read_text(encoding="utf-8")  # documented, not bare
+    assert s.warnings() == []  # no key an example sets goes unused
+
+
+@pytest.mark.parametrize("kernel,warned", [
+    ({"type": "sobel_x", "size": 5}, "kernel.size: sobel_x is 3x3; size 5 is not used"),
+    ({"type": "laplacian", "size": 7}, "kernel.size: laplacian is 3x3; size 7 is not used"),
+    ({"type": "box", "sigma": 3.0}, "kernel.sigma: only type gaussian uses it, not box"),
+    ({"type": "custom", "size": 7, "weights": [[1.0, 2.0, 1.0]]},
+     "kernel.size: a custom kernel is as large as its weights (1x3); size 7 is not used"),
+    ({"type": "gaussian", "size": 7, "sigma": 2.0}, None),
+    ({"type": "sobel_y"}, None),
+    ({"type": "box", "size": 9, "sigma": 1.0}, None),  # the default sigma, as config init writes
+])
+def test_keys_a_kernel_does_not_use_are_warned_about(kernel, warned):
+    """Accepted (a config written for another type still runs), but said: the warning names
+    the key and why, and a fixed-size kernel's effective size is its own, 3."""
+    s = config.from_dict({"kernel": kernel})
+    assert s.warnings() == ([warned] if warned else [])
+    if kernel["type"] in config.FIXED_SIZE:
+        assert s.kernel.array().shape == (3, 3)
+        if "size" not in kernel:
+            assert s.to_dict()["kernel"]["size"] == 3
+
+
+def test_unused_keys_reach_validate_and_the_run(write_config, write_tif, tmp_path):
+    """``config validate`` prints the warning; a run prints it as a warning line naming the
+    input, records it in the report (plan.config_warnings) and exits 0."""
+    from click.testing import CliRunner
+
+    from satconv.scripts.cli import cli
+
+    path = write_config("kernel: {type: sobel_x, size: 5}\nstrides: [1]\n")
+    res = CliRunner().invoke(cli, ["config", "validate", str(path)])
+    assert res.exit_code == 0
+    assert "warning: kernel.size: sobel_x is 3x3" in res.output
+    scene = write_tif(np.arange(40 * 30, dtype=np.float32).reshape(1, 40, 30))
+    res = CliRunner().invoke(cli, ["run", str(scene), "-c", str(path), "--out-dir",
+                                   str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert f"{scene}: warning: kernel.size: sobel_x is 3x3" in res.output
+    rep = json.loads(next(tmp_path.glob("*.satconv.json")).read_text())
+    assert rep["plan"]["config_warnings"] == ["kernel.size: sobel_x is 3x3; size 5 is not used"]

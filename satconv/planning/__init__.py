@@ -167,11 +167,13 @@ def plan_from_stats(info: RasterInfo, settings: Settings, stats: SceneStats,
 
 
 def plan_warnings(details: dict[str, object]) -> list[str]:
-    """One line for each thing a plan could not do as configured: a context source whose
-    regions miss the scene, a budget below the least the scene can spend. The run still
-    goes on; the command line prints these as warnings."""
+    """One line for each thing a plan could not do as configured: a config key its kernel
+    does not use, a context source whose regions miss the scene, a budget below the least
+    the scene can spend. The run still goes on; the command line prints these as
+    warnings."""
     context = details.get("context")
-    found = list(context.get("warnings", [])) if isinstance(context, dict) else []
+    found = list(details.get("config_warnings", []))
+    found += list(context.get("warnings", [])) if isinstance(context, dict) else []
     if details.get("note"):
         found.append(str(details["note"]))
     return found

@@ -452,8 +452,10 @@ def config_group() -> None:
 @debug_option
 def config_validate(path: str, debug: bool) -> None:
     """Check PATH against the config contract."""
-    _load_settings(path, debug)
+    settings = _load_settings(path, debug)
     click.echo(f"{path}: valid")
+    for message in settings.warnings():
+        click.echo(f"{path}: warning: {message}", err=True)
 
 
 @config_group.command("show")
