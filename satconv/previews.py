@@ -349,9 +349,10 @@ def _error_values(path: Path, tiles: tuple[int, int], scene: tuple[int, int], si
 def check_target(path: Path, overwrite: bool, protect: tuple[Path | None, ...] = (),
                  redraw_own: bool = False) -> None:
     """Raise :class:`OutputError` when a quicklook cannot be written at ``path``: it exists,
-    and neither ``overwrite`` nor (``redraw_own``) satconv drew it."""
+    and neither ``overwrite`` nor (``redraw_own``) satconv drew it; :class:`UsageError` when
+    ``path`` is not named as a PNG (a bad option, exit 2)."""
     if path.suffix.lower() != ".png":
-        raise OutputError(f"{path}: a quicklook is a PNG (name it *.png)")
+        raise UsageError(f"{path}: a quicklook is a PNG (name it *.png)")
     for other in protect:
         if _same(other, path):
             raise OutputError(f"{path}: would overwrite {other}")

@@ -1165,9 +1165,19 @@ def _check_stride_grid(p: Path, ds: rasterio.io.DatasetReader, shape: tuple[int,
 
 
 def _crs_name(crs: Any) -> str:
-    """A CRS as a message names it: ``EPSG:4326`` when it has a code."""
+    """A CRS as a message names it: ``EPSG:4326`` when it has a code, else its WKT name
+    (``"WGS 84 / custom TM" (no EPSG code)``), else its PROJ parameters, cut at a word."""
     epsg = crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg else str(crs.to_string())[:80]
+    if epsg:
+        return f"EPSG:{epsg}"
+    named = re.match(r'\s*[A-Z_]+\[\s*"([^"]+)"', crs.to_wkt() or "")
+    if named and named.group(1).lower() not in ("unknown", "unnamed"):
+        return f'"{named.group(1)}" (no EPSG code)'
+    try:
+        text = crs.to_proj4() or str(crs.to_string())
+    except Exception:  # noqa: BLE001 - a CRS PROJ cannot express: its WKT
+        text = str(crs.to_string())
+    return text if len(text) <= 80 else text[:80].rsplit(" ", 1)[0] + " ..."
 
 
 def _transform_tile_size(transform: Affine, scene: Affine) -> int | None:

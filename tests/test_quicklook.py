@@ -374,6 +374,14 @@ def test_preview_without_a_run_is_one_line(make_scene, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_preview_to_a_name_not_png_is_a_usage_error(known_run, tmp_path):
+    """-o x.jpg is a bad option (exit 2, one line), not a failed input."""
+    result = invoke("preview", known_run[0], "-o", tmp_path / "x.jpg")
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "a quicklook is a PNG" in result.stderr
+    assert not (tmp_path / "x.jpg").exists()
+
+
 def test_preview_of_a_steps_input_names_each_steps_stride_map(make_scene, write_config):
     """After a ``steps:`` run the input has one run per step: preview says which to pick
     (one line), and draws any of them."""

@@ -422,3 +422,25 @@ def test_bands_with_different_nodata_values_are_refused(tmp_path):
 ])
 def test_messages_name_a_staged_or_part_file_by_its_final_name(name, tmp_path):
     assert raster_io.display_name(tmp_path / name) == tmp_path / "a.tif"
+
+
+def test_a_crs_without_a_code_is_named_not_cut_mid_word():
+    """Messages name a CRS by its EPSG code, else its WKT name, else its PROJ parameters
+    cut between two of them."""
+    from rasterio.crs import CRS
+
+    from satconv.raster_io import _crs_name
+
+    assert _crs_name(CRS.from_epsg(32618)) == "EPSG:32618"
+    named = CRS.from_wkt(
+        'PROJCS["my zone",GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,'
+        '298.257223563]],PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433]],'
+        'PROJECTION["Transverse_Mercator"],PARAMETER["latitude_of_origin",0],'
+        'PARAMETER["central_meridian",-75.3],PARAMETER["scale_factor",0.9996],'
+        'PARAMETER["false_easting",500000],PARAMETER["false_northing",0],UNIT["metre",1]]')
+    assert _crs_name(named) == '"my zone" (no EPSG code)'
+    proj = "+proj=tmerc +lat_0=0 +lon_0=-75.3 +k=0.9996 +x_0=500000 +y_0=0 +datum=WGS84 +units=m"
+    text = _crs_name(CRS.from_proj4(proj))
+    assert text.endswith(" ...") and len(text) <= 84
+    kept = text.removesuffix(" ...").split(" ")
+    assert kept and all(p in CRS.from_proj4(proj).to_proj4().split(" ") for p in kept)
