@@ -270,13 +270,19 @@ def _tags(settings: Settings, report: Path | None = None) -> dict[str, str]:
 
 def output_setup(info: raster_io.RasterInfo, settings: Settings,
                  plan: Plan | None = None) -> tuple[dict, ExecuteOptions]:
-    """The output's creation profile and the execution options of ``settings`` on ``info``;
-    an integer output declares a nodata value when ``plan`` skips tiles (written as nodata)."""
+    """The output's creation profile and the execution options of ``settings`` on ``info``.
+
+    Where ``plan`` skips tiles of an input without any invalid pixel, an integer output
+    marks them in an internal mask: a nodata value would have to be one the valid pixels
+    could take (every value of the type can be a filtered value), and they would move off it.
+    """
     out_dtype = _out_dtype(info, settings)
     skips = plan is not None and bool((plan.strides == 0).any())
+    masks_skips = skips and info.mask == "none" and np.dtype(out_dtype).kind in "iu"
     profile = raster_io.output_profile(info, out_dtype, settings.output.compress,
-                                       settings.tile_size, skips)
-    if info.mask in ("dataset", "alpha"):
+                                       settings.tile_size, skips and not masks_skips)
+    write_mask = info.mask in ("dataset", "alpha") or masks_skips
+    if write_mask:
         # GDAL's threaded compression reports a spurious "ExtraSamples" error when an
         # internal mask is written alongside (GDAL issue 7921): compress in one thread.
         profile.pop("num_threads", None)
@@ -288,7 +294,7 @@ def output_setup(info: raster_io.RasterInfo, settings: Settings,
         out_dtype=out_dtype,
         out_nodata=profile["nodata"],
         min_valid_fraction=settings.min_valid_fraction,
-        write_mask=info.mask in ("dataset", "alpha"),
+        write_mask=write_mask,
         compute_dtype=compute_dtype(info.dtype, out_dtype, settings.cval),
     )
 

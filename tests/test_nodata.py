@@ -162,10 +162,11 @@ def test_dtype_same_round_trip(write_tif, tmp_path, dtype):
     assert (diff[~moved] == 0).all() and (diff[moved] == 1).all()
 
 
-def test_dtype_same_declares_nodata_when_tiles_are_skipped(write_tif, tmp_path):
+def test_dtype_same_masks_skipped_tiles_and_keeps_every_valid_value(write_tif, tmp_path):
     """An integer input without nodata, output in its own type, and a plan that skips tiles:
-    the skipped tiles must read as nodata (declared as the type's minimum, which no valid
-    pixel keeps), not as valid zeros."""
+    the skipped tiles must read as nodata, not as valid zeros, and no valid value may move to
+    make room for a nodata value (a 0/1 raster would lose its zeros): an internal mask marks
+    them, and no nodata value is declared."""
     rng = np.random.default_rng(11)
     x = rng.integers(0, 256, size=(1, 96, 80)).astype("uint8")
     x[0, :40, :40] = 0  # valid zeros, as over a dark sea
@@ -180,15 +181,15 @@ def test_dtype_same_declares_nodata_when_tiles_are_skipped(write_tif, tmp_path):
     api.run_scene(src, s, output=tmp_path / "o.tif", plan_path=plan_path)
     skipped = np.kron(plan == 0, np.ones((32, 32), dtype=bool))[:96, :80]
     with rasterio.open(tmp_path / "o.tif") as ds:
-        assert ds.nodata == 0
+        assert ds.nodata is None
         got = ds.read(1)
         mask = ds.read_masks(1)
-    assert (got[skipped] == 0).all() and (mask[skipped] == 0).all()
-    assert (got[~skipped] != 0).all() and (mask[~skipped] == 255).all()
+    assert (mask[skipped] == 0).all() and (mask[~skipped] == 255).all()
+    assert (got[~skipped] == 0).any()  # the valid dark sea keeps its zeros
     k = config.from_dict({"kernel": KERNELS["gaussian"]}).kernel.array()
     ref = np.clip(np.rint(oracle.normalised_dense(x[0].astype(float), np.ones(x[0].shape,
                                                                              dtype=bool), k)),
-                  1, 255)  # valid values land on 1 at the least, off nodata
+                  0, 255)
     grid = np.zeros(x[0].shape, dtype=bool)
     grid[::2, ::2] = True  # (the tiles' stride-2 samples are exact)
     np.testing.assert_array_equal(got[grid & ~skipped], ref[grid & ~skipped])
