@@ -231,20 +231,21 @@ def outputs_state(src: str, settings: Settings, paths: OutputPaths,
                   plan_path: Path | None) -> str:
     """``absent`` (no output exists), ``current`` (all exist, every raster is complete, and
     the report records the fingerprint this run would have), ``redo`` (this run's own outputs
-    but not a finished result: a run killed while renaming them into place, or a current set
-    with a damaged raster) or ``stale`` (something else is there)."""
+    but not a finished result: a run killed while renaming them into place, a current set
+    with a damaged raster, or one with a raster deleted since) or ``stale`` (something else
+    is there)."""
     present = [p.exists() for p in paths.all()]
     if not any(present):
         return "absent"
-    if not all(present):
-        return "redo" if interrupted_commit(paths, settings) else "stale"
     recorded = fingerprint.recorded(paths.report)
-    if recorded is None:  # a damaged report beside this run's rasters is redone
+    if recorded is None:  # no report, or a damaged one, beside this run's rasters is redone
         return "redo" if interrupted_commit(paths, settings) else "stale"
     with raster_io.gdal_env(), raster_io.open_input(src, input_policy(settings)) as ds:
         info = raster_io.describe(ds)
     if recorded != fingerprint.of_run(info, settings, plan_path):
         return "stale"
+    if not all(present):  # this run's report: what is left of its rasters is redone too
+        return "redo" if _own_rasters(paths, settings) else "stale"
     for p in paths.all():
         if p != paths.report:
             try:
@@ -252,6 +253,23 @@ def outputs_state(src: str, settings: Settings, paths: OutputPaths,
             except OutputError:
                 return "redo"
     return "current"
+
+
+def _own_rasters(paths: OutputPaths, settings: Settings) -> bool:
+    """Whether every raster output present beside a report of this run is this run's own (its
+    config and report tags), or damaged past reading: never another run's finished file."""
+    config = settings.to_json()
+    for p in paths.all():
+        if p == paths.report or not p.exists():
+            continue
+        try:
+            tags = raster_io.tags(p)
+        except (SatconvError, OSError):
+            continue  # unreadable: nothing of value is lost by redoing it
+        if tags.get("SATCONV_CONFIG") != config or \
+                tags.get("SATCONV_REPORT", paths.report.name) != paths.report.name:
+            return False
+    return True
 
 
 def units(src: str, settings: Settings, opts: RunOptions,

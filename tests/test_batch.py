@@ -217,14 +217,43 @@ def test_skip_existing_is_idempotent_and_notices_changes(tmp_path):
     assert set(fp) == {"input", "config"} and all(len(v) == 64 for v in fp.values())
 
 
-def test_skip_existing_with_a_missing_output_is_not_skipped(tmp_path):
+def test_skip_existing_redoes_a_set_missing_an_output_but_not_a_foreign_one(tmp_path):
+    """A raster or stride map deleted beside this run's report is redone, as a damaged one is
+    (a nightly --skip-existing job must not fail until someone passes --overwrite); beside
+    another config's report, the set is another run's, refused without --overwrite."""
+    src, _ = scene(tmp_path, "s.tif", 3, (1, 40, 40))
+    assert invoke("run", src, "-q").exit_code == 0
+    for name in ("s.stride.tif", "s.satconv.tif"):
+        (tmp_path / name).unlink()
+        result = invoke("run", src, "--skip-existing")
+        assert result.exit_code == 0, result.stderr
+        assert "skipped" not in result.stderr
+        with rasterio.open(tmp_path / name) as ds:
+            assert ds.read().size
+    assert "skipped" in invoke("run", src, "--skip-existing").stderr
+    other = tmp_path / "other.yaml"
+    other.write_text("kernel: {type: box, size: 3}\n")
+    (tmp_path / "s.stride.tif").unlink()
+    result = invoke("run", src, "-c", other, "--skip-existing")
+    assert result.exit_code == 1 and "use --overwrite" in result.stderr
+    assert invoke("run", src, "-c", other, "--skip-existing", "--overwrite", "-q").exit_code == 0
+    assert (tmp_path / "s.stride.tif").exists()
+
+
+def test_skip_existing_keeps_a_foreign_raster_beside_this_runs_report(tmp_path):
+    """This run's report, its stride map deleted, and at the raster's name a GeoTIFF satconv
+    did not write for it: refused, not overwritten."""
     src, _ = scene(tmp_path, "s.tif", 3, (1, 40, 40))
     assert invoke("run", src, "-q").exit_code == 0
     (tmp_path / "s.stride.tif").unlink()
+    foreign = tmp_path / "s.satconv.tif"
+    with rasterio.open(foreign, "w", driver="GTiff", width=4, height=4, count=1,
+                       dtype="uint8") as ds:
+        ds.write(np.ones((1, 4, 4), dtype="uint8"))
+    before = foreign.read_bytes()
     result = invoke("run", src, "--skip-existing")
-    assert result.exit_code == 1 and "incomplete" in result.stderr
-    assert invoke("run", src, "--skip-existing", "--overwrite", "-q").exit_code == 0
-    assert (tmp_path / "s.stride.tif").exists()
+    assert result.exit_code == 1 and "use --overwrite" in result.stderr
+    assert foreign.read_bytes() == before
 
 
 def test_summary_json(tmp_path):
