@@ -294,13 +294,15 @@ def _steps_line(src: str, reports: list[RunReport], seconds: float) -> str:
 
 
 def run_one(src: str, settings: Settings, opts: RunOptions, emit: Emit = ignore,
-            runner: parts.PartRunner | None = None) -> Outcome:
+            runner: parts.PartRunner | None = None,
+            check: Callable[[], None] | None = None) -> Outcome:
     """Run one input under its outputs' locks and return what became of it; never raises for
     a failure of the input (``KeyboardInterrupt`` goes through).
 
     ``runner``: compute the scene as part files with this runner (a Dask cluster); parts are
     also used, locally, with ``opts.resume``. With ``steps:`` in the config every step runs
-    over the input in one pass of reading (``satconv.steps``).
+    over the input in one pass of reading (``satconv.steps``). ``check`` is called at every
+    tile and raises to stop the input (a Dask task whose command was stopped).
     """
     t0 = time.monotonic()
     try:
@@ -342,7 +344,7 @@ def run_one(src: str, settings: Settings, opts: RunOptions, emit: Emit = ignore,
                     raise OutputError(f"{stale[0].report}: outputs exist but were not made "
                                       "from this input and config, or are incomplete (use "
                                       "--overwrite to replace them)")
-            progress = progress_factory(emit, src, opts.progress_every)
+            progress = progress_factory(emit, src, opts.progress_every, check)
             if settings.steps:
                 from . import steps
 

@@ -38,7 +38,7 @@ from . import raster_io, tile_cache
 from .api import input_policy
 from .batch import Outcome, RunOptions, run_one
 from .config import Settings
-from .errors import ClusterError, UsageError
+from .errors import ClusterError, StoppedByClient, UsageError
 from .events import Emit, Event
 from .parallel import default_workers
 from .parts import PartLayout, PartsEngine, write_parts
@@ -48,6 +48,11 @@ from .raster_io import RasterInfo, first_line
 
 #: Seconds to wait for the scheduler to answer.
 CONNECT_TIMEOUT = 15
+#: How often a scene task asks whether its command was stopped (seconds; it asks at a tile).
+STOP_POLL = 0.5
+#: Seconds a stopped command waits for its running scene tasks to stop and remove what they
+#: staged, so that "nothing written" is true when it exits.
+STOP_WAIT = 30
 #: Seconds to wait for the workers' warm-up (a cold compile takes one to two minutes; a
 #: worker that leaves meanwhile would otherwise be waited for forever).
 WARMUP_TIMEOUT = 900
@@ -139,9 +144,12 @@ def _worker_threads(opts: RunOptions) -> int:
     return max(1, default_workers() // _slots())
 
 
-def _scene_task(src: str, settings: Settings, opts: RunOptions, topic: str) -> Outcome:
+def _scene_task(src: str, settings: Settings, opts: RunOptions, topic: str,
+                stop: str | None = None) -> Outcome:
     """One input on a worker; its events go back through Dask's event log. The scenes the
-    worker runs at once share its memory for their kept tiles (``satconv.tile_cache``)."""
+    worker runs at once share its memory for their kept tiles (``satconv.tile_cache``). When
+    the Dask ``Event`` named ``stop`` is set (the command was stopped), the input stops at its
+    next tile and removes what it staged."""
     from distributed import get_worker
 
     worker = get_worker()
@@ -151,7 +159,39 @@ def _scene_task(src: str, settings: Settings, opts: RunOptions, topic: str) -> O
         with contextlib.suppress(Exception):
             worker.log_event(topic, {**ev.to_dict(), "_t": ev.time})
 
-    return run_one(src, settings, replace(opts, threads=_worker_threads(opts)), emit)
+    check = None if stop is None else _stop_check(stop)
+    if check is not None:
+        try:
+            check()  # a task that starts after the stop does nothing
+        except StoppedByClient as err:
+            return Outcome(src, "stopped", f"{src}: {err}", 1, type(err).__name__)
+    return run_one(src, settings, replace(opts, threads=_worker_threads(opts)), emit,
+                   check=check)
+
+
+def _stop_check(name: str) -> Callable[[], None]:
+    """A tile callback that raises :class:`StoppedByClient` once the Dask ``Event`` ``name``
+    is set; it asks the scheduler at most every ``STOP_POLL`` seconds (and not when it cannot
+    be reached: the task then runs on, as before)."""
+    from distributed import Event as DaskEvent
+
+    flag = DaskEvent(name)
+    last = -float("inf")
+
+    def check() -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last < STOP_POLL:
+            return
+        last = now
+        try:
+            stopped = flag.is_set()
+        except Exception:  # noqa: BLE001 - the scheduler is out of reach
+            return
+        if stopped:
+            raise StoppedByClient("the command that ran it was stopped")
+
+    return check
 
 
 def _part_task(src: str, settings: Settings, info: RasterInfo, plan: Plan,
@@ -273,6 +313,40 @@ def warm_up(client: Any, settings: Settings, emit: Emit) -> None:
     warmup.report(emit, work)
 
 
+def _outcome(fut: Any, src: str) -> Outcome:
+    """What became of the input ``src`` (as the user named it) of a finished scene task."""
+    try:
+        outcome = fut.result()
+    except Exception as err:  # noqa: BLE001 - a worker died, a task was lost
+        return Outcome(src, "failed", f"{src}: lost on the Dask cluster ({_short(err)})", 1,
+                       type(err).__name__)
+    absolute = _absolute(src)
+    message = outcome.message
+    if message.startswith(absolute):  # as the user named it
+        message = src + message[len(absolute):]
+    return replace(outcome, input=src, message=message)
+
+
+def _stop_tasks(client: Any, stop: str, pending: dict[Any, str]) -> list[Outcome]:
+    """Stop the scenes handed to the cluster (``pending``: future -> input as named). Dask
+    cannot interrupt a running task (cancelling one only forgets it), so the ``stop`` event
+    tells the running ones to stop at their next tile and the queued ones not to start; wait
+    (at most ``STOP_WAIT`` s) until they have all ended, having removed what they staged.
+    Returns what became of the inputs whose task ended otherwise than stopped (done before it
+    saw the stop, or failed), then cancels what is left."""
+    from distributed import Event as DaskEvent
+
+    with contextlib.suppress(Exception):
+        DaskEvent(stop, client=client).set()
+        deadline = time.monotonic() + STOP_WAIT
+        while any(f.status == "pending" for f in pending) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    ended = [_outcome(f, src) for f, src in pending.items() if f.status == "finished"]
+    client.cancel(list(pending))
+    return [o for o in ended if o.status != "stopped"
+            and o.error_type != StoppedByClient.__name__]
+
+
 def _run_scenes(client: Any, sources: list[str], settings: Settings, opts: RunOptions,
                 emit: Emit, finish: Callable[[Outcome], None]) -> None:
     topic = f"satconv-{uuid.uuid4().hex}"
@@ -296,7 +370,8 @@ def _run_scenes(client: Any, sources: list[str], settings: Settings, opts: RunOp
     remote_opts = replace(
         opts, **{k: Path(os.path.abspath(v)) for k in ("output", "out_dir", "plan_path")
                  if (v := getattr(opts, k)) is not None})
-    futures = {client.submit(_scene_task, _absolute(src), settings, remote_opts, topic,
+    stop = f"satconv-stop-{uuid.uuid4().hex}"
+    futures = {client.submit(_scene_task, _absolute(src), settings, remote_opts, topic, stop,
                              pure=False, key=f"satconv-scene-{i}-{uuid.uuid4().hex}"): src
                for i, src in enumerate(sources)}
     pending = dict(futures)
@@ -309,21 +384,13 @@ def _run_scenes(client: Any, sources: list[str], settings: Settings, opts: RunOp
                 continue
             for fut in done:
                 src = pending.pop(fut)
-                try:
-                    outcome = fut.result()
-                    absolute = _absolute(src)
-                    message = outcome.message
-                    if message.startswith(absolute):  # as the user named it
-                        message = src + message[len(absolute):]
-                    outcome = replace(outcome, input=src, message=message)
-                except Exception as err:  # noqa: BLE001 - a worker died, a task was lost
-                    outcome = Outcome(src, "failed", f"{src}: lost on the Dask cluster "
-                                      f"({_short(err)})", 1, type(err).__name__)
                 finished.add(src)
-                finish(outcome)
+                finish(_outcome(fut, src))
         drain()
     except BaseException:
-        client.cancel(list(pending))
+        for outcome in _stop_tasks(client, stop, pending):
+            finished.add(outcome.input)
+            finish(outcome)
         raise
     finally:
         with contextlib.suppress(Exception):

@@ -50,6 +50,11 @@ class ClusterError(SatconvError):
     that input fails, the others go on."""
 
 
+class StoppedByClient(ClusterError):
+    """The command that handed an input to the Dask cluster was stopped (Ctrl-C, SIGTERM):
+    the input's task stops at its next tile and removes what it staged."""
+
+
 class SatconvWarning(UserWarning):
     """Issued by the Python API for what the command line prints as a ``warning`` line: the
     input is done, but something may not be what was meant (a context source whose regions

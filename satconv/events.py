@@ -70,12 +70,13 @@ def ignore(event: Event) -> None:
     """An :data:`Emit` that drops everything."""
 
 
-def progress_factory(emit: Emit, src: str, every: int = 0) -> Callable[[str, int],
-                                                                       Callable[[int], None]]:
+def progress_factory(emit: Emit, src: str, every: int = 0,
+                     check: Callable[[], None] | None = None,
+                     ) -> Callable[[str, int], Callable[[int], None]]:
     """An ``api.ProgressFactory`` that turns per-tile callbacks into ``progress`` events.
 
     ``every``: one event each ``every`` tiles (and always at the last tile); 0 means about
-    every tenth of the phase.
+    every tenth of the phase. ``check`` is called at every tile: it raises to stop the work.
     """
 
     def factory(phase: str, total: int) -> Callable[[int], None]:
@@ -85,6 +86,8 @@ def progress_factory(emit: Emit, src: str, every: int = 0) -> Callable[[str, int
 
         def tick(n: int) -> None:
             nonlocal done, last
+            if check is not None:
+                check()
             done += n
             if done - last >= step or done >= total:
                 last = done

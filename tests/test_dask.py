@@ -346,7 +346,59 @@ def test_the_scenes_a_worker_runs_at_once_share_its_memory(monkeypatch):
     monkeypatch.setattr(distributed, "get_worker", lambda: FakeWorker())
     monkeypatch.setattr(tile_cache, "SCENES_AT_ONCE", 1)
     monkeypatch.setattr(sd, "run_one",
-                        lambda src, settings, opts, emit: seen.append(
+                        lambda src, settings, opts, emit, check=None: seen.append(
                             (tile_cache.SCENES_AT_ONCE, opts.threads)))
     sd._scene_task("a.tif", None, sd.RunOptions(), "topic")
     assert seen == [(3, max(1, sd.default_workers() // 3))]
+
+
+def test_a_stopped_batch_leaves_on_disk_what_its_summary_says(cluster, tmp_path):
+    """SIGTERM while the workers compute two scenes: a task already running cannot be
+    cancelled, so it is told to stop at its next tile. Each input is then either done (its
+    outputs complete) or stopped with nothing written, as the summary says, and it stays so:
+    no output appears after the command has exited."""
+    rng = np.random.default_rng(9)
+    for i in (1, 2):
+        write_geotiff(tmp_path / f"s{i}.tif", random_image(rng, (1, 2400, 2400), "uint16"))
+    weights = rng.uniform(0.5, 1.0, size=(41, 41)).round(3).tolist()  # not separable: slow
+    cfg = tmp_path / "slow.yaml"
+    cfg.write_text(json.dumps({"kernel": {"type": "custom", "weights": weights},
+                               "strides": [1], "tile_size": 128}))
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [str(BIN / "satconv"), "run", "s1.tif", "s2.tif", "-c", str(cfg), "--out-dir", str(out),
+         "--scheduler", cluster, "--log-format", "json", "--progress-every", "8",
+         "--summary", str(out / "s.json")],
+        cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    running: set[str] = set()
+    deadline = time.monotonic() + 300
+    assert proc.stderr is not None
+    for line in proc.stderr:  # until both scenes are past their first tiles
+        ev = json.loads(line)
+        if ev.get("event") == "progress" and ev.get("phase") == "execute":
+            running.add(ev["input"])
+        assert ev.get("event") != "done", "a scene ended before the stop: make them slower"
+        if running == {"s1.tif", "s2.tif"} or time.monotonic() > deadline:
+            break
+    assert running == {"s1.tif", "s2.tif"}
+    proc.terminate()
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 143, rest
+    summary = json.loads((out / "s.json").read_text())
+
+    def on_disk() -> list[str]:
+        return sorted(p.name for p in out.iterdir() if p.name != "s.json")
+
+    names = {i: [f"s{i}.satconv.json", f"s{i}.satconv.tif", f"s{i}.stride.tif"] for i in (1, 2)}
+    left = on_disk()
+    for r in summary["results"]:
+        i = int(r["input"][1])
+        if r["status"] == "done":
+            assert set(names[i]) <= set(left)
+        else:
+            assert r["status"] == "stopped", r
+            assert not [n for n in left if n.startswith(f"s{i}.") or f".s{i}." in n], left
+    time.sleep(8)  # a task that had gone on would have written by now
+    assert on_disk() == left

@@ -276,7 +276,7 @@ def run(inputs: tuple[str, ...], config_path: str | None, output: str | None,
         code, what = stop.exit_code, stop.what
         for src in list(render.active) or [None]:
             name = f"{src}: " if src else ""
-            kept = "nothing written"
+            kept = "nothing written" if src else "no input was being written"
             if resume and src:
                 raster = opts.paths(src).raster
                 if parts.finished_parts(raster):
