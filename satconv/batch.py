@@ -46,7 +46,7 @@ from .errors import InputError, InputTimeout, OutputError, SatconvError, UsageEr
 from .events import Emit, Event, ignore, progress_factory
 from .parallel import default_workers
 from .planning import plan_warnings
-from .stopping import Stops
+from .stopping import STOP_SIGNALS, Stops
 
 _CONTEXT = "spawn"
 #: Seconds a child that has answered gets to exit on its own before it is killed.
@@ -56,10 +56,23 @@ _EXIT_GRACE = 10.0
 #: ``--timeout`` counts them.
 START_LIMIT = 300.0
 #: What stops a child (``_on_interrupt_stop``).
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_STOP_SIGNALS = set(STOP_SIGNALS)
 #: Children running now (so an interrupted batch can interrupt them).
 _LIVE: set[Any] = set()
 _LIVE_LOCK = threading.Lock()
+
+
+def _start_tracker() -> None:
+    """Start multiprocessing's resource tracker (shared by the children) with SIGHUP ignored,
+    which it inherits: it ignores SIGINT and SIGTERM itself, and a closed terminal must not
+    kill it under the batch either (its children would then print tracebacks of a lost
+    tracker). From the main thread only; elsewhere the first child starts it as it is."""
+    with contextlib.suppress(ValueError):  # not the main thread (embedded use)
+        hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        try:
+            resource_tracker.ensure_running()
+        finally:
+            signal.signal(signal.SIGHUP, hup)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -74,7 +87,7 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _on_interrupt_stop() -> None:
-    """In a child: SIGINT and SIGTERM both stop the work, once, as they stop a command
+    """In a child: SIGINT, SIGTERM and SIGHUP stop the work, once, as they stop a command
     (:class:`satconv.stopping.Stops`), even where the parent's shell ignores Ctrl-C."""
     Stops().install(force=True)
 
@@ -495,7 +508,8 @@ class Worker:
         # The child inherits these signals blocked, and unblocks them once its handlers are in
         # place (``_serve``): a Ctrl-C to the process group in the child's first half second
         # would otherwise print a traceback from the interpreter's start-up.
-        # (multiprocessing's resource tracker unblocks every signal when it starts: before)
+        # (multiprocessing's resource tracker unblocks every signal when it starts: before;
+        # started by _start_tracker already, unless it died since)
         resource_tracker.ensure_running()
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
@@ -766,6 +780,7 @@ def _run_processes(sources: list[str], settings: Settings, opts: RunOptions, emi
     if opts.threads is None:
         opts = replace(opts, threads=max(1, default_workers() // max(1, jobs)))
     ctx = multiprocessing.get_context(_CONTEXT)
+    _start_tracker()  # (a queue's semaphores would start it as it is)
     events = ctx.Queue()
     finished: set[str] = set()
 

@@ -1,7 +1,7 @@
-"""Stopping satconv's work on SIGTERM and Ctrl-C: in a command (``scripts.stops``) and in a
-batch's child processes (``batch``) alike.
+"""Stopping satconv's work on SIGTERM, Ctrl-C and SIGHUP (a closed terminal or SSH session):
+in a command (``scripts.stops``) and in a batch's child processes (``batch``) alike.
 
-Both signals become a KeyboardInterrupt in the main thread, so that the staged files of what
+Each becomes a KeyboardInterrupt in the main thread, so that the staged files of what
 was being written are removed on the way out. The stop is never raised inside the Python code
 of rasterio (a GDAL environment set up or torn down, a dataset opened or closed) or of numba
 and llvmlite (a kernel being compiled or loaded from the cache): raised there it can leave
@@ -27,29 +27,37 @@ STOP_RETRY = 0.02
 _DELICATE = ("rasterio", "numba", "llvmlite")
 
 
+#: The signals that stop the work.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 class Stops:
-    """What has stopped the work (``term``: SIGTERM rather than Ctrl-C), and the handlers
-    it replaced."""
+    """What has stopped the work (``term``: SIGTERM, ``hup``: SIGHUP, else Ctrl-C), and the
+    handlers it replaced."""
 
     def __init__(self) -> None:
         self.term = False
+        self.hup = False
         self.pending = False
         self.stopping = False
         self.previous: dict[int, Any] = {}
 
     @property
     def exit_code(self) -> int:
-        return 143 if self.term else 130
+        """128 plus the signal's number, as a shell reports a process it stopped."""
+        return 143 if self.term else 129 if self.hup else 130
 
     @property
     def what(self) -> str:
-        return "terminated" if self.term else "interrupted"
+        return "terminated" if self.term else "hung up" if self.hup else "interrupted"
 
     def on_signal(self, signum: int, frame: Any) -> None:
         if self.stopping or (signum == signal.SIGALRM and not self.pending):
             return
         if signum == signal.SIGTERM:
             self.term = True
+        elif signum == signal.SIGHUP:
+            self.hup = True
         if in_delicate_code(frame):
             self.pending = True
             signal.setitimer(signal.ITIMER_REAL, STOP_RETRY)
@@ -59,10 +67,11 @@ class Stops:
         raise KeyboardInterrupt
 
     def install(self, force: bool = False) -> Stops:
-        """Handle SIGTERM and SIGINT (unless inherited as ignored, or ``force``), and SIGALRM
-        for retries. Outside the main thread (embedded use) nothing is installed."""
+        """Handle SIGTERM, SIGINT and SIGHUP (unless inherited as ignored, as under ``nohup``,
+        or ``force``), and SIGALRM for retries. Outside the main thread (embedded use) nothing
+        is installed."""
         with contextlib.suppress(ValueError):
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in STOP_SIGNALS:
                 if force or signal.getsignal(sig) is not signal.SIG_IGN:
                     self.previous[sig] = signal.signal(sig, self.on_signal)
             if self.previous:
@@ -70,7 +79,7 @@ class Stops:
         return self
 
     def settle(self) -> None:
-        """At the end of the process: cancel a pending retry and ignore SIGTERM, SIGINT and
+        """At the end of the process: cancel a pending retry and ignore the stop signals and
         SIGALRM from here on. Python's shutdown sets the signals it handles back to their
         default action, so a signal in its last fraction of a second (or the retry of a stop
         that came while the last of the work was in rasterio's code) would kill the process
@@ -78,7 +87,7 @@ class Stops:
         done: the command ends as it would have."""
         with contextlib.suppress(ValueError):  # not the main thread (embedded use)
             signal.setitimer(signal.ITIMER_REAL, 0)
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):
+            for sig in (*STOP_SIGNALS, signal.SIGALRM):
                 signal.signal(sig, signal.SIG_IGN)
 
     def restore(self) -> None:

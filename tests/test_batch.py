@@ -659,3 +659,44 @@ def test_a_worker_starts_with_its_stop_signals_blocked_in_a_fresh_interpreter():
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True", "True"]
+
+
+def test_a_closed_terminal_stops_a_batch_like_sigterm(tmp_path):
+    """SIGHUP to the batch's process group (the terminal or SSH session closed) while two
+    workers compute: exit 129, one 'hung up, nothing written' line per input and nothing
+    else on stderr (no traceback of a lost resource tracker), the summary written, and no
+    output or staged file left."""
+    rng = np.random.default_rng(4)
+    for i in (1, 2):
+        write_geotiff(tmp_path / f"s{i}.tif", random_image(rng, (1, 2400, 2400), "uint16"))
+    weights = rng.uniform(0.5, 1.0, size=(41, 41)).round(3).tolist()  # not separable: slow
+    cfg = tmp_path / "slow.yaml"
+    cfg.write_text(json.dumps({"kernel": {"type": "custom", "weights": weights},
+                               "strides": [1], "tile_size": 128}))
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "satconv"), "run", "s1.tif", "s2.tif", "-c",
+         str(cfg), "--out-dir", str(out), "--jobs", "2", "--log-format", "json",
+         "--progress-every", "8", "--summary", str(out / "s.json")],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE,
+        text=True, start_new_session=True)
+    running: set[str] = set()
+    assert proc.stderr is not None
+    for line in proc.stderr:  # until both inputs are past their first tiles
+        ev = json.loads(line)
+        if ev.get("event") == "progress" and ev.get("phase") == "execute":
+            running.add(ev["input"])
+        assert ev.get("event") != "done", "an input ended before the stop: make it slower"
+        if running == {"s1.tif", "s2.tif"}:
+            break
+    os.killpg(proc.pid, signal.SIGHUP)
+    rest = [json.loads(ln) for ln in proc.stderr.read().splitlines()]
+    assert proc.wait(timeout=120) == 129, rest
+    errors = sorted(ev["error"] for ev in rest if ev.get("event") == "error")
+    assert errors == ["s1.tif: hung up, nothing written", "s2.tif: hung up, nothing written"]
+    assert all(ev.get("event") in ("error", "progress") for ev in rest), rest
+    summary = json.loads((out / "s.json").read_text())
+    assert [r["status"] for r in summary["results"]] == ["stopped", "stopped"]
+    assert summary["exit_code"] == 129
+    assert listing(out) == ["s.json"]

@@ -16,7 +16,7 @@ from satconv import __version__, api, raster_io
 from satconv.scripts import stops
 from satconv.scripts.cli import cli
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGALRM)
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM)
 
 
 @pytest.fixture
@@ -105,7 +105,8 @@ stops.main()
 
 
 @pytest.mark.parametrize(("sig", "code", "line"), [("SIGTERM", 143, "satconv: terminated"),
-                                                   ("SIGINT", 130, "satconv: interrupted")])
+                                                   ("SIGINT", 130, "satconv: interrupted"),
+                                                   ("SIGHUP", 129, "satconv: hung up")])
 def test_a_stop_during_start_up_ends_with_one_line(sig, code, line):
     """The ``satconv`` command handles a stop from its first instant: one that comes while
     it imports rasterio, numpy and the rest (most of a second) ends as any other stop."""

@@ -1,10 +1,12 @@
-"""How a satconv command stops: SIGTERM (cron, systemd, kill) and Ctrl-C.
+"""How a satconv command stops: SIGTERM (cron, systemd, kill), Ctrl-C and SIGHUP (the terminal
+or SSH session it ran in closed).
 
-Every command turns both into a KeyboardInterrupt in the main thread, so that the staged files
+Every command turns each into a KeyboardInterrupt in the main thread, so that the staged files
 of what it was writing are removed on the way out, and ends with one line and the exit code a
-shell gives a process stopped by that signal: 130 for Ctrl-C, 143 for SIGTERM. A signal the
-parent process set to be ignored (a background job of a non-interactive shell ignores Ctrl-C)
-stays ignored. The handlers are in place while the command runs and restored after it.
+shell gives a process stopped by that signal: 130 for Ctrl-C, 143 for SIGTERM, 129 for
+SIGHUP. A signal the parent process set to be ignored (a background job of a
+non-interactive shell ignores Ctrl-C, ``nohup`` SIGHUP) stays ignored. The handlers are in
+place while the command runs and restored after it.
 
 A stop never lands inside rasterio's or numba's code, and later signals are ignored while the
 command cleans up (:mod:`satconv.stopping`).
@@ -65,7 +67,7 @@ def main() -> None:
 class StoppableGroup(click.Group):
     """A click group whose commands stop as this module says: a KeyboardInterrupt a command
     did not handle itself ends it with one line (``satconv: plan interrupted``) and exit code
-    130 or 143, where click would print "Aborted!" and exit 1."""
+    130, 143 or 129, where click would print "Aborted!" and exit 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         stops = command_stops(ctx)
