@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -130,6 +131,36 @@ def slow_run_inputs(folder: Path) -> tuple[Path, Path]:
     cfg = folder / "c.yaml"
     cfg.write_text(f"kernel: {{type: custom, weights: {weights}}}\ntile_size: 64\n")
     return scene, cfg
+
+
+def slow_pair(folder: Path, seed: int) -> Path:
+    """``s1.tif`` and ``s2.tif`` (2400x2400 uint16) and a config whose 41x41 kernel is not
+    separable: each scene takes seconds on one thread. Returns the config's path."""
+    rng = np.random.default_rng(seed)
+    for i in (1, 2):
+        write_geotiff(folder / f"s{i}.tif", random_image(rng, (1, 2400, 2400), "uint16"))
+    weights = rng.uniform(0.5, 1.0, size=(41, 41)).round(3).tolist()
+    cfg = folder / "slow.yaml"
+    cfg.write_text(json.dumps({"kernel": {"type": "custom", "weights": weights},
+                               "strides": [1], "tile_size": 128}))
+    return cfg
+
+
+def wait_until_computing(proc: subprocess.Popen, inputs: set[str],
+                         timeout: float = 300) -> None:
+    """Read the JSON log lines of ``proc`` (a ``satconv run --log-format json`` whose stderr is
+    a pipe) until every one of ``inputs`` is past its first tiles; fail if one ends first."""
+    running: set[str] = set()
+    deadline = time.monotonic() + timeout
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        ev = json.loads(line)
+        if ev.get("event") == "progress" and ev.get("phase") == "execute":
+            running.add(ev["input"])
+        assert ev.get("event") != "done", "an input ended before the stop: make it slower"
+        if running == inputs or time.monotonic() > deadline:
+            break
+    assert running == inputs
 
 
 def wait_for_staging(proc: subprocess.Popen, partial: Path, timeout: float = 60) -> None:

@@ -20,7 +20,7 @@ from satconv import batch, config
 from satconv.scripts.cli import cli
 
 from . import oracle
-from .conftest import random_image, write_geotiff
+from .conftest import random_image, slow_pair, wait_until_computing, write_geotiff
 
 REPO = Path(__file__).resolve().parents[1]
 #: every tile at stride 1: the output is the dense convolution, checked against scipy
@@ -666,13 +666,7 @@ def test_a_closed_terminal_stops_a_batch_like_sigterm(tmp_path):
     workers compute: exit 129, one 'hung up, nothing written' line per input and nothing
     else on stderr (no traceback of a lost resource tracker), the summary written, and no
     output or staged file left."""
-    rng = np.random.default_rng(4)
-    for i in (1, 2):
-        write_geotiff(tmp_path / f"s{i}.tif", random_image(rng, (1, 2400, 2400), "uint16"))
-    weights = rng.uniform(0.5, 1.0, size=(41, 41)).round(3).tolist()  # not separable: slow
-    cfg = tmp_path / "slow.yaml"
-    cfg.write_text(json.dumps({"kernel": {"type": "custom", "weights": weights},
-                               "strides": [1], "tile_size": 128}))
+    cfg = slow_pair(tmp_path, seed=4)
     out = tmp_path / "out"
     out.mkdir()
     proc = subprocess.Popen(
@@ -681,15 +675,7 @@ def test_a_closed_terminal_stops_a_batch_like_sigterm(tmp_path):
          "--progress-every", "8", "--summary", str(out / "s.json")],
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE,
         text=True, start_new_session=True)
-    running: set[str] = set()
-    assert proc.stderr is not None
-    for line in proc.stderr:  # until both inputs are past their first tiles
-        ev = json.loads(line)
-        if ev.get("event") == "progress" and ev.get("phase") == "execute":
-            running.add(ev["input"])
-        assert ev.get("event") != "done", "an input ended before the stop: make it slower"
-        if running == {"s1.tif", "s2.tif"}:
-            break
+    wait_until_computing(proc, {"s1.tif", "s2.tif"})
     os.killpg(proc.pid, signal.SIGHUP)
     rest = [json.loads(ln) for ln in proc.stderr.read().splitlines()]
     assert proc.wait(timeout=120) == 129, rest

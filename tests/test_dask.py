@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from satconv.scripts.cli import cli
 
-from .conftest import random_image, write_geotiff
+from .conftest import random_image, slow_pair, wait_until_computing, write_geotiff
 
 pytest.importorskip("distributed", reason="Dask distributed is not installed "
                     "(pip install 'satconv[dask]')")
@@ -357,13 +357,7 @@ def test_a_stopped_batch_leaves_on_disk_what_its_summary_says(cluster, tmp_path)
     cancelled, so it is told to stop at its next tile. Each input is then either done (its
     outputs complete) or stopped with nothing written, as the summary says, and it stays so:
     no output appears after the command has exited."""
-    rng = np.random.default_rng(9)
-    for i in (1, 2):
-        write_geotiff(tmp_path / f"s{i}.tif", random_image(rng, (1, 2400, 2400), "uint16"))
-    weights = rng.uniform(0.5, 1.0, size=(41, 41)).round(3).tolist()  # not separable: slow
-    cfg = tmp_path / "slow.yaml"
-    cfg.write_text(json.dumps({"kernel": {"type": "custom", "weights": weights},
-                               "strides": [1], "tile_size": 128}))
+    cfg = slow_pair(tmp_path, seed=9)
     out = tmp_path / "out"
     out.mkdir()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -372,18 +366,9 @@ def test_a_stopped_batch_leaves_on_disk_what_its_summary_says(cluster, tmp_path)
          "--scheduler", cluster, "--log-format", "json", "--progress-every", "8",
          "--summary", str(out / "s.json")],
         cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
-    running: set[str] = set()
-    deadline = time.monotonic() + 300
-    assert proc.stderr is not None
-    for line in proc.stderr:  # until both scenes are past their first tiles
-        ev = json.loads(line)
-        if ev.get("event") == "progress" and ev.get("phase") == "execute":
-            running.add(ev["input"])
-        assert ev.get("event") != "done", "a scene ended before the stop: make them slower"
-        if running == {"s1.tif", "s2.tif"} or time.monotonic() > deadline:
-            break
-    assert running == {"s1.tif", "s2.tif"}
+    wait_until_computing(proc, {"s1.tif", "s2.tif"})
     proc.terminate()
+    assert proc.stderr is not None
     rest = proc.stderr.read()
     assert proc.wait(timeout=120) == 143, rest
     summary = json.loads((out / "s.json").read_text())
