@@ -219,8 +219,8 @@ def compare_scene(
         inp = plan_inputs(info, settings, stats)
         plan = plan_from_stats(info, settings, stats, inp)
         plan.details["read"] = READ_PLAN_ONLY
-        if settings.warnings():
-            plan.details["config_warnings"] = settings.warnings()
+        if unused := settings.warnings():
+            plan.details["config_warnings"] = unused
         policies, uniform = compare.compare(info, settings, stats, inp)
     peak = inp.output_range()
     predicted = compare.predict("configured", inp, plan.strides,
@@ -353,8 +353,8 @@ def run_scene(
             return made
 
         plan = make() if engine is None else engine.plan(info, fp, make)
-        if settings.warnings():
-            plan.details["config_warnings"] = settings.warnings()
+        if unused := settings.warnings():
+            plan.details["config_warnings"] = unused
         t_plan = time.perf_counter()
 
         profile, opts = output_setup(info, settings, plan)

@@ -86,10 +86,17 @@ FOLD_LIMIT = 0.5
 def fold_back(kernel: np.ndarray, stride: int, n: int = 1024) -> float:
     """Share of the kernel's frequency-response energy (``|K(f)|^2`` over the whole band, the
     response to white input) outside the band a stride-``stride`` grid can represent
-    (``|fx|, |fy| < 1 / (2 * stride)``): what sampling at that stride folds back (aliases)."""
-    k = np.asarray(kernel, dtype=np.float64)
+    (``|fx|, |fy| < 1 / (2 * stride)``): what sampling at that stride folds back (aliases).
+    Cached per kernel and stride: every plan's error estimator asks."""
     if stride <= 1:
         return 0.0
+    k = np.ascontiguousarray(kernel, dtype=np.float64)
+    return _fold_back(k.tobytes(), k.shape, int(stride), n)
+
+
+@lru_cache(maxsize=128)
+def _fold_back(kbytes: bytes, shape: tuple[int, int], stride: int, n: int) -> float:
+    k = np.frombuffer(kbytes, dtype=np.float64).reshape(shape)
     power = np.abs(np.fft.fft2(k, s=(n, n))) ** 2
     total = power.sum()
     if total == 0:

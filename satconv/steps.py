@@ -154,8 +154,7 @@ def run_steps(
                            progress("plan", ntiles), kept.cache)
         kept.settle(*plans)
         for st, p in zip(steps, plans, strict=True):
-            unused = st.config.kernel.unused(f"steps[{st.config.name}].kernel")
-            if unused:
+            if unused := st.config.kernel.unused(f"steps[{st.config.name}].kernel"):
                 p.details["config_warnings"] = unused
         cache = kept.cache
         t_plan = time.perf_counter()
